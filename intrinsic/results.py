@@ -1,0 +1,138 @@
+"""JSON and binary IO shared by every result type: atomic writes, dataclass <-> dict.
+
+An interrupted run must never leave a half-written file under its final name, so every
+write goes to a temporary file in the same directory and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # JSON has no NaN/inf; readers treat null as "not defined"
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _jsonable(obj.item())
+    if hasattr(obj, "tolist"):  # numpy arrays
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (possibly nested) as plain JSON-ready Python data."""
+    return _jsonable(obj)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(to_dict(obj), indent=2, sort_keys=False)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, dumps(obj) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"No such file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e})") from None
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create `path` if needed and check that files can be written there."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"Output directory {path} is not writable ({e.strerror}).") from None
+    return path
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build dataclass `cls` from a dict, recursing into dataclass-typed fields.
+
+    Unknown keys are ignored (forward compatibility); missing keys take field defaults.
+    Field types must be given as real types or simple strings resolvable from `cls`'s module.
+    """
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(hints.get(f.name, Any), data[f.name])
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    import typing
+
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value)
+    if origin in (list, tuple) and args:
+        inner = args[0]
+        seq = [_coerce(inner, v) for v in value]
+        return tuple(seq) if origin is tuple else seq
+    if origin is dict and len(args) == 2:
+        return {k: _coerce(args[1], v) for k, v in value.items()}
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value)
+            except Exception:  # noqa: BLE001 - try the next member of the union
+                continue
+        return value
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
