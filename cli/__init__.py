@@ -1,0 +1,1 @@
+"""The `intrinsic` command line (installed as `intrinsic.cli`)."""
