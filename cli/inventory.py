@@ -1,0 +1,89 @@
+"""`intrinsic modules` and `intrinsic tasks`: what would be probed, and which tasks exist."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import typer
+
+from .common import JsonOpt, console, display_table, handle_errors, human, print_json
+
+
+def modules(
+    model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
+    modules_override: str = typer.Option(
+        None, "--modules", help="Map an unknown architecture by hand: 'regex=role,...', roles q k v o qkv up gate down gate_up."
+    ),
+    lm: bool = typer.Option(False, "--lm", help="Load with a causal-LM head instead of a classification head."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List the attention and FFN modules of MODEL: roles, (out, in) shapes and parameter counts per layer."""
+    with handle_errors():
+        from intrinsic.arch import discover, parse_module_patterns
+        from intrinsic.models import base_param_count, load_model
+
+        loaded = load_model(model, task_kind="lm" if lm else "classification")
+        patterns = parse_module_patterns(modules_override) if modules_override else None
+        refs = discover(loaded.model, patterns=patterns)
+        total = sum(r.params for r in refs)
+        base = base_param_count(loaded.model)
+        if as_json:
+            print_json(
+                {
+                    "model": model,
+                    "model_type": loaded.model_type,
+                    "num_modules": len(refs),
+                    "num_layers": len({r.layer for r in refs}),
+                    "module_params": total,
+                    "base_params": base,
+                    "modules": refs,
+                }
+            )
+            return
+        by_layer: dict[int, dict[str, str]] = defaultdict(dict)
+        roles: list[str] = []
+        for r in refs:
+            by_layer[r.layer][r.role] = f"{r.shape[0]}x{r.shape[1]}"
+            if r.role not in roles:
+                roles.append(r.role)
+        rows = []
+        for layer in sorted(by_layer):
+            row = {"layer": layer, **{role: by_layer[layer].get(role, "") for role in roles}}
+            row["params"] = sum(r.params for r in refs if r.layer == layer)
+            rows.append(row)
+        display_table(rows, title=f"{model} ({loaded.model_type}): {len(refs)} modules in {len(rows)} layers")
+        console.print(
+            f"probed weights: [bold]{human(total)}[/] of {human(base)} base parameters ({100 * total / base:.1f}%)"
+        )
+
+
+def tasks(as_json: bool = JsonOpt) -> None:
+    """List the built-in tasks with their kind, sizes and label sets."""
+    with handle_errors():
+        from intrinsic.tasks import list_tasks
+
+        infos = list_tasks()
+        if as_json:
+            print_json(infos)
+            return
+        rows = [
+            {
+                "task": t.name,
+                "kind": t.kind,
+                "train": t.train_size,
+                "test": t.test_size,
+                "labels": ", ".join(t.labels) if len(t.labels) <= 8 else f"{len(t.labels)} classes",
+                "source": t.source,
+            }
+            for t in infos
+        ]
+        display_table(rows, title="Built-in tasks")
+        console.print(
+            "Also: [bold]NAME:lm[/] (causal LM on a text task), [bold]hf:NAME[:CONFIG][/] (datasets.load_dataset), "
+            "and local [bold].csv/.jsonl/.parquet[/] files (--text-column/--label-column)."
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("modules")(modules)
+    app.command("tasks")(tasks)
