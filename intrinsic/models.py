@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, MissingPackageError, UnknownModelError
+from .errors import ConfigError, MissingPackageError, UnknownModelError, did_you_mean
 
 TASK_KINDS = ("classification", "lm")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -137,6 +137,26 @@ def resolve(name: str) -> tuple[str, str]:
     return "hub", name
 
 
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub's host resolves and accepts a connection (fails fast offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_kwargs(name: str, source: str) -> dict[str, Any]:
+    """Offline, load a hub id from the local cache only, instead of retrying the network for 30 s."""
+    if source != "hub" or os.environ.get("HF_HUB_OFFLINE") == "1" or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
 def _device(device: str) -> str:
     import torch
 
@@ -177,23 +197,29 @@ def load_model(
     source, path = resolve(name)
     dev, dt = _device(device), _dtype(dtype)
     _quiet_transformers()
+    hub = _hub_kwargs(name, source)
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
     except (OSError, ValueError) as e:
-        where = "the Hugging Face Hub (check the name and your network)" if source == "hub" else path
+        if source == "hub":
+            net = " (the Hub is unreachable from here and it is not in the local cache)" if hub else ""
+            raise UnknownModelError(
+                f"Unknown model '{name}': not a packaged alias ({', '.join(ALIASES)}), not a local directory, "
+                f"and not loadable from the Hugging Face Hub{net}.{did_you_mean(name.lower(), ALIASES)}"
+            ) from None
         msg = str(e).strip().splitlines()[0][:200]
-        raise UnknownModelError(f"Cannot load model '{name}' from {where}: {msg}") from None
+        raise UnknownModelError(f"Cannot load model '{name}' from {path}: {msg}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     torch.manual_seed(seed)
     with contextlib.redirect_stderr(io.StringIO()):
         if task_kind == "classification":
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=num_labels, dtype=dt, pad_token_id=tokenizer.pad_token_id
+                path, num_labels=num_labels, dtype=dt, pad_token_id=tokenizer.pad_token_id, **hub
             )
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hub)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(dev).eval()
