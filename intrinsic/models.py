@@ -216,7 +216,8 @@ def load_model(
     with contextlib.redirect_stderr(io.StringIO()):
         if task_kind == "classification":
             model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=num_labels, dtype=dt, pad_token_id=tokenizer.pad_token_id, **hub
+                path, num_labels=num_labels, dtype=dt, pad_token_id=tokenizer.pad_token_id,
+                ignore_mismatched_sizes=True, **hub
             )
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hub)

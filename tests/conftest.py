@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny models saved to disk and tiny local tasks, built without any download."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A random-init tiny BERT with a character tokenizer, saved like a hub checkpoint."""
+    from intrinsic.models import build_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tiny = build_tiny_model("bert")
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory):
+    """A 2-class csv task whose label is visible in the text (a token 'good'/'bad')."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("task") / "tiny.csv"
+    words = ["movie", "plot", "actor", "scene", "film", "story", "music", "ending"]
+    lines = ["text,label"]
+    for i in range(160):
+        label = i % 2
+        body = " ".join(rng.choice(words) for _ in range(6))
+        lines.append(f"{'good' if label else 'bad'} {body},{'pos' if label else 'neg'}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
