@@ -1,0 +1,10 @@
+"""Studies: controlled grids of LoRA training runs that answer one placement question each.
+
+spec.py (TOML definitions, grid expansion, hashes) -> runner.py (run the grid, resume) ->
+analysis.py + stats.py (aggregation, Pareto frontiers, tests, prediction check) ->
+guidelines.py (sentences backed by numbers) -> report.py (Markdown, HTML, PNG plots).
+"""
+
+from .spec import Cell, GridBlock, StudySpec, load_spec, packaged_studies, parse_spec, resolve_study
+
+__all__ = ["Cell", "GridBlock", "StudySpec", "load_spec", "packaged_studies", "parse_spec", "resolve_study"]

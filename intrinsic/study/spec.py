@@ -1,0 +1,465 @@
+"""Study definitions: parse and validate a study TOML file, expand its grid into cells, hash settings.
+
+A study answers one question with a controlled grid of training runs. The file format is
+documented in studies/README.md; in short:
+
+    name, question, model, task, seeds, metrics, dtype, device   top-level keys
+    [data]        load_task options (max_examples, max_eval_examples, text_column, label_column)
+    [train]       TrainConfig fields shared by every cell (never `seed`: seeds come from the grid)
+    [train_overrides.STRATEGY]   TrainConfig fields for one strategy only (e.g. a lower lr for `full`)
+    [probe]       settings of the gradient probe used by `auto` and by the prediction check
+    [placement]   max_rank, granularity, alpha_mult, rslora
+    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds
+    [quick]       overrides for a fast CPU run: seeds, data, train, probe, grid
+
+Normalisation (so equal settings get equal ids and are trained once):
+- `full` ignores rank and budget;
+- `auto` at rank r means auto under the budget of `all` at rank r (`all@r`, same layers);
+- a fixed strategy S under budget "S@r" is S at rank r.
+
+Cell ids are hashes of every setting that can change a result (not the device, not prose), so
+a finished cell is recognised on resume and never trained twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+
+TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
+            "train_overrides", "probe", "placement", "grid", "quick")
+DATA_KEYS = ("max_examples", "max_eval_examples", "text_column", "label_column")
+PLACEMENT_KEYS = ("max_rank", "granularity", "alpha_mult", "rslora")
+GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds")
+QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid")
+PROBE_META_KEYS = ("enabled",)  # probe keys the runner consumes; the rest go to probe(**settings)
+METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
+COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
+SPECIAL_STRATEGIES = ("full", "auto")
+FIXED_WORDS = ("all", "attention", "ffn", "q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
+HASH_LEN = 12
+
+
+@dataclass(frozen=True)
+class GridBlock:
+    """One `[[grid]]` table: a product of strategies, ranks or budgets, layer selections and seeds."""
+
+    name: str  # label used in the report, e.g. "equal-rank"
+    strategies: tuple[str, ...]  # all | attention | ffn | role list "q,v" | auto | full
+    ranks: tuple[int, ...]  # uniform LoRA ranks (empty when budgets are given)
+    budgets: tuple[str, ...]  # parameter budgets "300k" | "0.5%" | "all@8" (empty when ranks are given)
+    layers: tuple[str | None, ...]  # layer selections ("lower", "0-2"); None = every layer
+    seeds: tuple[int, ...]  # replicate seeds
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: a placement configuration at one seed."""
+
+    id: str  # hash of every result-relevant setting, incl. the seed
+    config_id: str  # the same hash without the seed: cells of one config are replicates
+    strategy: str  # all | attention | ffn | "q,v" | auto | full
+    rank: int | None  # uniform rank of a fixed strategy; None for auto, full and budget cells
+    budget: str | None  # budget text for auto and budget cells; None otherwise
+    layers: str | None  # layer selection text; None = every layer
+    seed: int  # replicate seed (data order, adapter and head init, probe batches)
+    groups: tuple[str, ...]  # comparison groups it belongs to: "rank=8", "budget=all@8"
+    blocks: tuple[str, ...]  # grid blocks that asked for it
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (seed excluded)
+
+    @property
+    def variant(self) -> str:
+        """Strategy plus layer selection: the row label within a comparison group."""
+        return f"{self.strategy}[{self.layers}]" if self.layers else self.strategy
+
+    @property
+    def label(self) -> str:
+        """Human-readable config label without the seed, e.g. 'ffn budget=all@8'."""
+        size = f"r={self.rank}" if self.rank is not None else (f"budget={self.budget}" if self.budget else "")
+        return f"{self.variant} {size}".strip()
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study definition (after applying `[quick]` when asked)."""
+
+    name: str  # study name, e.g. "placement-ablation"
+    question: str  # the one-sentence question the study answers
+    model: str  # load_model name or alias
+    task: str  # load_task name
+    seeds: tuple[int, ...]  # default replicate seeds of every block
+    metrics: tuple[str, ...]  # "score" plus the cost axes of the Pareto frontiers
+    dtype: str  # model dtype for load_model
+    device: str  # cpu | cuda | auto (not part of any hash)
+    data: dict[str, Any]  # load_task options
+    train: dict[str, Any]  # TrainConfig fields shared by all cells
+    train_overrides: dict[str, dict[str, Any]]  # strategy -> TrainConfig fields for it only
+    probe: dict[str, Any]  # probe settings (+ `enabled`)
+    placement: dict[str, Any]  # max_rank, granularity, alpha_mult, rslora
+    grid: tuple[GridBlock, ...]  # grid blocks, in file order
+    quick: bool = False  # True when the [quick] overrides were applied
+    source: str = ""  # the file it was read from
+
+    @property
+    def probe_enabled(self) -> bool:
+        """Whether a probe runs per seed: needed by auto, and by the prediction check (default on)."""
+        return bool(self.probe.get("enabled", True)) or any("auto" in b.strategies for b in self.grid)
+
+    @property
+    def probe_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.probe.items() if k not in PROBE_META_KEYS}
+
+    @property
+    def cost_metrics(self) -> tuple[str, ...]:
+        return tuple(m for m in self.metrics if m in COST_METRICS)
+
+    def hash_payload(self) -> dict[str, Any]:
+        """Every setting that can change a result; prose, the device and the source path excluded."""
+        return {"model": self.model, "task": self.task, "dtype": self.dtype, "data": self.data, "train": self.train,
+                "train_overrides": self.train_overrides, "probe": self.probe_settings, "placement": self.placement,
+                "cells": [c.id for c in self.cells()], "metrics": list(self.metrics)}
+
+    @property
+    def definition_hash(self) -> str:
+        return settings_hash(self.hash_payload())
+
+    def cells(self) -> list[Cell]:
+        """Grid expansion, seed-major (all configs at the first seed, then the next), deduplicated by id."""
+        return expand(self)
+
+
+def settings_hash(obj: Any) -> str:
+    """Short stable hash of JSON-able settings (sorted keys, so dict order never matters)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+
+
+# ----------------------------------------------------------------------------- grid expansion
+
+
+def _normalise(strategy: str, rank: int | None, budget: str | None, layers: str | None) -> tuple[int | None, str | None]:
+    """Map equivalent requests onto one (rank, budget) pair (see the module docstring)."""
+    if strategy == "full":
+        return None, None
+    if strategy == "auto":
+        return None, (f"all@{rank}" if rank is not None else budget)
+    if budget is not None and layers is None:  # "S@r" budgets count every layer
+        m = re.fullmatch(r"(.+)@(\d+)", budget)
+        if m and _canon(m.group(1)) == strategy:
+            return int(m.group(2)), None
+    return rank, budget
+
+
+def _canon(strategy: str) -> str:
+    return ",".join(t.strip().lower() for t in strategy.split(",") if t.strip())
+
+
+def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train) -> dict[str, Any]:
+    payload = {"model": spec.model, "task": spec.task, "dtype": spec.dtype, "data": spec.data, "train": train,
+               "strategy": strategy, "rank": rank, "budget": budget, "layers": layers}
+    if strategy == "auto":
+        payload["probe"] = spec.probe_settings
+    if strategy != "full":
+        payload["placement"] = spec.placement
+    return payload
+
+
+def expand(spec: StudySpec) -> list[Cell]:
+    found: dict[str, dict[str, Any]] = {}  # cell id -> fields, in first-seen order
+    for block in spec.grid:
+        sizes: list[tuple[int | None, str | None]] = [(r, None) for r in block.ranks] + [(None, b) for b in block.budgets]
+        for strategy in block.strategies:
+            train = {**spec.train, **spec.train_overrides.get(strategy, {})}
+            for rank, budget in sizes or [(None, None)]:
+                group = f"rank={rank}" if rank is not None else (f"budget={budget}" if budget else "full")
+                for layers in block.layers:
+                    lay = None if strategy == "full" else layers
+                    r, b = _normalise(strategy, rank, budget, lay)
+                    base = _cell_payload(spec, strategy, r, b, lay, train)
+                    config_id = settings_hash(base)
+                    for seed in block.seeds:
+                        cid = settings_hash({**base, "seed": seed})
+                        f = found.setdefault(cid, dict(id=cid, config_id=config_id, strategy=strategy, rank=r,
+                                                      budget=b, layers=lay, seed=seed, groups=[], blocks=[],
+                                                      train=train))
+                        if group not in f["groups"]:
+                            f["groups"].append(group)
+                        if block.name not in f["blocks"]:
+                            f["blocks"].append(block.name)
+    cells = [Cell(**{**f, "groups": tuple(f["groups"]), "blocks": tuple(f["blocks"])}) for f in found.values()]
+    order = {s: i for i, s in enumerate(sorted({c.seed for c in cells}))}
+    return sorted(cells, key=lambda c: order[c.seed])  # stable: grid order within a seed
+
+
+# ----------------------------------------------------------------------------- parsing and validation
+
+
+def key_line(text: str, table: str, key: str) -> int | None:
+    """1-based line of `key` inside TOML table `table` ("" = top level, "quick.train"), by scanning the
+    text (tomllib reports no positions). Falls back to the first line mentioning the key."""
+    current = ""
+    pat_key = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*(=|\.)")
+    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+    full = f"{table}.{key}" if table else key
+    for i, line in enumerate(text.splitlines(), 1):
+        m = header.match(line)
+        if m:
+            current = m.group(1).replace('"', "").replace("'", "")
+            if current == full or current.startswith(full + "."):
+                return i
+            continue
+        if current == table and pat_key.match(line):
+            return i
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.search(rf"\b{re.escape(key)}\b", line):
+            return i
+    return None
+
+
+class _Ctx:
+    """Where the text came from, for error messages that name file and line."""
+
+    def __init__(self, text: str, source: str):
+        self.text, self.source = text, source or "<study>"
+
+    def fail(self, table: str, key: str, msg: str) -> ConfigError:
+        line = key_line(self.text, table, key)
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {msg}")
+
+    def check_keys(self, table: str, data: dict, allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in allowed:
+                name = f"[{table}]" if table else "the top level"
+                raise self.fail(table, key, f"unknown key '{key}' in {name}.{did_you_mean(key, allowed)} "
+                                            f"Allowed: {', '.join(allowed)}.")
+
+
+def _type_error(ctx: _Ctx, table: str, key: str, want: str, got: Any) -> ConfigError:
+    return ctx.fail(table, key, f"'{key}' must be {want}, got {got!r}.")
+
+
+def _str(ctx, table, data, key, default=None, required=False) -> str | None:
+    if key not in data:
+        if required:
+            raise ctx.fail(table, key, f"missing required key '{key}'.")
+        return default
+    v = data[key]
+    if not isinstance(v, str) or not v.strip():
+        raise _type_error(ctx, table, key, "a non-empty string", v)
+    return v.strip()
+
+
+def _int_list(ctx, table, data, key, minimum) -> tuple[int, ...]:
+    v = data.get(key, [])
+    if not isinstance(v, list) or any(not isinstance(x, int) or isinstance(x, bool) or x < minimum for x in v):
+        raise _type_error(ctx, table, key, f"a list of integers >= {minimum}", v)
+    if len(set(v)) != len(v):
+        raise ctx.fail(table, key, f"'{key}' lists a value twice: {v}.")
+    return tuple(v)
+
+
+def _str_list(ctx, table, data, key) -> tuple[str, ...]:
+    v = data.get(key, [])
+    if not isinstance(v, list) or any(not isinstance(x, str) or not x.strip() for x in v):
+        raise _type_error(ctx, table, key, "a list of non-empty strings", v)
+    return tuple(x.strip() for x in v)
+
+
+def _table(ctx, table, data, key) -> dict[str, Any]:
+    v = data.get(key, {})
+    if not isinstance(v, dict):
+        raise _type_error(ctx, table, key, "a table", v)
+    return v
+
+
+def _check_strategy(ctx: _Ctx, table: str, s: str) -> str:
+    canon = _canon(s)
+    if canon in SPECIAL_STRATEGIES:
+        return canon
+    for tok in canon.split(","):
+        if tok not in FIXED_WORDS:
+            raise ctx.fail(table, "strategies", f"unknown strategy '{tok}' in '{s}'.{did_you_mean(tok, FIXED_WORDS + SPECIAL_STRATEGIES)}"
+                                                f" Use all, attention, ffn, auto, full or a role list such as q,v.")
+    return canon
+
+
+def _train_fields() -> tuple[str, ...] | None:
+    """TrainConfig field names, or None when the trainer is not importable (validated later)."""
+    try:
+        import dataclasses
+
+        from ..train import TrainConfig
+    except ImportError:
+        return None
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _check_train(ctx: _Ctx, table: str, train: dict) -> dict:
+    if "seed" in train:
+        raise ctx.fail(table, "seed", f"'seed' cannot be set in [{table}]: seeds come from the grid (`seeds = [...]`).")
+    allowed = _train_fields()
+    if allowed is not None:
+        ctx.check_keys(table, train, tuple(k for k in allowed if k != "seed"))
+    for k, v in train.items():
+        if isinstance(v, (dict, list)):
+            raise _type_error(ctx, table, k, "a number, string or boolean", v)
+    return dict(train)
+
+
+def _parse_grid(ctx: _Ctx, table: str, blocks: Any, seeds: tuple[int, ...]) -> tuple[GridBlock, ...]:
+    if not isinstance(blocks, list) or not blocks:
+        raise ctx.fail("", "grid", "the study has an empty grid: add at least one [[grid]] table with strategies.")
+    out = []
+    for i, b in enumerate(blocks):
+        if not isinstance(b, dict):
+            raise _type_error(ctx, "", "grid", "an array of tables ([[grid]])", b)
+        ctx.check_keys(table, b, GRID_KEYS)
+        name = _str(ctx, table, b, "name", default=f"block{i + 1}")
+        strategies = tuple(dict.fromkeys(_check_strategy(ctx, table, s) for s in _str_list(ctx, table, b, "strategies")))
+        ranks = _int_list(ctx, table, b, "ranks", 1)
+        budgets = _str_list(ctx, table, b, "budgets")
+        layers = _str_list(ctx, table, b, "layers")
+        bseeds = _int_list(ctx, table, b, "seeds", 0) if "seeds" in b else seeds
+        if not strategies:
+            raise ctx.fail(table, "strategies", f"grid block '{name}' has no strategies: the grid is empty.")
+        if not bseeds:
+            raise ctx.fail(table, "seeds", f"grid block '{name}' has no seeds: the grid is empty.")
+        if ranks and budgets:
+            raise ctx.fail(table, "budgets", f"grid block '{name}' gives both ranks and budgets; use one per block.")
+        if not ranks and not budgets and set(strategies) != {"full"}:
+            raise ctx.fail(table, "strategies", f"grid block '{name}' needs `ranks` or `budgets` "
+                                                f"(only `full` needs neither); an empty list makes the grid empty.")
+        if "auto" in strategies and layers and ranks:
+            raise ctx.fail(table, "layers", f"grid block '{name}': `auto` with `layers` needs `budgets` "
+                                            f"(a rank means the budget of `all` at that rank over every layer).")
+        if "full" in strategies and layers:
+            raise ctx.fail(table, "layers", f"grid block '{name}': `full` fine-tunes every layer; drop `layers` or `full`.")
+        out.append(GridBlock(name, strategies, ranks, budgets, tuple(layers) or (None,), bseeds))
+    names = [b.name for b in out]
+    if len(set(names)) != len(names):
+        raise ctx.fail(table, "name", f"grid block names must be unique, got {names}.")
+    return tuple(out)
+
+
+def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec:
+    """Parse and validate study TOML text; with `quick`, apply its [quick] overrides."""
+    ctx = _Ctx(text, source)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{ctx.source}: not valid TOML ({e}).") from None
+    ctx.check_keys("", raw, TOP_KEYS)
+    q = _table(ctx, "", raw, "quick")
+    ctx.check_keys("quick", q, QUICK_KEYS)
+    for key, allowed in (("data", DATA_KEYS), ("placement", PLACEMENT_KEYS)):
+        ctx.check_keys(key, _table(ctx, "", raw, key), allowed)
+        ctx.check_keys(f"quick.{key}", _table(ctx, "quick", q, key), allowed)
+    _check_train(ctx, "train", _table(ctx, "", raw, "train"))
+    _check_train(ctx, "quick.train", _table(ctx, "quick", q, "train"))
+    for pre, src in (("", raw), ("quick.", q)):
+        for strat, tbl in _table(ctx, pre.rstrip("."), src, "train_overrides").items():
+            if not isinstance(tbl, dict):
+                raise _type_error(ctx, f"{pre}train_overrides", strat, "a table", tbl)
+            _check_strategy(ctx, f"{pre}train_overrides", strat)
+            _check_train(ctx, f"{pre}train_overrides.{strat}", tbl)
+    if "grid" in q:
+        _parse_grid(ctx, "quick.grid", q["grid"], (0,))  # validate even when not applied
+
+    eff = copy.deepcopy(raw)
+    if quick:
+        if not q:
+            raise ConfigError(f"{ctx.source}: --quick needs a [quick] table in the study file.")
+        for key in ("data", "train", "probe", "placement"):
+            eff[key] = {**eff.get(key, {}), **q.get(key, {})}
+        for strat, tbl in q.get("train_overrides", {}).items():
+            eff.setdefault("train_overrides", {})[strat] = {**eff.get("train_overrides", {}).get(strat, {}), **tbl}
+        for key in ("seeds", "grid"):
+            if key in q:
+                eff[key] = q[key]
+                if key == "seeds":
+                    eff["grid"] = [{k: v for k, v in b.items() if k != "seeds"} for b in eff.get("grid", [])]
+
+    name = _str(ctx, "", eff, "name", required=True)
+    seeds = _int_list(ctx, "", eff, "seeds", 0) if "seeds" in eff else (0,)
+    if not seeds:
+        raise ctx.fail("", "seeds", "'seeds' is empty: the grid is empty.")
+    metrics = _str_list(ctx, "", eff, "metrics") if "metrics" in eff else ("score", "trainable_params",
+                                                                             "peak_memory_mb", "train_time_s")
+    for m in metrics:
+        if m not in METRICS:
+            raise ctx.fail("", "metrics", f"unknown metric '{m}'.{did_you_mean(m, METRICS)} Known: {', '.join(METRICS)}.")
+    if "score" not in metrics:
+        metrics = ("score", *metrics)
+    placement = {"max_rank": 64, "granularity": 1, "alpha_mult": 2.0, "rslora": False, **_table(ctx, "", eff, "placement")}
+    for k in ("max_rank", "granularity"):
+        if not isinstance(placement[k], int) or placement[k] < 1:
+            raise _type_error(ctx, "placement", k, "an integer >= 1", placement[k])
+    if not isinstance(placement["alpha_mult"], (int, float)) or placement["alpha_mult"] <= 0:
+        raise _type_error(ctx, "placement", "alpha_mult", "a number > 0", placement["alpha_mult"])
+    overrides = {_canon(k): dict(v) for k, v in _table(ctx, "", eff, "train_overrides").items()}
+    data = dict(_table(ctx, "", eff, "data"))
+    for k in ("max_examples", "max_eval_examples"):
+        if k in data and (not isinstance(data[k], int) or data[k] < 1):
+            raise _type_error(ctx, "data", k, "an integer >= 1", data[k])
+    spec = StudySpec(
+        name=name,
+        question=_str(ctx, "", eff, "question", required=True),
+        model=_str(ctx, "", eff, "model", required=True),
+        task=_str(ctx, "", eff, "task", required=True),
+        seeds=seeds,
+        metrics=tuple(metrics),
+        dtype=_str(ctx, "", eff, "dtype", default="float32"),
+        device=_str(ctx, "", eff, "device", default="auto"),
+        data=data,
+        train=dict(_table(ctx, "", eff, "train")),
+        train_overrides=overrides,
+        probe=dict(_table(ctx, "", eff, "probe")),
+        placement=placement,
+        grid=_parse_grid(ctx, "grid", eff.get("grid"), seeds),
+        quick=quick,
+        source=source,
+    )
+    if not spec.cells():
+        raise ConfigError(f"{ctx.source}: the grid expands to no cell.")
+    return spec
+
+
+def load_spec(path: str | Path, *, quick: bool = False) -> StudySpec:
+    """Read and validate a study file (see `resolve_study` for bare names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"No such study file: {path}")
+    return parse_spec(path.read_text(), quick=quick, source=str(path))
+
+
+def packaged_studies() -> dict[str, Path]:
+    """Studies shipped with the package (the repository's studies/ folder): name -> file."""
+    from importlib.resources import files
+
+    try:
+        root = files("intrinsic.studies")
+    except ModuleNotFoundError:
+        return {}
+    return {p.name[:-5]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_study(name_or_path: str) -> Path:
+    """A study file path, or a bare name of a packaged study ("placement-ablation")."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    known = packaged_studies()
+    key = p.name[:-5] if p.name.endswith(".toml") else p.name
+    if key in known and (p.name == name_or_path or not p.parent.exists() or p.parent.name == "studies"):
+        return known[key]
+    raise ConfigError(f"No study file '{name_or_path}'.{did_you_mean(key, known)} "
+                      f"Packaged studies: {', '.join(sorted(known)) or 'none'}.")

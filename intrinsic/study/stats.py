@@ -1,0 +1,158 @@
+"""Statistics over a handful of seeds: mean, std and t-based 95% CIs; paired tests; rank correlation.
+
+Studies run 1-5 seeds per cell, so every function here is honest about small n: with one seed
+there is no spread, no CI and no p-value (None, never 0); a difference is only called
+"significant" when a paired test over shared seeds says so (p < alpha).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+ALPHA = 0.05  # significance level used throughout the report
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean of n values with a two-sided t-distribution confidence interval."""
+
+    n: int  # number of finite values
+    mean: float | None  # None when n == 0
+    std: float | None  # sample std (ddof=1); None when n < 2
+    ci_low: float | None  # mean - t_{(1+level)/2, n-1} * std / sqrt(n); None when n < 2
+    ci_high: float | None  # upper end of the same interval
+    level: float = 0.95  # confidence level of the interval
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Paired comparison of a against b on shared seeds (a - b)."""
+
+    n: int  # number of pairs
+    mean_diff: float | None  # mean of a - b
+    ci_low: float | None  # t-based CI of the mean difference
+    ci_high: float | None
+    t: float | None  # t statistic of scipy.stats.ttest_rel; None when n < 2 or all differences equal
+    p: float | None  # two-sided p-value; None when the test is undefined
+    method: str = "ttest_rel"  # "ttest_rel" or "bootstrap"
+
+    @property
+    def significant(self) -> bool:
+        return self.p is not None and self.p < ALPHA
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Spearman rank correlation with a confidence interval."""
+
+    n: int  # number of (x, y) pairs
+    rho: float | None  # Spearman's rho; None when n < 3 or a variable is constant
+    p: float | None  # two-sided p-value of scipy.stats.spearmanr
+    ci_low: float | None  # CI of rho (Fisher z with the Fieller 1.06 variance, or bootstrap)
+    ci_high: float | None
+    method: str = "fisher-z"  # how the CI was made
+
+
+def _finite(values: Sequence[float | None]) -> np.ndarray:
+    arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return arr[np.isfinite(arr)]
+
+
+def _opt(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def summarize(values: Sequence[float | None], level: float = 0.95) -> Summary:
+    """Mean, sample std and t-based CI of the finite values (None/NaN ignored)."""
+    x = _finite(values)
+    n = len(x)
+    if n == 0:
+        return Summary(0, None, None, None, None, level)
+    mean = float(x.mean())
+    if n < 2:
+        return Summary(1, mean, None, None, None, level)
+    std = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half, level)
+
+
+def paired_ttest(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> PairedTest:
+    """Paired t-test of a vs b (same seeds, same order) via scipy.stats.ttest_rel."""
+    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_.shape != b_.shape:
+        raise ValueError(f"paired samples differ in length: {a_.shape} vs {b_.shape}")
+    keep = np.isfinite(a_) & np.isfinite(b_)
+    a_, b_ = a_[keep], b_[keep]
+    d = a_ - b_
+    n = len(d)
+    if n == 0:
+        return PairedTest(0, None, None, None, None, None)
+    s = summarize(d, level)
+    if n < 2 or s.std == 0:
+        # One pair has no spread; identical differences make t infinite or undefined: no test.
+        return PairedTest(n, s.mean, s.ci_low, s.ci_high, None, None)
+    res = sps.ttest_rel(a_, b_)
+    return PairedTest(n, s.mean, s.ci_low, s.ci_high, _opt(res.statistic), _opt(res.pvalue))
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> PairedTest:
+    """Percentile bootstrap of the mean paired difference; p = two-sided share of resampled means on
+    the other side of zero (x2, capped at 1). Weak with few pairs: with 3 seeds there are only 10
+    distinct resamples, so prefer `paired_ttest` and read this as a robustness check."""
+    d = _finite(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    n = len(d)
+    if n < 2:
+        return PairedTest(n, float(d.mean()) if n else None, None, None, None, None, "bootstrap")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)  # (n_boot,)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+    return PairedTest(n, float(d.mean()), float(lo), float(hi), None, p, "bootstrap")
+
+
+def spearman(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, method: str = "fisher-z",
+             n_boot: int = 5_000, seed: int = 0) -> Correlation:
+    """Spearman's rho (scipy.stats.spearmanr) with a CI.
+
+    fisher-z: z = atanh(rho), se = sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), needs n >= 4.
+    bootstrap: percentile interval over resampled pairs (resamples with a constant side are skipped).
+    """
+    x_, y_ = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x_) & np.isfinite(y_)
+    x_, y_ = x_[keep], y_[keep]
+    n = len(x_)
+    if n < 3 or np.ptp(x_) == 0 or np.ptp(y_) == 0:
+        return Correlation(n, None, None, None, None, method)
+    res = sps.spearmanr(x_, y_)
+    rho, p = float(res.statistic), _opt(res.pvalue)
+    lo = hi = None
+    if method == "fisher-z":
+        if n >= 4:
+            z = math.atanh(min(max(rho, -0.999999), 0.999999))
+            half = float(sps.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
+            lo, hi = math.tanh(z - half), math.tanh(z + half)
+    elif method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        rhos = []
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, size=n)
+            if np.ptp(x_[idx]) > 0 and np.ptp(y_[idx]) > 0:
+                rhos.append(sps.spearmanr(x_[idx], y_[idx]).statistic)
+        if rhos:
+            lo, hi = (float(v) for v in np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2]))
+    else:
+        raise ValueError(f"unknown CI method {method!r}")
+    return Correlation(n, rho, p, lo, hi, method)
+
+
+def intervals_overlap(a: Summary, b: Summary) -> bool | None:
+    """Whether two CIs overlap (None when either has no CI)."""
+    if a.ci_low is None or b.ci_low is None:
+        return None
+    return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
