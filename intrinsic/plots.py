@@ -1,0 +1,164 @@
+"""PNG plots of a probe report (matplotlib, Agg backend: no display needed).
+
+- `rank_heatmap.png`: intrinsic rank per layer (rows) and role (columns), numbers in the cells.
+- `rank_vs_layer.png`: median intrinsic rank per layer, attention vs FFN; beside it the share
+  of gradient energy each kind carries per layer.
+- `spectra.png`: spectrum decay curves sigma_i / sigma_1 of the mean gradient, one panel per
+  role, one line per layer, with the shuffled-label (noise) spectra dashed in grey.
+- `update_growth.png` (only when the update probe ran with checkpoints): median energy-90 rank of
+  W_step - W_0 per kind against the step.
+
+Every figure is rendered to bytes and written atomically, so a crash never leaves half a PNG.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .probes.report import ProbeReport, leaf_rows, rank_grid
+from .results import atomic_write_bytes
+
+PLOT_FILES = ("rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "update_growth.png")
+_KIND_COLORS = {"attention": "tab:blue", "ffn": "tab:orange"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _title(report: ProbeReport, what: str) -> str:
+    return f"{what}: {report.model} on {report.task} ({report.estimator})"
+
+
+def heatmap_png(report: ProbeReport) -> bytes:
+    plt = _plt()
+    layers, roles, grid = rank_grid(report)  # grid (L, R)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * max(len(roles), 2), 1.0 + 0.45 * max(len(layers), 2)))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(roles)), roles)
+    ax.set_yticks(range(len(layers)), [str(i) for i in layers])
+    ax.set_xlabel("role")
+    ax.set_ylabel("layer")
+    finite = grid[np.isfinite(grid)]
+    mid = (finite.max() + finite.min()) / 2 if finite.size else 0
+    if grid.size <= 400:
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                            color="black" if grid[i, j] > mid else "white")
+    fig.colorbar(im, ax=ax, label="intrinsic rank")
+    ax.set_title(_title(report, "Intrinsic rank"), fontsize=9)
+    return _png(fig)
+
+
+def lines_png(report: ProbeReport) -> bytes:
+    plt = _plt()
+    by_layer = report.summary.get("by_layer", {})
+    layers = sorted(int(k) for k in by_layer)
+    leaves = leaf_rows(report.modules)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for kind, color in _KIND_COLORS.items():
+        rows = [m for m in leaves if m.kind == kind]
+        if not rows:
+            continue
+        med = [np.median([m.intrinsic_rank for m in rows if m.layer == L] or [np.nan]) for L in layers]
+        lo = [np.min([m.intrinsic_rank for m in rows if m.layer == L] or [np.nan]) for L in layers]
+        hi = [np.max([m.intrinsic_rank for m in rows if m.layer == L] or [np.nan]) for L in layers]
+        a1.plot(layers, med, "o-", color=color, label=f"{kind} (median)")
+        a1.fill_between(layers, lo, hi, color=color, alpha=0.15)
+        share = [sum(m.energy_share for m in rows if m.layer == L) for L in layers]
+        a2.plot(layers, share, "o-", color=color, label=kind)
+    a1.set_xlabel("layer")
+    a1.set_ylabel("intrinsic rank (band: min-max over roles)")
+    a1.set_title(_title(report, "Rank vs layer"), fontsize=9)
+    a1.legend(fontsize=8)
+    a2.set_xlabel("layer")
+    a2.set_ylabel("share of gradient energy")
+    a2.set_title("Where the gradient energy is", fontsize=9)
+    a2.legend(fontsize=8)
+    for ax in (a1, a2):
+        ax.set_xticks(layers)
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
+    plt = _plt()
+    cmap = plt.get_cmap("viridis")
+    layers, roles, _ = rank_grid(report)
+    leaves = leaf_rows(report.modules)
+    cols = min(len(roles), 4) or 1
+    nrows = (len(roles) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.8 * nrows), squeeze=False)
+    for idx, role in enumerate(roles):
+        ax = axes[idx // cols][idx % cols]
+        for m in (r for r in leaves if r.role == role):
+            s = np.asarray(m.grad_sv[:top])
+            if s.size == 0 or s[0] <= 0:
+                continue
+            color = cmap(layers.index(m.layer) / max(len(layers) - 1, 1))
+            ax.semilogy(np.arange(1, s.size + 1), s / s[0], color=color, lw=1.1)
+            n = np.asarray(m.noise_sv[:top])
+            if n.size:
+                ax.semilogy(np.arange(1, n.size + 1), n / s[0], color="grey", lw=0.7, ls="--", alpha=0.6)
+        ax.set_title(role, fontsize=9)
+        ax.set_xlabel("index i", fontsize=8)
+        ax.grid(alpha=0.3)
+        if idx % cols == 0:
+            ax.set_ylabel("sigma_i / sigma_1", fontsize=8)
+    for idx in range(len(roles), nrows * cols):
+        axes[idx // cols][idx % cols].axis("off")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(layers, default=0), max(layers, default=1)))
+    fig.colorbar(sm, ax=axes, label="layer", shrink=0.8)
+    fig.suptitle(_title(report, "Mean-gradient spectra (dashed grey: shuffled labels)"), fontsize=9)
+    return _png(fig)
+
+
+def growth_png(report: ProbeReport) -> bytes | None:
+    leaves = [m for m in leaf_rows(report.modules) if m.update_checkpoints]
+    if not leaves:
+        return None
+    plt = _plt()
+    steps = sorted({int(s) for m in leaves for s in m.update_checkpoints})
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for kind, color in _KIND_COLORS.items():
+        rows = [m for m in leaves if m.kind == kind]
+        if not rows:
+            continue
+        for key, ls in (("energy_90", "-"), ("stable_rank", ":")):
+            med = [np.median([m.update_checkpoints.get(str(s), {}).get(key, np.nan) for m in rows]) for s in steps]
+            ax.plot(steps, med, "o" + ls, color=color, label=f"{kind} {key}")
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("rank of W_step - W_0 (median)")
+    ax.set_title(_title(report, "Update rank growth"), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def write_plots(report: ProbeReport, out_dir: str | Path) -> list[Path]:
+    """Render every plot that applies into out_dir; returns the paths written."""
+    out = Path(out_dir)
+    written = []
+    for name, fn in zip(PLOT_FILES, (heatmap_png, lines_png, spectra_png, growth_png)):
+        data = fn(report)
+        if data is not None:
+            written.append(atomic_write_bytes(out / name, data))
+    return written
