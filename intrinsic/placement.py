@@ -283,9 +283,13 @@ def fixed_plan(refs: list[ModuleRef], strategy: str, rank: int, *, layers: list[
 
 def fixed_plan_for_budget(refs: list[ModuleRef], strategy: str, budget: int, *, layers: list[int] | None = None,
                           alpha_mult: float = 2.0, base_params: int = 0, rslora: bool = False) -> Plan:
-    """The largest uniform rank that fits `budget`: r = floor(budget / sum(out + in)) over the
-    selected modules, so budget - sum(out + in) < params <= budget (for equal-parameter
-    comparisons, e.g. --budget-like all@8). r < 1 is reported as infeasible, never rounded up."""
+    """The fixed placement that spends `budget` as fully as uniform ranks allow (for equal-parameter
+    comparisons, e.g. --budget-like all@8).
+
+    Every selected module gets r = floor(budget / sum(out + in)); then, in module order, modules are
+    raised to r + 1 while the step still fits. The result satisfies
+    budget - (largest selected out + in) < params <= budget, i.e. it lands within one module's
+    rank-1 cost of the target, with ranks r or r + 1. r < 1 is reported as infeasible, never rounded up."""
     chosen = select_modules(refs, strategy, layers)
     per_rank = sum(ref.shape[0] + ref.shape[1] for ref, _ in chosen)
     rank = budget // per_rank
@@ -293,8 +297,15 @@ def fixed_plan_for_budget(refs: list[ModuleRef], strategy: str, budget: int, *, 
         raise BudgetError(
             f"Budget {budget:,} params is too small for strategy '{strategy}' at rank 1, which costs {per_rank:,} params."
         )
-    return fixed_plan(refs, strategy, rank, layers=layers, alpha_mult=alpha_mult, base_params=base_params,
-                      rslora=rslora, budget=budget)
+    left = budget - rank * per_rank
+    entries = []
+    for ref, note in chosen:
+        step = ref.shape[0] + ref.shape[1]
+        r = rank + 1 if step <= left else rank
+        left -= step * (r - rank)
+        entries.append(_entry(ref, r, alpha_mult, note))
+    return Plan(_normalize(strategy), tuple(entries), budget, sum(e.params for e in entries), base_params, rslora,
+                tuple(layers) if layers is not None else None, alpha_mult)
 
 
 def _normalize(strategy: str) -> str:
