@@ -441,6 +441,16 @@ def load_spec(path: str | Path, *, quick: bool = False) -> StudySpec:
     return parse_spec(path.read_text(), quick=quick, source=str(path))
 
 
+def spec_from_record(record: dict[str, Any]) -> StudySpec:
+    """The StudySpec stored in a results directory's study.json (see runner.study_record)."""
+    from ..results import from_dict
+
+    try:
+        return from_dict(StudySpec, record["spec"])
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"study.json holds no readable study definition ({e}).") from None
+
+
 def packaged_studies() -> dict[str, Path]:
     """Studies shipped with the package (the repository's studies/ folder): name -> file."""
     from importlib.resources import files

@@ -1,0 +1,235 @@
+"""Analysis of a study's results: per-config statistics over seeds, paired comparisons against `all`,
+Pareto frontiers, and the check of the probe's prediction against measured gains.
+
+Input is the list of result rows that the runner writes to results.json (one row per cell; see
+`runner.cell_row`). A *config* is a cell without its seed; its seeds are replicates. A *group*
+("rank=8", "budget=all@8") is a controlled comparison: configs that share a rank or a budget.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..pareto import pareto_front
+from .stats import Correlation, PairedTest, Summary, paired_bootstrap, paired_ttest, spearman, summarize
+
+REFERENCE = "all"  # the variant every other placement is compared against
+COST_LABELS = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
+               "train_time_s": "training time (s)", "time_per_step_s": "time per step (s)",
+               "adapter_bytes": "adapter size (bytes)"}
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One placement configuration aggregated over its seeds."""
+
+    config_id: str  # hash of the settings without the seed
+    label: str  # e.g. "ffn budget=all@8"
+    variant: str  # strategy plus layer selection, e.g. "all[lower]"
+    strategy: str  # all | attention | ffn | "q,v" | auto | full
+    rank: int | None  # uniform rank (fixed strategies at a rank)
+    budget: str | None  # budget text (auto and budget cells)
+    groups: tuple[str, ...]  # comparison groups
+    n_cells: int  # seeds asked for
+    n_ok: int  # seeds that finished
+    status: str  # ok | partial | failed | infeasible | pending
+    errors: tuple[str, ...]  # distinct error messages of failed or infeasible seeds
+    score: Summary  # eval score (accuracy, or -perplexity) over finished seeds
+    gain: Summary  # score minus the untrained baseline
+    trainable_params: Summary  # trainable parameters (same for every seed except auto)
+    peak_memory_mb: Summary  # peak memory of training
+    train_time_s: Summary  # wall time of training
+    time_per_step_s: Summary  # mean wall time per optimizer step
+    adapter_bytes: Summary  # saved adapter size
+    predicted_share: Summary  # probe-predicted share of mean-gradient energy captured (1.0 for full)
+    ranks: str  # rank range of the plan, e.g. "8" or "2-31"
+    scores_by_seed: dict[int, float] = field(default_factory=dict)  # seed -> score, finished seeds only
+
+    def metric(self, name: str) -> Summary:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A placement against `all` in one comparison group, paired by seed."""
+
+    group: str  # "rank=8" | "budget=all@8"
+    label: str  # the placement compared
+    reference: str  # the `all` config it is compared with
+    ttest: PairedTest  # scipy.stats.ttest_rel over shared seeds (score - reference score)
+    bootstrap: PairedTest  # paired percentile bootstrap of the same difference (robustness check)
+    verdict: str  # "better" | "worse" | "no significant difference" | "too few seeds"
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Pareto frontier of mean score (up) against one mean cost (down)."""
+
+    metric: str  # cost metric name
+    points: tuple[tuple[str, float, float], ...]  # (label, cost, score) of every finished config
+    front: tuple[str, ...]  # labels on the frontier, by increasing cost
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Does the probe's predicted energy share order the placements like their measured gains?"""
+
+    overall: Correlation  # Spearman(predicted share, mean gain) over all finished configs
+    by_group: dict[str, Correlation]  # the same within each comparison group with >= 3 configs
+    points: tuple[tuple[str, float, float], ...]  # (label, predicted share, mean gain)
+    auto_on_frontier: dict[str, dict[str, bool]]  # auto label -> metric -> on the frontier?
+    auto_best_in_group: dict[str, bool]  # budget group -> does auto have the best mean score there?
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """Everything the report shows."""
+
+    study: dict[str, Any]  # name, question, model, task, definition_hash, quick, metrics
+    configs: tuple[ConfigSummary, ...]  # in grid order
+    groups: dict[str, tuple[str, ...]]  # group -> config labels, groups sorted (ranks, then budgets)
+    comparisons: tuple[Comparison, ...]  # every non-reference config against `all`, per group
+    frontiers: tuple[Frontier, ...]  # one per cost metric
+    prediction: Prediction  # prediction validation
+    counts: dict[str, int]  # cells by status
+
+    def config(self, label: str) -> ConfigSummary:
+        return next(c for c in self.configs if c.label == label)
+
+
+def _ranks_text(rows: list[dict]) -> str:
+    lo = [r["rank_min"] for r in rows if r.get("rank_min") is not None]
+    hi = [r["rank_max"] for r in rows if r.get("rank_max") is not None]
+    if not lo:
+        return "-"
+    a, b = min(lo), max(hi)
+    return str(a) if a == b else f"{a}-{b}"
+
+
+def summarize_configs(rows: list[dict]) -> list[ConfigSummary]:
+    """Group rows by config id (first-seen order) and summarize each over its seeds."""
+    by_cfg: dict[str, list[dict]] = {}
+    for r in rows:
+        by_cfg.setdefault(r["config_id"], []).append(r)
+    out = []
+    for cid, rs in by_cfg.items():
+        ok = [r for r in rs if r["status"] == "ok"]
+        statuses = {r["status"] for r in rs}
+        if len(ok) == len(rs):
+            status = "ok"
+        elif ok:
+            status = "partial"
+        elif statuses == {"infeasible"}:
+            status = "infeasible"
+        elif "failed" in statuses or "infeasible" in statuses:
+            status = "failed"
+        else:
+            status = "pending"
+        first = rs[0]
+
+        def s(key: str) -> Summary:
+            return summarize([r.get(key) for r in ok])
+
+        out.append(ConfigSummary(
+            config_id=cid, label=first["label"], variant=first["variant"], strategy=first["strategy"],
+            rank=first.get("rank"), budget=first.get("budget"), groups=tuple(first.get("groups", ())),
+            n_cells=len(rs), n_ok=len(ok), status=status,
+            errors=tuple(dict.fromkeys(r["error"] for r in rs if r.get("error"))),
+            score=s("score"), gain=s("gain"), trainable_params=s("trainable_params"),
+            peak_memory_mb=s("peak_memory_mb"), train_time_s=s("train_time_s"),
+            time_per_step_s=s("time_per_step_s"), adapter_bytes=s("adapter_bytes"),
+            predicted_share=s("predicted_share"), ranks=_ranks_text(ok),
+            scores_by_seed={int(r["seed"]): float(r["score"]) for r in ok if r.get("score") is not None},
+        ))
+    return out
+
+
+def _group_key(g: str) -> tuple:
+    m = re.fullmatch(r"rank=(\d+)", g)
+    if m:
+        return (0, int(m.group(1)), g)
+    m = re.fullmatch(r"budget=(.+)@(\d+)", g)
+    if m:
+        return (1, m.group(1), int(m.group(2)), g)
+    return (2, 0, g)
+
+
+def group_index(configs: list[ConfigSummary]) -> dict[str, tuple[str, ...]]:
+    groups: dict[str, list[str]] = {}
+    for c in configs:
+        for g in c.groups:
+            groups.setdefault(g, []).append(c.label)
+    return {g: tuple(groups[g]) for g in sorted(groups, key=_group_key)}
+
+
+def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:
+    seeds = sorted(set(c.scores_by_seed) & set(ref.scores_by_seed))
+    a = [c.scores_by_seed[s] for s in seeds]
+    b = [ref.scores_by_seed[s] for s in seeds]
+    tt, bs = paired_ttest(a, b), paired_bootstrap(a, b)
+    if tt.p is None:
+        verdict = "too few seeds" if len(seeds) < 2 else "no significant difference"
+    elif tt.significant:
+        verdict = "better" if (tt.mean_diff or 0) > 0 else "worse"
+    else:
+        verdict = "no significant difference"
+    return Comparison(group, c.label, ref.label, tt, bs, verdict)
+
+
+def comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]) -> list[Comparison]:
+    by_label = {c.label: c for c in configs}
+    out = []
+    for g, labels in groups.items():
+        refs = [by_label[l] for l in labels if by_label[l].variant == REFERENCE and by_label[l].n_ok]
+        if not refs:
+            continue
+        for l in labels:
+            c = by_label[l]
+            if c is not refs[0] and c.n_ok:
+                out.append(compare(c, refs[0], g))
+    return out
+
+
+def frontier(configs: list[ConfigSummary], metric: str) -> Frontier:
+    pts = [(c.label, c.metric(metric).mean, c.score.mean) for c in configs
+           if c.n_ok and c.score.mean is not None and c.metric(metric).mean is not None]
+    idx = pareto_front([(score, cost) for _, cost, score in pts], maximize=(True, False))
+    front = sorted((pts[i] for i in idx), key=lambda p: (p[1], -p[2]))
+    return Frontier(metric, tuple(pts), tuple(p[0] for p in front))
+
+
+def prediction(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]],
+               frontiers: list[Frontier]) -> Prediction:
+    pts = [(c.label, c.predicted_share.mean, c.gain.mean) for c in configs
+           if c.predicted_share.mean is not None and c.gain.mean is not None]
+    overall = spearman([p[1] for p in pts], [p[2] for p in pts])
+    by_label = {c.label: c for c in configs}
+    by_group, best = {}, {}
+    for g, labels in groups.items():
+        gp = [p for p in pts if p[0] in labels]
+        if len(gp) >= 3:
+            by_group[g] = spearman([p[1] for p in gp], [p[2] for p in gp])
+        done = [by_label[l] for l in labels if by_label[l].score.mean is not None]
+        autos = [c for c in done if c.strategy == "auto"]
+        if autos and len(done) > 1:
+            top = max(c.score.mean for c in done)
+            best[g] = any(math.isclose(a.score.mean, top) for a in autos)
+    on_front = {c.label: {f.metric: c.label in f.front for f in frontiers}
+                for c in configs if c.strategy == "auto" and c.n_ok}
+    return Prediction(overall, by_group, tuple(pts), on_front, best)
+
+
+def analyze(rows: list[dict], study: dict[str, Any]) -> StudyAnalysis:
+    """Everything the report needs, from results.json rows and the study record."""
+    configs = summarize_configs(rows)
+    groups = group_index(configs)
+    metrics = [m for m in study.get("metrics", COST_LABELS) if m in COST_LABELS]
+    fronts = [frontier(configs, m) for m in metrics]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return StudyAnalysis(study, tuple(configs), groups, tuple(comparisons(configs, groups)), tuple(fronts),
+                         prediction(configs, groups, fronts), counts)
