@@ -1,0 +1,107 @@
+"""Peak memory of a block of code, measured rather than estimated.
+
+Two kinds, reported with the number so they are never mixed up:
+
+- ``"cuda"``: ``torch.cuda.max_memory_allocated`` of the current device after
+  ``reset_peak_memory_stats`` at the start: the absolute peak of tensor memory that torch
+  allocated (weights, gradients, optimizer state, activations), in MiB.
+- ``"rss"`` (CPU): the peak growth of this process's resident set size over its value at the
+  start, sampled by a daemon thread every ``interval_s`` (10 ms). Weights already resident
+  at the start are not counted; gradients, optimizer state and activations are. RSS includes
+  allocator caches and fragmentation, and a peak shorter than the interval can be missed, so
+  treat it as a measurement of this process on this machine, not a property of the model.
+
+``PeakMemory.paused()`` excludes a stretch (evaluation inside a training loop) from the peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+MIB = 1024 * 1024
+
+
+class PeakMemory:
+    """Context manager: ``with PeakMemory(device) as pm: ...`` then ``pm.peak_mb``, ``pm.kind``."""
+
+    def __init__(self, device: str = "cpu", interval_s: float = 0.01):
+        self.kind = "cuda" if str(device).startswith("cuda") else "rss"  # what the number means
+        self.device = device  # torch device string the CUDA counters are read from
+        self.interval_s = interval_s  # RSS sampling period in seconds
+        self._peak_bytes = 0  # running maximum over the measured stretches
+        self._start_rss = 0  # RSS when measurement began (the "rss" baseline)
+        self._active = threading.Event()  # set while samples count toward the peak
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ public
+    @property
+    def peak_mb(self) -> float:
+        """Peak so far in MiB (absolute for cuda, growth over the start for rss)."""
+        if self.kind == "cuda" and self._active.is_set():
+            self._fold_cuda()
+        return self._peak_bytes / MIB
+
+    def __enter__(self) -> PeakMemory:
+        if self.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._start_rss = self._proc.memory_info().rss
+            self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+            self._thread.start()
+        self._active.set()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.kind == "cuda":
+            if self._active.is_set():
+                self._fold_cuda()
+        else:
+            self._take_rss_sample()
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=1.0)
+        self._active.clear()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the enclosed code (e.g. an evaluation pass) out of the peak."""
+        if self.kind == "cuda":
+            self._fold_cuda()
+        else:
+            self._take_rss_sample()
+        self._active.clear()
+        try:
+            yield
+        finally:
+            if self.kind == "cuda":
+                import torch
+
+                torch.cuda.synchronize(self.device)
+                torch.cuda.reset_peak_memory_stats(self.device)
+            self._active.set()
+
+    # ------------------------------------------------------------------ internals
+    def _fold_cuda(self) -> None:
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        self._peak_bytes = max(self._peak_bytes, torch.cuda.max_memory_allocated(self.device))
+
+    def _take_rss_sample(self) -> None:
+        if self._active.is_set():
+            grown = self._proc.memory_info().rss - self._start_rss
+            if grown > self._peak_bytes:
+                self._peak_bytes = grown
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._take_rss_sample()
