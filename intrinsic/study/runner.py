@@ -35,7 +35,7 @@ from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .spec import Cell, StudySpec, settings_hash
 
 RESULTS_SCHEMA = 1
-ROW_METRICS = ("score", "baseline_score", "trainable_params", "trainable_pct", "peak_memory_mb", "memory_kind",
+ROW_METRICS = ("score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params", "trainable_pct", "peak_memory_mb", "memory_kind",
                "train_time_s", "time_per_step_s", "tokens_per_s", "adapter_bytes")
 
 
@@ -90,13 +90,14 @@ def claim_dir(spec: StudySpec, out_dir: Path, force: bool) -> None:
 
 
 def _read_run(cell_dir: Path) -> dict | None:
-    """The cell's run.json if complete (valid JSON with a score), else None."""
+    """The cell's run.json if it records a complete run, else None (missing, unreadable or failed)."""
     path = cell_dir / "run.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and "score" in data else None
+    ok = isinstance(data, dict) and data.get("status", "complete") == "complete" and data.get("score") is not None
+    return data if ok else None
 
 
 def probe_key(spec: StudySpec, seed: int) -> str:
@@ -150,15 +151,22 @@ def cell_row(cell: Cell, cell_dir: Path, energy: ProbeEnergy | None = None) -> d
     if run is not None:
         row["status"] = "ok"
         row.update({k: run.get(k) for k in ROW_METRICS})
-        base = run.get("baseline_score")
+        # gain over the untrained model when it was scored, else over the trainer's baseline (majority class)
+        base = run.get("untrained_score") if run.get("untrained_score") is not None else run.get("baseline_score")
         row["gain"] = run["score"] - base if run.get("score") is not None and base is not None else None
-        plan = run.get("plan")
+        plan = "full" if run.get("placement") == "full" else run.get("plan")
         ranks = [int(e["rank"]) for e in plan.get("entries", [])] if isinstance(plan, dict) else []
         row["rank_min"], row["rank_max"] = (min(ranks), max(ranks)) if ranks else (None, None)
         row["modules"] = len(ranks) if ranks else None
         row["plan_params"] = plan.get("params") if isinstance(plan, dict) else None
         row["predicted_share"] = energy.share(cell.seed, plan) if energy else None
         return row
+    failed_run = cell_dir / "run.json"
+    if failed_run.is_file():  # the trainer recorded a failed run (non-finite loss, out of memory)
+        try:
+            row["status"], row["error"] = "failed", json.loads(failed_run.read_text()).get("error")
+        except ValueError:
+            pass
     status = cell_dir / "status.json"
     if status.is_file():
         try:

@@ -115,7 +115,11 @@ class StudySpec:
 
     @property
     def probe_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.probe.items() if k not in PROBE_META_KEYS}
+        """Keyword arguments of probes.probe (update_steps = 0 in TOML means None: no update probe)."""
+        out = {k: v for k, v in self.probe.items() if k not in PROBE_META_KEYS}
+        if out.get("update_steps") == 0:
+            out["update_steps"] = None
+        return out
 
     @property
     def cost_metrics(self) -> tuple[str, ...]:
@@ -303,6 +307,22 @@ def _train_fields() -> tuple[str, ...] | None:
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+PROBE_FROM_STUDY = ("seed", "device", "dtype", "max_examples", "text_column", "label_column")  # set by the study
+
+
+def _check_probe(ctx: _Ctx, table: str, probe: dict) -> None:
+    try:
+        import dataclasses
+
+        from ..probes import ProbeSettings
+    except ImportError:
+        return
+    allowed = tuple(f.name for f in dataclasses.fields(ProbeSettings) if f.name not in PROBE_FROM_STUDY)
+    ctx.check_keys(table, probe, allowed + PROBE_META_KEYS)
+    if "enabled" in probe and not isinstance(probe["enabled"], bool):
+        raise _type_error(ctx, table, "enabled", "true or false", probe["enabled"])
+
+
 def _check_train(ctx: _Ctx, table: str, train: dict) -> dict:
     if "seed" in train:
         raise ctx.fail(table, "seed", f"'seed' cannot be set in [{table}]: seeds come from the grid (`seeds = [...]`).")
@@ -363,6 +383,8 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     for key, allowed in (("data", DATA_KEYS), ("placement", PLACEMENT_KEYS)):
         ctx.check_keys(key, _table(ctx, "", raw, key), allowed)
         ctx.check_keys(f"quick.{key}", _table(ctx, "quick", q, key), allowed)
+    _check_probe(ctx, "probe", _table(ctx, "", raw, "probe"))
+    _check_probe(ctx, "quick.probe", _table(ctx, "quick", q, "probe"))
     _check_train(ctx, "train", _table(ctx, "", raw, "train"))
     _check_train(ctx, "quick.train", _table(ctx, "quick", q, "train"))
     for pre, src in (("", raw), ("quick.", q)):
