@@ -43,13 +43,13 @@ def modules(
         by_layer: dict[int, dict[str, str]] = defaultdict(dict)
         roles: list[str] = []
         for r in refs:
-            by_layer[r.layer][r.role] = f"{r.shape[0]}x{r.shape[1]}"
+            by_layer[r.layer][r.role] = f"{r.shape[0]}×{r.shape[1]}"
             if r.role not in roles:
                 roles.append(r.role)
         rows = []
         for layer in sorted(by_layer):
             row = {"layer": layer, **{role: by_layer[layer].get(role, "") for role in roles}}
-            row["params"] = sum(r.params for r in refs if r.layer == layer)
+            row["params"] = human(sum(r.params for r in refs if r.layer == layer))
             rows.append(row)
         display_table(rows, title=f"{model} ({loaded.model_type}): {len(refs)} modules in {len(rows)} layers")
         console.print(
@@ -72,8 +72,7 @@ def tasks(as_json: bool = JsonOpt) -> None:
                 "kind": t.kind,
                 "train": t.train_size,
                 "test": t.test_size,
-                "labels": ", ".join(t.labels) if len(t.labels) <= 8 else f"{len(t.labels)} classes",
-                "source": t.source,
+                "labels": ", ".join(t.labels) if len(t.labels) <= 5 else f"{len(t.labels)} classes",
             }
             for t in infos
         ]

@@ -1,0 +1,5 @@
+"""`python -m intrinsic.cli`."""
+
+from .app import main
+
+main()
