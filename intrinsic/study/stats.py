@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats as sps
 
 ALPHA = 0.05  # significance level used throughout the report
+EXACT_MAX_N = 8  # Spearman p-values are exact (all n! permutations) up to this many pairs
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Correlation:
     ci_low: float | None  # CI of rho (Fisher z with the Fieller 1.06 variance, or bootstrap)
     ci_high: float | None
     method: str = "fisher-z"  # how the CI was made
+    p_method: str = "t-approx"  # "exact" (all permutations, n <= EXACT_MAX_N) or scipy's "t-approx"
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:
@@ -118,9 +120,10 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10
 
 def spearman(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, method: str = "fisher-z",
              n_boot: int = 5_000, seed: int = 0) -> Correlation:
-    """Spearman's rho (scipy.stats.spearmanr) with a CI.
+    """Spearman's rho (scipy.stats.spearmanr) with a CI; exact permutation p-value when n <= EXACT_MAX_N.
 
-    fisher-z: z = atanh(rho), se = sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), needs n >= 4.
+    fisher-z: z = atanh(rho), se = sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), needs n >= 4
+    and |rho| < 1.
     bootstrap: percentile interval over resampled pairs (resamples with a constant side are skipped).
     """
     x_, y_ = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -131,10 +134,13 @@ def spearman(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, met
         return Correlation(n, None, None, None, None, method)
     res = sps.spearmanr(x_, y_)
     rho, p = float(res.statistic), _opt(res.pvalue)
+    p_method = "t-approx"
+    if n <= EXACT_MAX_N:
+        p, p_method = spearman_exact_p(x_, y_, rho), "exact"
     lo = hi = None
     if method == "fisher-z":
-        if n >= 4:
-            z = math.atanh(min(max(rho, -0.999999), 0.999999))
+        if n >= 4 and abs(rho) < 1:  # at |rho| = 1 the z transform is infinite: no interval
+            z = math.atanh(rho)
             half = float(sps.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
             lo, hi = math.tanh(z - half), math.tanh(z + half)
     elif method == "bootstrap":
@@ -148,7 +154,23 @@ def spearman(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, met
             lo, hi = (float(v) for v in np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2]))
     else:
         raise ValueError(f"unknown CI method {method!r}")
-    return Correlation(n, rho, p, lo, hi, method)
+    return Correlation(n, rho, p, lo, hi, method, p_method)
+
+
+def spearman_exact_p(x: np.ndarray, y: np.ndarray, rho: float) -> float:
+    """Two-sided permutation p-value of Spearman's rho over all n! orderings of y (n <= EXACT_MAX_N).
+
+    scipy's t approximation is far too optimistic at small n (rho = 1 with n = 4 gives p = 0,
+    while 1 in 12 random orderings is at least that extreme in absolute value)."""
+    import itertools
+
+    rx, ry = sps.rankdata(x), sps.rankdata(y)
+    perms = np.array(list(itertools.permutations(range(len(ry)))))  # (n!, n)
+    ryp = ry[perms]  # (n!, n)
+    rxc = rx - rx.mean()
+    rypc = ryp - ryp.mean(axis=1, keepdims=True)
+    rhos = (rypc @ rxc) / (np.linalg.norm(rypc, axis=1) * np.linalg.norm(rxc))  # (n!,)
+    return float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
 
 
 def intervals_overlap(a: Summary, b: Summary) -> bool | None:

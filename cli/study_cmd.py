@@ -1,0 +1,109 @@
+"""`intrinsic study run` and `intrinsic study report`: controlled grids of LoRA runs and their report.
+
+Thin: parse options, call intrinsic.study, render. The library does the work (see
+intrinsic/study/ and studies/README.md for the study file format).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import JsonOpt, console, display_table, err_console, handle_errors, print_json, progress
+
+study_app = typer.Typer(
+    help="Run a study (a grid of placements x budgets x seeds) with resume, and report it: statistics over "
+         "seeds, Pareto frontiers, prediction check, guidelines.",
+    no_args_is_help=True,
+)
+
+
+def _default_out(spec) -> Path:
+    return Path("study-results") / (spec.name + ("-quick" if spec.quick else ""))
+
+
+@study_app.command("run")
+def run(
+    study: str = typer.Argument(..., help="A study TOML file, or the name of a packaged study (placement-ablation, "
+                                          "weight-types, rank-sweep, layer-bands)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Results directory [default: study-results/NAME[-quick]]."),
+    quick: bool = typer.Option(False, "--quick", help="Apply the study's [quick] overrides (1 seed, few steps, small eval)."),
+    only: str = typer.Option(None, "--only", help="Run only the cell (or config) whose id starts with this (see --list)."),
+    force: bool = typer.Option(False, "--force", help="Reuse a results directory made by a different study definition."),
+    list_cells: bool = typer.Option(False, "--list", help="List the grid's cells and their status; train nothing."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the report when the grid is done."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report."""
+    with handle_errors():
+        from intrinsic.study.runner import Hooks, cell_row, run_study
+        from intrinsic.study.spec import load_spec, resolve_study
+
+        spec = load_spec(resolve_study(study), quick=quick)
+        out = out or _default_out(spec)
+        cells = spec.cells()
+        if list_cells:
+            rows = [cell_row(c, out / "cells" / c.id) for c in cells]
+            cols = ["id", "config_id", "label", "seed", "groups", "status", "score", "error"]
+            display_table([{**r, "groups": ", ".join(r["groups"])} for r in rows], columns=cols, as_json=as_json,
+                          json_obj={"study": spec.name, "definition_hash": spec.definition_hash, "out": str(out),
+                                    "cells": rows},
+                          title=f"{spec.name}: {len(cells)} cells, definition {spec.definition_hash}")
+            return
+        if not as_json:
+            console.print(f"[bold]{spec.name}[/]{' (quick)' if quick else ''}: {spec.question}")
+            console.print(f"{len(cells)} cells -> {out}")
+        with progress(transient=as_json) as bar:
+            task = bar.add_task(spec.name, total=None, info="")
+
+            def start(cell, i, n):
+                bar.update(task, total=n, completed=i, info=f"{cell.label} seed {cell.seed}")
+
+            def end(cell, row, i, n):
+                bar.update(task, completed=i + 1)
+                if row["status"] != "ok" and not as_json:
+                    err_console.print(f"[yellow]{row['status']}[/] {cell.label} seed {cell.seed}: {row.get('error')}")
+
+            summary = run_study(spec, out, only=only, force=force,
+                                hooks=Hooks(on_cell_start=start, on_cell_end=end,
+                                            on_message=lambda m: bar.update(task, info=m)))
+        files = None
+        if report and summary.counts.get("ok"):
+            from intrinsic.study.report import write_report
+
+            files, _, _ = write_report(out)
+        if as_json:
+            print_json({"summary": summary, "report": files})
+            return
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
+        console.print(f"ran {summary.ran}, skipped {summary.skipped} finished; now {counts}; "
+                      f"{summary.wall_s:.0f} s")
+        if files:
+            console.print(f"report: {files.markdown}, {files.html}")
+
+
+@study_app.command("report")
+def report_cmd(
+    results: Path = typer.Argument(..., help="A results directory written by `intrinsic study run`."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Statistics over seeds, paired tests against `all`, Pareto frontiers, prediction check, guidelines;
+    writes report.md, report.html, analysis.json and PNG plots into the results directory."""
+    with handle_errors():
+        from intrinsic.study.report import tables, write_report
+
+        files, analysis, guidelines = write_report(results)
+        if as_json:
+            print_json({"files": files, "analysis": analysis, "guidelines": guidelines})
+            return
+        s = analysis.study
+        console.print(f"[bold]{s.get('name')}[/]{' (quick)' if s.get('quick') else ''}: {s.get('question')}")
+        for title, cols, rows in tables(analysis, guidelines):
+            if rows:
+                display_table(rows, title=title, columns=cols)
+        console.print(f"report: {files.markdown}, {files.html} ({len(files.plots)} plots)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")

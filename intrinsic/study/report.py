@@ -1,0 +1,368 @@
+"""The study report: tables, guidelines and PNG plots, written as report.md and report.html.
+
+One document model (a list of blocks: headings, paragraphs, tables, images, lists) renders to
+both formats, and `tables()` gives the CLI the same tables for the terminal, so the three views
+never disagree. Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..results import atomic_write_bytes, atomic_write_text, write_json
+from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
+from .guidelines import Guideline, generate, human
+
+Table = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_report` wrote."""
+
+    markdown: str  # path of report.md
+    html: str  # path of report.html
+    plots: tuple[str, ...]  # PNG paths
+    analysis_json: str  # analysis.json: every number of the report, machine-readable
+
+
+def _n(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def group_table(a: StudyAnalysis, group: str) -> Table:
+    by_label = {c.label: c for c in a.configs}
+    comps = {c.label: c for c in a.comparisons if c.group == group}
+    rows = []
+    for label in a.groups[group]:
+        c = by_label[label]
+        comp = comps.get(label)
+        rows.append({
+            "placement": label, "seeds": f"{c.n_ok}/{c.n_cells}", "status": c.status,
+            "score": _n(c.score.mean), "std": _n(c.score.std), "ci95_low": _n(c.score.ci_low),
+            "ci95_high": _n(c.score.ci_high), "gain": _n(c.gain.mean), "params": _n(c.trainable_params.mean, 0),
+            "ranks": c.ranks, "peak_mb": _n(c.peak_memory_mb.mean, 1), "time_s": _n(c.train_time_s.mean, 2),
+            f"diff_vs_{REFERENCE}": _n(comp.ttest.mean_diff) if comp else None,
+            "p": _n(comp.ttest.p) if comp else None,
+            "verdict": (c.status if not c.n_ok else comp.verdict if comp else
+                        "reference" if c.variant == REFERENCE else "-"),
+        })
+    cols = ["placement", "seeds", "score", "std", "ci95_low", "ci95_high", "gain", "params", "ranks", "peak_mb",
+            "time_s", f"diff_vs_{REFERENCE}", "p", "verdict"]
+    return (f"Comparison group {group}", cols, rows)
+
+
+def frontier_table(a: StudyAnalysis) -> Table:
+    by_label = {c.label: c for c in a.configs}
+    rows = []
+    for f in a.frontiers:
+        for label in f.front:
+            c = by_label[label]
+            rows.append({"cost axis": COST_LABELS.get(f.metric, f.metric), "placement": label,
+                         "cost": _n(c.metric(f.metric).mean, 2), "score": _n(c.score.mean),
+                         "ci95_low": _n(c.score.ci_low), "ci95_high": _n(c.score.ci_high)})
+    return ("Pareto frontiers (score up, cost down)", ["cost axis", "placement", "cost", "score", "ci95_low",
+                                                       "ci95_high"], rows)
+
+
+def prediction_table(a: StudyAnalysis) -> Table:
+    by_label = {c.label: c for c in a.configs}
+    front = {f.metric: set(f.front) for f in a.frontiers}
+    rows = []
+    for label, share, gain in sorted(a.prediction.points, key=lambda p: -p[1]):
+        c = by_label[label]
+        rows.append({"placement": label, "predicted_share": _n(share), "gain": _n(gain),
+                     "gain_ci_low": _n(c.gain.ci_low), "gain_ci_high": _n(c.gain.ci_high),
+                     "on_params_frontier": label in front.get("trainable_params", set())})
+    return ("Prediction validation: probe-predicted energy share vs measured gain",
+            ["placement", "predicted_share", "gain", "gain_ci_low", "gain_ci_high", "on_params_frontier"], rows)
+
+
+def correlation_table(a: StudyAnalysis) -> Table:
+    rows = []
+    for scope, c in [("all placements", a.prediction.overall), *a.prediction.by_group.items()]:
+        rows.append({"scope": scope, "n": c.n, "spearman_rho": _n(c.rho, 3), "ci95_low": _n(c.ci_low, 3),
+                     "ci95_high": _n(c.ci_high, 3), "p": _n(c.p, 4)})
+    return ("Spearman correlation (Fisher-z CI)", ["scope", "n", "spearman_rho", "ci95_low", "ci95_high", "p"], rows)
+
+
+def problems_table(a: StudyAnalysis) -> Table:
+    rows = [{"placement": c.label, "status": c.status, "seeds_ok": f"{c.n_ok}/{c.n_cells}", "error": "; ".join(c.errors)}
+            for c in a.configs if c.status != "ok"]
+    return ("Infeasible, failed or unfinished cells", ["placement", "status", "seeds_ok", "error"], rows)
+
+
+def guideline_table(gl: list[Guideline]) -> Table:
+    return ("Guidelines", ["strength", "guideline"], [{"strength": g.strength, "guideline": g.text} for g in gl])
+
+
+def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[Table]:
+    """Every table of the report, in report order (the CLI prints these)."""
+    out = [guideline_table(gl if gl is not None else generate(a))]
+    out += [group_table(a, g) for g in a.groups]
+    out += [frontier_table(a), prediction_table(a), correlation_table(a)]
+    probs = problems_table(a)
+    return out + ([probs] if probs[2] else [])
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _err(s) -> float:
+    if s.ci_high is not None:
+        return s.ci_high - s.mean
+    return 0.0
+
+
+def _colors(a: StudyAnalysis) -> dict[str, Any]:
+    plt = _plt()
+    variants = list(dict.fromkeys(c.variant for c in a.configs))
+    cmap = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
+    return {v: cmap(i % cmap.N) for i, v in enumerate(variants)}
+
+
+def _png(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_frontier(a: StudyAnalysis, metric: str, path: Path) -> Path | None:
+    plt = _plt()
+    f = next(f for f in a.frontiers if f.metric == metric)
+    if not f.points:
+        return None
+    by_label = {c.label: c for c in a.configs}
+    colors = _colors(a)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    seen = set()
+    for label, cost, score in f.points:
+        c = by_label[label]
+        ax.errorbar(cost, score, yerr=_err(c.score), fmt="o", color=colors[c.variant], capsize=3,
+                    label=c.variant if c.variant not in seen else None, mfc="none" if label not in f.front else None)
+        seen.add(c.variant)
+    front = sorted(((by_label[l].metric(metric).mean, by_label[l].score.mean) for l in f.front))
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", lw=1, alpha=0.6, label="frontier")
+    costs = [p[1] for p in f.points]
+    if min(costs) > 0 and max(costs) / min(costs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(COST_LABELS.get(metric, metric))
+    ax.set_ylabel("score (mean, 95% CI)")
+    ax.set_title(f"{a.study.get('name', 'study')}: score vs {COST_LABELS.get(metric, metric)} (filled = on frontier)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _png(fig, path)
+
+
+def plot_score_vs_budget(a: StudyAnalysis, path: Path) -> Path | None:
+    plt = _plt()
+    colors = _colors(a)
+    lines: dict[str, list] = {}
+    for c in a.configs:
+        if c.score.mean is not None and c.trainable_params.mean is not None:
+            lines.setdefault(c.variant, []).append(c)
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v, cs in lines.items():
+        cs = sorted(cs, key=lambda c: c.trainable_params.mean)
+        ax.errorbar([c.trainable_params.mean for c in cs], [c.score.mean for c in cs],
+                    yerr=[_err(c.score) for c in cs], marker="o" if v != "full" else "*", ms=5 if v != "full" else 12,
+                    capsize=3, color=colors[v], label=v, ls="-" if len(cs) > 1 else "none")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log)")
+    ax.set_ylabel("score (mean, 95% CI)")
+    ax.set_title(f"{a.study.get('name', 'study')}: score vs budget per strategy")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _png(fig, path)
+
+
+def plot_prediction(a: StudyAnalysis, path: Path) -> Path | None:
+    pts = a.prediction.points
+    if not pts:
+        return None
+    plt = _plt()
+    by_label = {c.label: c for c in a.configs}
+    colors = _colors(a)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, share, gain in pts:
+        c = by_label[label]
+        ax.errorbar(share, gain, yerr=_err(c.gain), fmt="o", color=colors[c.variant], capsize=3)
+        ax.annotate(label, (share, gain), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    r = a.prediction.overall
+    rho = "n/a" if r.rho is None else f"{r.rho:.2f}"
+    ax.set_xlabel("predicted share of mean-gradient energy captured")
+    ax.set_ylabel("measured gain over baseline (mean, 95% CI)")
+    ax.set_title(f"Prediction check: Spearman rho = {rho} (n = {r.n})")
+    ax.grid(alpha=0.3)
+    return _png(fig, path)
+
+
+def write_plots(a: StudyAnalysis, out_dir: Path) -> list[tuple[Path, str]]:
+    """PNG files with their captions (only those with something to show)."""
+    made = []
+    for f in a.frontiers:
+        p = plot_frontier(a, f.metric, out_dir / f"frontier_{f.metric}.png")
+        if p:
+            made.append((p, f"Score vs {COST_LABELS.get(f.metric, f.metric)}; the step line is the Pareto frontier."))
+    p = plot_score_vs_budget(a, out_dir / "score_vs_budget.png")
+    if p:
+        made.append((p, "Score vs trainable parameters, one line per strategy (error bars: 95% CI over seeds)."))
+    p = plot_prediction(a, out_dir / "prediction.png")
+    if p:
+        made.append((p, "Probe-predicted energy share vs measured gain per placement."))
+    return made
+
+
+# ----------------------------------------------------------------------------- document
+
+
+def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]]) -> list[tuple]:
+    s = a.study
+    blocks: list[tuple] = [("h", 1, f"Study: {s.get('name', '?')}" + (" (quick)" if s.get("quick") else ""))]
+    blocks.append(("p", f"**Question.** {s.get('question', '')}"))
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(a.counts.items()))
+    blocks.append(("p", f"Model `{s.get('model')}` on task `{s.get('task')}`; definition hash `{s.get('definition_hash')}`; "
+                        f"{sum(a.counts.values())} cells ({counts}); {len(a.configs)} placements."))
+    if s.get("quick"):
+        blocks.append(("p", "This is a **quick** run (one seed, few steps, small evaluation): it checks the pipeline; "
+                            "its numbers support no claim."))
+    blocks.append(("h", 2, "Guidelines"))
+    blocks.append(("ul", [f"*{g.strength}*: {g.text}" for g in gl] or ["No finished runs yet."]))
+    plot_of = {p.name: (p, cap) for p, cap in plots}
+    blocks.append(("h", 2, "Comparisons at equal rank or budget"))
+    blocks.append(("p", f"Mean score over seeds with a t-based 95% CI; `diff_vs_{REFERENCE}` and `p` come from a paired "
+                        f"t-test (scipy.stats.ttest_rel) over seeds shared with `{REFERENCE}`; a difference is only called "
+                        "better or worse when p < 0.05. p-values are not corrected for multiple comparisons."))
+    for g in a.groups:
+        blocks.append(("table",) + group_table(a, g))
+    if "score_vs_budget.png" in plot_of:
+        blocks.append(("img",) + plot_of["score_vs_budget.png"])
+    blocks.append(("h", 2, "Pareto frontiers"))
+    blocks.append(("table",) + frontier_table(a))
+    for f in a.frontiers:
+        if f"frontier_{f.metric}.png" in plot_of:
+            blocks.append(("img",) + plot_of[f"frontier_{f.metric}.png"])
+    blocks.append(("p", "Peak memory is `cuda` (max allocated) on GPU and the growth of the process RSS on CPU; "
+                        "time is the wall time of the training steps only."))
+    blocks.append(("h", 2, "Does the probe predict the outcome?"))
+    blocks.append(("p", "Predicted value: the share of the mean gradient's energy a placement captures, sum over adapted "
+                        "modules of sum_{i<=rank} sigma_i^2 over the total (1.0 for full fine-tuning). Measured: score "
+                        "gain over the untrained baseline (or the majority-class baseline for classification)."))
+    blocks.append(("table",) + correlation_table(a))
+    blocks.append(("table",) + prediction_table(a))
+    if "prediction.png" in plot_of:
+        blocks.append(("img",) + plot_of["prediction.png"])
+    probs = problems_table(a)
+    if probs[2]:
+        blocks.append(("h", 2, "Problems"))
+        blocks.append(("table",) + probs)
+    return blocks
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return human(v) if abs(v) >= 1e4 else f"{v:.4g}"
+    if isinstance(v, int):
+        return human(v) if abs(v) >= 1e4 else str(v)
+    return str(v)
+
+
+def render_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for b in blocks:
+        if b[0] == "h":
+            out.append("#" * b[1] + " " + b[2])
+        elif b[0] == "p":
+            out.append(b[1])
+        elif b[0] == "ul":
+            out.append("\n".join(f"- {i}" for i in b[1]))
+        elif b[0] == "table":
+            _, title, cols, rows = b
+            lines = [f"**{title}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            lines += ["| " + " | ".join(_cell(r.get(c)).replace("|", "/") for c in cols) + " |" for r in rows]
+            out.append("\n".join(lines) if rows else f"**{title}**: none.")
+        elif b[0] == "img":
+            out.append(f"![{b[2]}]({b[1].name})\n\n*{b[2]}*")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escape, then render `code` and **bold** / *italic* as in the Markdown."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", t)
+
+
+def render_html(blocks: list[tuple]) -> str:
+    body = []
+    for b in blocks:
+        if b[0] == "h":
+            body.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
+        elif b[0] == "p":
+            body.append(f"<p>{_inline(b[1])}</p>")
+        elif b[0] == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>")
+        elif b[0] == "table":
+            _, title, cols, rows = b
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+            body.append(f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>")
+        elif b[0] == "img":
+            data = base64.b64encode(Path(b[1]).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px}"
+             "caption{font-weight:bold;text-align:left}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(out_dir: str | Path, rows: list[dict] | None = None, study: dict | None = None,
+                 dest: str | Path | None = None) -> tuple[ReportFiles, StudyAnalysis, list[Guideline]]:
+    """Analyze a results directory and write report.md, report.html, analysis.json and the plots to `dest`
+    (default: the results directory)."""
+    from .runner import load_results
+
+    if rows is None or study is None:
+        study, rows = load_results(out_dir)
+    dest = Path(dest or out_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    a = analyze(rows, study)
+    gl = generate(a)
+    plots = write_plots(a, dest)
+    blocks = document(a, gl, plots)
+    md = atomic_write_text(dest / "report.md", render_markdown(blocks))
+    ht = atomic_write_text(dest / "report.html", render_html(blocks))
+    aj = write_json(dest / "analysis.json", {"analysis": a, "guidelines": gl})
+    return ReportFiles(str(md), str(ht), tuple(str(p) for p, _ in plots), str(aj)), a, gl
+
+
+__all__ = ["ReportFiles", "tables", "write_report"]
