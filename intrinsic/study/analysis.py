@@ -147,22 +147,19 @@ def summarize_configs(rows: list[dict]) -> list[ConfigSummary]:
     return out
 
 
-def _group_key(g: str) -> tuple:
-    m = re.fullmatch(r"rank=(\d+)", g)
-    if m:
-        return (0, int(m.group(1)), g)
-    m = re.fullmatch(r"budget=(.+)@(\d+)", g)
-    if m:
-        return (1, m.group(1), int(m.group(2)), g)
-    return (2, 0, g)
-
-
 def group_index(configs: list[ConfigSummary]) -> dict[str, tuple[str, ...]]:
+    """group -> config labels; rank groups by rank first, then the others in grid order."""
     groups: dict[str, list[str]] = {}
     for c in configs:
         for g in c.groups:
             groups.setdefault(g, []).append(c.label)
-    return {g: tuple(groups[g]) for g in sorted(groups, key=_group_key)}
+    order = list(groups)
+
+    def key(g: str) -> tuple:
+        m = re.fullmatch(r"rank=(\d+)", g)
+        return (0, int(m.group(1))) if m else (1, order.index(g))
+
+    return {g: tuple(groups[g]) for g in sorted(groups, key=key)}
 
 
 def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:

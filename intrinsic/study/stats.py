@@ -95,7 +95,7 @@ def paired_ttest(a: Sequence[float], b: Sequence[float], level: float = 0.95) ->
     if n == 0:
         return PairedTest(0, None, None, None, None, None)
     s = summarize(d, level)
-    if n < 2 or s.std == 0:
+    if n < 2 or s.std <= 1e-9 * max(1.0, abs(s.mean)):
         # One pair has no spread; identical differences make t infinite or undefined: no test.
         return PairedTest(n, s.mean, s.ci_low, s.ci_high, None, None)
     res = sps.ttest_rel(a_, b_)
