@@ -82,7 +82,7 @@ def _normalized(s: np.ndarray) -> np.ndarray:
 
 
 def numerical_tolerance(sigma, shape) -> float:
-    """s_1 * max(m, n) * eps(float32): singular values below it are round-off (as numpy.linalg.matrix_rank)."""
+    """s_1 * max(m, n) * eps(float32): values below it are round-off (the numpy.linalg.matrix_rank rule)."""
     s = _sigma(sigma)
     m, n = _shape(shape, s)
     return float(s[0]) * max(m, n) * EPS32 if len(s) else 0.0
@@ -178,7 +178,7 @@ def mp_median(beta: float) -> float:
 
 
 def gd_lambda(beta: float) -> float:
-    """lambda*(beta): Gavish-Donoho optimal threshold coefficient for known noise (tau = lambda* sqrt(n) sigma)."""
+    """lambda*(beta): Gavish-Donoho threshold coefficient for known noise, tau = lambda* sqrt(max(m,n)) sigma."""
     return math.sqrt(2 * (beta + 1) + 8 * beta / ((beta + 1) + math.sqrt(beta**2 + 14 * beta + 1)))
 
 
@@ -241,7 +241,8 @@ def gavish_donoho_rank(sigma, shape, noise_sigma: float | None = None) -> int:
 def mp_edge(shape, noise_sigma: float, *, tw_margin: bool = True) -> float:
     """Largest singular value pure noise plausibly reaches: noise_sigma * (sqrt m + sqrt n),
     plus (tw_margin) the Tracy-Widom 99% fluctuation of the top eigenvalue (Johnstone 2001):
-    noise_sigma * sqrt(mu + 2.02 s), mu = (sqrt m + sqrt n)^2, s = (sqrt m + sqrt n)(1/sqrt m + 1/sqrt n)^(1/3)."""
+    noise_sigma * sqrt(mu + 2.02 s), mu = (sqrt m + sqrt n)^2, s = (sqrt m + sqrt n)(1/sqrt m + 1/sqrt n)^(1/3)
+    (Johnstone's centering and scale, without his n - 1 finite-sample correction)."""
     m, n = (int(x) for x in shape)
     root = math.sqrt(m) + math.sqrt(n)
     if not tw_margin:
@@ -410,7 +411,7 @@ def split_half_from_bases(U_a, V_a, U_b, V_b, *, alpha: float = 0.01, seed: int 
     if K == 0:
         return SplitHalf(0, (), (), (), (), (), alpha)
     if 2 * K > min(m, n):
-        raise ValueError(f"split-half needs bases of at most min(m, n) // 2 = {min(m, n) // 2} columns, got {K}")
+        raise ValueError(f"split-half takes at most min(m, n) // 2 = {min(m, n) // 2} basis columns, got {K}")
     ks = k_grid(K)
     q_l, q_r = _null_thresholds(m, K, alpha, seed), _null_thresholds(n, K, alpha, seed + 1)
     cl = torch.from_numpy(U_a.T @ U_b)  # (K, K) left cosine matrix

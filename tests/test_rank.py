@@ -143,7 +143,8 @@ def test_gd_and_mp_recover_planted_rank(shape, r, noise):
     assert R.gavish_donoho_rank(s, shape, noise_sigma=noise) == r
     assert R.mp_spike_count(s, shape, noise_sigma=noise) == r
     assert R.mp_spike_count(s, shape) == r
-    assert R.mp_noise_sigma(s, shape) == pytest.approx(noise, rel=0.03 + 0.5 * r / min(shape))  # spikes lift the median
+    rel = 0.03 + 0.5 * r / min(shape)  # spikes lift the median a little
+    assert R.mp_noise_sigma(s, shape) == pytest.approx(noise, rel=rel)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

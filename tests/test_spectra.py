@@ -124,7 +124,8 @@ def test_bad_inputs():
     M[1, 1] = np.nan
     with pytest.raises(NonFiniteSpectrumError):
         singular_values(M)
-    assert issubclass(NonFiniteSpectrumError, ValueError) and issubclass(NonFiniteSpectrumError, IntrinsicError)
+    assert issubclass(NonFiniteSpectrumError, ValueError)
+    assert issubclass(NonFiniteSpectrumError, IntrinsicError)
     with pytest.raises(NonFiniteSpectrumError):
         singular_values(torch.tensor([[1.0, float("inf")]]))
     with pytest.raises(ValueError):
