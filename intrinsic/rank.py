@@ -413,7 +413,7 @@ def split_half_from_bases(U_a, V_a, U_b, V_b, *, alpha: float = 0.01, seed: int 
     if 2 * K > min(m, n):
         raise ValueError(f"split-half takes at most min(m, n) // 2 = {min(m, n) // 2} basis columns, got {K}")
     ks = k_grid(K)
-    q_l, q_r = _null_thresholds(m, K, alpha, seed), _null_thresholds(n, K, alpha, seed + 1)
+    q_l, q_r = _null_thresholds(m, K, alpha, seed), _null_thresholds(n, K, alpha, seed)  # cached by dim
     cl = torch.from_numpy(U_a.T @ U_b)  # (K, K) left cosine matrix
     cr = torch.from_numpy(V_a.T @ V_b)  # (K, K) right cosine matrix
     left = tuple(int((torch.linalg.svdvals(cl[:k, :k]) > q).sum()) for k, q in zip(ks, q_l))
