@@ -19,6 +19,9 @@ study_app = typer.Typer(
 )
 
 
+_WIDE_ONLY = ("std", "gain", "ranks", "peak_mb", "time_s", "status")  # comparison columns cut on narrow terminals
+
+
 def _default_out(spec) -> Path:
     return Path("study-results") / (spec.name + ("-quick" if spec.quick else ""))
 
@@ -45,7 +48,7 @@ def run(
         cells = spec.cells()
         if list_cells:
             rows = [cell_row(c, out / "cells" / c.id) for c in cells]
-            cols = ["id", "config_id", "label", "seed", "groups", "status", "score", "error"]
+            cols = ["id", "label", "seed", "status", "score", "error"]
             display_table([{**r, "groups": ", ".join(r["groups"])} for r in rows], columns=cols, as_json=as_json,
                           json_obj={"study": spec.name, "definition_hash": spec.definition_hash, "out": str(out),
                                     "cells": rows},
@@ -101,7 +104,9 @@ def report_cmd(
         console.print(f"[bold]{s.get('name')}[/]{' (quick)' if s.get('quick') else ''}: {s.get('question')}")
         for title, cols, rows in tables(analysis, guidelines):
             if rows:
-                display_table(rows, title=title, columns=cols)
+                narrow = (cols if console.width >= 160 or not title.startswith("Comparison") else
+                          [c for c in cols if c not in _WIDE_ONLY])
+                display_table(rows, title=title, columns=narrow)
         console.print(f"report: {files.markdown}, {files.html} ({len(files.plots)} plots)")
 
 

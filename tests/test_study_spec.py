@@ -139,7 +139,7 @@ def test_record_round_trip():
 
 
 EXPECTED = {  # study: (cells full, cells quick)
-    "placement-ablation": (57, 19),
+    "placement-ablation": (57, 7),
     "weight-types": (36, 12),
     "rank-sweep": (42, 6),
     "layer-bands": (48, 5),

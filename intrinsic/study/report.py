@@ -34,6 +34,10 @@ def _n(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
+def _ci(s) -> str | None:
+    return None if s.ci_low is None else f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -46,15 +50,14 @@ def group_table(a: StudyAnalysis, group: str) -> Table:
         comp = comps.get(label)
         rows.append({
             "placement": label, "seeds": f"{c.n_ok}/{c.n_cells}", "status": c.status,
-            "score": _n(c.score.mean), "std": _n(c.score.std), "ci95_low": _n(c.score.ci_low),
-            "ci95_high": _n(c.score.ci_high), "gain": _n(c.gain.mean), "params": _n(c.trainable_params.mean, 0),
+            "score": _n(c.score.mean), "std": _n(c.score.std), "ci95": _ci(c.score), "gain": _n(c.gain.mean), "params": _n(c.trainable_params.mean, 0),
             "ranks": c.ranks, "peak_mb": _n(c.peak_memory_mb.mean, 1), "time_s": _n(c.train_time_s.mean, 2),
             f"diff_vs_{REFERENCE}": _n(comp.ttest.mean_diff) if comp else None,
             "p": _n(comp.ttest.p) if comp else None,
             "verdict": (c.status if not c.n_ok else comp.verdict if comp else
                         "reference" if c.variant == REFERENCE else "-"),
         })
-    cols = ["placement", "seeds", "score", "std", "ci95_low", "ci95_high", "gain", "params", "ranks", "peak_mb",
+    cols = ["placement", "seeds", "score", "std", "ci95", "gain", "params", "ranks", "peak_mb",
             "time_s", f"diff_vs_{REFERENCE}", "p", "verdict"]
     return (f"Comparison group {group}", cols, rows)
 
@@ -66,10 +69,8 @@ def frontier_table(a: StudyAnalysis) -> Table:
         for label in f.front:
             c = by_label[label]
             rows.append({"cost axis": COST_LABELS.get(f.metric, f.metric), "placement": label,
-                         "cost": _n(c.metric(f.metric).mean, 2), "score": _n(c.score.mean),
-                         "ci95_low": _n(c.score.ci_low), "ci95_high": _n(c.score.ci_high)})
-    return ("Pareto frontiers (score up, cost down)", ["cost axis", "placement", "cost", "score", "ci95_low",
-                                                       "ci95_high"], rows)
+                         "cost": _n(c.metric(f.metric).mean, 2), "score": _n(c.score.mean), "ci95": _ci(c.score)})
+    return ("Pareto frontiers (score up, cost down)", ["cost axis", "placement", "cost", "score", "ci95"], rows)
 
 
 def prediction_table(a: StudyAnalysis) -> Table:
@@ -78,19 +79,19 @@ def prediction_table(a: StudyAnalysis) -> Table:
     rows = []
     for label, share, gain in sorted(a.prediction.points, key=lambda p: -p[1]):
         c = by_label[label]
-        rows.append({"placement": label, "predicted_share": _n(share), "gain": _n(gain),
-                     "gain_ci_low": _n(c.gain.ci_low), "gain_ci_high": _n(c.gain.ci_high),
+        rows.append({"placement": label, "predicted_share": _n(share), "gain": _n(gain), "gain_ci95": _ci(c.gain),
                      "on_params_frontier": label in front.get("trainable_params", set())})
     return ("Prediction validation: probe-predicted energy share vs measured gain",
-            ["placement", "predicted_share", "gain", "gain_ci_low", "gain_ci_high", "on_params_frontier"], rows)
+            ["placement", "predicted_share", "gain", "gain_ci95", "on_params_frontier"], rows)
 
 
 def correlation_table(a: StudyAnalysis) -> Table:
     rows = []
     for scope, c in [("all placements", a.prediction.overall), *a.prediction.by_group.items()]:
-        rows.append({"scope": scope, "n": c.n, "spearman_rho": _n(c.rho, 3), "ci95_low": _n(c.ci_low, 3),
-                     "ci95_high": _n(c.ci_high, 3), "p": _n(c.p, 4)})
-    return ("Spearman correlation (Fisher-z CI)", ["scope", "n", "spearman_rho", "ci95_low", "ci95_high", "p"], rows)
+        ci = None if c.ci_low is None else f"[{c.ci_low:.2f}, {c.ci_high:.2f}]"
+        rows.append({"scope": scope, "n": c.n, "spearman_rho": _n(c.rho, 3), "ci95": ci, "p": _n(c.p, 4),
+                     "p_method": c.p_method})
+    return ("Spearman correlation (Fisher-z CI)", ["scope", "n", "spearman_rho", "ci95", "p", "p_method"], rows)
 
 
 def problems_table(a: StudyAnalysis) -> Table:

@@ -139,7 +139,7 @@ def spearman(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, met
         p, p_method = spearman_exact_p(x_, y_, rho), "exact"
     lo = hi = None
     if method == "fisher-z":
-        if n >= 4 and abs(rho) < 1:  # at |rho| = 1 the z transform is infinite: no interval
+        if n >= 4 and abs(rho) < 1 - 1e-12:  # at |rho| = 1 the z transform is infinite: no interval
             z = math.atanh(rho)
             half = float(sps.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
             lo, hi = math.tanh(z - half), math.tanh(z + half)
