@@ -220,14 +220,23 @@ class _Base:
             self.loaded = self.task = None
             self.task = load_task(self.spec.task, seed=seed, **self.spec.data)
             kind = self.task.kind
+            # the base copy stays on the CPU, so a cell's measured peak GPU memory is its own, not base + copy
             self.loaded = load_model(self.spec.model, task_kind=kind, num_labels=max(2, self.task.num_labels),
-                                     dtype=self.spec.dtype, device=self.spec.device, seed=seed)
+                                     dtype=self.spec.dtype, device="cpu", seed=seed)
             self.seed = seed
         return self.loaded, self.task
 
+    def device(self) -> str:
+        import torch
+
+        if self.spec.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.spec.device
+
     def fresh(self, seed: int):
+        """A deep copy of the seed's base model on the study's device (never the cached original)."""
         loaded, task = self.get(seed)
-        return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model)), task
+        return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(self.device())), task
 
     def probe(self, seed: int, out_dir: Path):
         """The probe report of this seed: loaded from out/probes/<hash>, or computed once and saved."""
@@ -310,6 +319,19 @@ def run_cell(cell: Cell, spec: StudySpec, base: _Base, out_dir: Path) -> None:
     except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the study
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
         write_json(cell_dir / "status.json", {"status": "failed", "error": msg, "traceback": traceback.format_exc()})
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Free the cell's model copy and optimizer before the next cell (and the CUDA cache with them)."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
