@@ -1,0 +1,204 @@
+"""Trainer tests on a tiny random-init BERT and a toy task a tiny model learns in a few steps.
+
+Covers: the loss goes down; PEFT ranks equal the plan (mixed ranks via rank_pattern); the saved
+adapter reloads with PeftModel.from_pretrained and reproduces the score exactly; run.json
+round-trips; CPU determinism; full fine-tuning; NaN loss -> NonFiniteError naming the step;
+out-dir refusal / overwrite / resume; causal LM; memory, Pareto and metric helpers.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from intrinsic.arch import discover
+from intrinsic.errors import ConfigError, NonFiniteError
+from intrinsic.models import build_tiny_model
+from intrinsic.placement import actual_adapters, auto_plan, fixed_plan
+from intrinsic.results import to_dict
+from intrinsic.tasks import TaskData
+from intrinsic.train import RunResult, TrainConfig, evaluate, macro_f1, majority_baseline, make_eval_batches, train
+
+FAST = dict(batch_size=8, max_length=16, eval_batch_size=32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run 3x faster on one thread when the 2 cores are shared (no OpenMP spinning)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_task(n_train: int = 160, n_test: int = 48, seed: int = 0) -> TaskData:
+    """Label 1: letters from 'abcde'; label 0: from 'vwxyz' (learnable by a random tiny model)."""
+    rng = random.Random(seed)
+
+    def split(n):
+        texts, labels = [], []
+        for _ in range(n):
+            y = rng.randint(0, 1)
+            texts.append("".join(rng.choice("abcde" if y else "vwxyz") for _ in range(8)))
+            labels.append(y)
+        return tuple(texts), tuple(labels)
+
+    tr, trl = split(n_train)
+    te, tel = split(n_test)
+    return TaskData("toy", "classification", ("neg", "pos"), tr, trl, te, tel)
+
+
+def mixed_plan(model):
+    """An auto plan with different ranks per module (exercises PEFT's rank_pattern)."""
+    refs = discover(model)
+    gains = {r.name: np.array([4.0, 2.0, 1.0, 0.5]) * (1 + i % 3) for i, r in enumerate(refs)}
+    return auto_plan(refs, gains, budget=sum(r.shape[0] + r.shape[1] for r in refs) * 2, max_rank=4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    loaded = build_tiny_model("bert")
+    plan = mixed_plan(loaded.model)
+    config = TrainConfig(steps=30, lr=2e-2, eval_every=15, **FAST)
+    result = train(loaded, toy_task(), plan, config, out)
+    return loaded, plan, config, result, out
+
+
+def test_tiny_run_learns_and_records_metrics(trained):
+    loaded, plan, config, r, out = trained
+    assert r.status == "complete" and r.steps == 30 and len(r.loss_curve) == 30
+    assert np.mean(r.loss_curve[-5:]) < np.mean(r.loss_curve[:5]) - 0.1
+    assert r.score > 0.8 > r.baseline_score
+    assert [e["step"] for e in r.eval_curve] == [15, 30]
+    assert r.lora_params == plan.params and r.trainable_params == r.lora_params + r.head_params
+    assert r.head_params > 0 and 0 < r.trainable_pct < 100
+    assert r.adapter_bytes > 0 and r.train_time_s > 0 and r.tokens_per_s > 0
+    assert r.memory_kind == "rss" and r.peak_memory_mb >= 0
+    assert r.config["lr"] == 2e-2 and r.env["torch"]
+
+
+def test_peft_ranks_equal_plan(trained):
+    loaded, plan, *_ = trained
+    actual = {name.removeprefix("base_model.model."): rank for name, (rank, _) in actual_adapters(loaded.model).items()}
+    assert actual == plan.ranks
+    assert len(set(plan.ranks.values())) > 1  # the plan really mixes ranks
+
+
+def test_adapter_reloads_and_reproduces_score(trained):
+    from peft import PeftModel
+
+    _, _, config, r, out = trained
+    base = build_tiny_model("bert")  # same seed: same backbone; the trained head comes from the adapter
+    model = PeftModel.from_pretrained(base.model, str(out / "adapter"))
+    metrics = evaluate(model, make_eval_batches(toy_task(), base.tokenizer, config), task_kind="classification")
+    assert metrics["accuracy"] == r.metrics["accuracy"]
+    assert metrics["loss"] == pytest.approx(r.metrics["loss"], abs=1e-6)
+
+
+def test_run_json_round_trips(trained):
+    *_, r, out = trained
+    loaded = RunResult.load(out)
+    assert to_dict(loaded) == to_dict(r)
+    assert RunResult.load(out / "run.json").plan["strategy"] == "auto"
+
+
+def test_cpu_training_is_deterministic():
+    task = toy_task(64, 16)
+
+    def curve(seed):
+        loaded = build_tiny_model("bert")
+        plan = fixed_plan(discover(loaded.model), "attention", 2)
+        return train(loaded, task, plan, TrainConfig(steps=6, lr=1e-2, seed=seed, **FAST)).loss_curve
+
+    a, b, c = curve(0), curve(0), curve(1)
+    assert a == b
+    assert a != c
+
+
+def test_full_fine_tuning(tmp_path):
+    loaded = build_tiny_model("bert")
+    total = sum(p.numel() for p in loaded.model.parameters())
+    r = train(loaded, toy_task(), "full", TrainConfig(steps=20, lr=3e-3, **FAST), tmp_path)
+    assert r.placement == "full" and r.plan is None
+    assert r.trainable_params == total and r.lora_params == 0
+    assert r.adapter_bytes == 0 and r.adapter_dir is None and not (tmp_path / "adapter").exists()
+    assert np.mean(r.loss_curve[-5:]) < np.mean(r.loss_curve[:5])
+
+
+def test_non_finite_loss_names_the_step(tmp_path):
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "all", 2)
+    with pytest.raises(NonFiniteError, match=r"at step \d+") as info:
+        train(loaded, toy_task(64, 16), plan, TrainConfig(steps=8, lr=1e30, eval_every=1, **FAST), tmp_path)
+    assert "last good checkpoint" in str(info.value)
+    failed = RunResult.load(tmp_path)
+    assert failed.status == "failed" and "at step" in failed.error
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_existing_out_dir_is_refused_unless_overwrite_or_resume(tmp_path):
+    task = toy_task(32, 8)
+    config = TrainConfig(steps=2, **FAST)
+
+    def run(**kw):
+        loaded = build_tiny_model("bert")
+        return train(loaded, task, fixed_plan(discover(loaded.model), "q,v", 2), config, tmp_path, **kw)
+
+    first = run()
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run()
+    assert run(resume=True).created == first.created  # complete run returned, not retrained
+    assert run(overwrite=True).status == "complete"
+
+
+def test_causal_lm_perplexity():
+    loaded = build_tiny_model("llama", task_kind="lm")
+    texts = tuple("the cat sat on the mat. " * 3 for _ in range(24))
+    task = TaskData("toy:lm", "lm", (), texts, (), texts[:8], ())
+    plan = fixed_plan(discover(loaded.model), "all", 2)
+    r = train(loaded, task, plan, TrainConfig(steps=8, lr=1e-2, batch_size=4, max_length=32))
+    assert r.baseline_kind == "untrained" and r.untrained_score is not None
+    assert r.score == -r.metrics["perplexity"] and r.score > r.untrained_score
+    assert r.head_params == 0
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="TrainConfig.steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
+    assert TrainConfig().effective_lr(full=True) < TrainConfig().effective_lr(full=False)
+
+
+def test_metric_helpers():
+    assert macro_f1([0, 0, 1, 1], [0, 1, 1, 1], 2) == pytest.approx((2 / 3 + 0.8) / 2)
+    task = TaskData("t", "classification", ("a", "b"), ("x",) * 3, (1, 1, 0), ("y",) * 4, (1, 0, 0, 0))
+    assert majority_baseline(task) == 0.25
+
+
+def test_pareto_front():
+    from intrinsic.pareto import pareto_front
+
+    pts = [(0.80, 100.0), (0.70, 50.0), (0.75, 200.0), (0.80, 100.0), (0.60, 50.0), (float("nan"), 1.0)]
+    assert pareto_front(pts) == [0, 1, 3]
+    assert pareto_front([(1.0, 1.0), (2.0, 2.0)], maximize=(True, True)) == [1]
+
+
+def test_peak_memory_sees_an_allocation():
+    from intrinsic.memory import PeakMemory
+
+    with PeakMemory("cpu") as pm:
+        block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
+        block += 1
+        import time
+
+        time.sleep(0.05)
+        del block
+        with pm.paused():
+            np.ones(200 * 2**20 // 8).sum()  # left out of the peak
+    assert pm.kind == "rss" and 30 < pm.peak_mb < 150
