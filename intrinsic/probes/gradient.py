@@ -25,12 +25,16 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from .. import rank
 from ..arch import ModuleRef, grad_of, roles_of, weight_of
 from ..errors import ConfigError, NonFiniteError
+from ..spectra import singular_values, svd_topk
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+GRAM_MAX_DIM = 1024  # spectra of matrices with min(m, n) up to this go through the float64 Gram matrix
 
 
 @dataclass
@@ -166,3 +170,116 @@ def accumulate_gradients(
         _run(model, refs, noise_batches, [noise], "noise", progress)
     n_even = (len(batches) + 1) // 2
     return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches))
+
+
+# ---------------------------------------------------------------------- spectra and estimators
+
+
+def spectrum_size(shape: tuple[int, int], max_sv: int) -> int:
+    """Singular values to compute: max_sv, but at least the top half (the median-based estimators need it)."""
+    p = min(shape)
+    return min(p, max(max_sv, p // 2 + 1))
+
+
+def spectrum(M: torch.Tensor, max_sv: int, seed: int = 0, vectors: int = 0):
+    """Singular values of M (m, n), descending float64, and optionally top `vectors` singular bases.
+
+    Matrices with min(m, n) <= GRAM_MAX_DIM go through the float64 Gram matrix: eigh of the p x p
+    Gram (p = min(m, n)) is about twice as fast as an SVD of M on a CPU, and float64 keeps every
+    singular value above ~1e-8 * sigma_1, far below float32 round-off of the gradient itself (the
+    estimators ignore values under sigma_1 * max(m, n) * eps32 anyway); checked against
+    `spectra.singular_values` in the tests. Larger matrices use `spectra` (randomized top-k).
+    Returns sv, or (sv, U (m, vectors), V (n, vectors)) when vectors > 0.
+    """
+    m, n = M.shape
+    p = min(m, n)
+    k = spectrum_size((m, n), max_sv)
+    if p > GRAM_MAX_DIM:
+        if not vectors:
+            return singular_values(M, k, seed=seed)
+        U, S, Vh = svd_topk(M, max(k, vectors), seed=seed)
+        return S[:k], U[:, :vectors], Vh[:vectors].T
+    if not bool(torch.isfinite(M).all()):
+        raise NonFiniteError(f"Non-finite mean gradient of shape {tuple(M.shape)}; nothing was written.")
+    A = M.detach().to(torch.float64)
+    tall = m >= n
+    C = A.mT @ A if tall else A @ A.mT  # (p, p) Gram
+    if vectors:
+        evals, evecs = torch.linalg.eigh(C)  # ascending
+        W = evecs.flip(1)[:, :vectors]  # (p, vectors): top right (tall) or left (wide) singular vectors
+    else:
+        evals = torch.linalg.eigvalsh(C)
+    sv = evals.flip(0).clamp_min(0).sqrt()  # (p,) descending
+    out = sv[:k].cpu().numpy()
+    if not vectors:
+        return out
+    scale = torch.where(sv[:vectors] > 0, 1.0 / sv[:vectors].clamp_min(1e-300), torch.zeros_like(sv[:vectors]))
+    other = (A @ W if tall else A.mT @ W) * scale  # (m or n, vectors): the other side's vectors
+    U, V = (other, W) if tall else (W, other)
+    return out, U.cpu().numpy(), V.cpu().numpy()
+
+
+def split_half(G_even: torch.Tensor, G_odd: torch.Tensor, max_sv: int, seed: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(split-half rank, spectrum of G_even, spectrum of G_odd), one decomposition per half.
+
+    The test of `rank.split_half_test` (kmax = min(64, p // 4), alpha = 0.01, k's beyond either
+    half's numerical rank skipped) on bases from `spectrum`, which also yields the halves' spectra.
+    """
+    shape = tuple(G_even.shape)
+    K = min(rank.KMAX_CAP, min(shape) // 4)
+    if K < 1:
+        return 0, spectrum(G_even, max_sv, seed), spectrum(G_odd, max_sv, seed)
+    sa, Ua, Va = spectrum(G_even, max_sv, seed, vectors=K)
+    sb, Ub, Vb = spectrum(G_odd, max_sv, seed + 1, vectors=K)
+    res = rank.split_half_from_bases(Ua, Va, Ub, Vb, seed=seed)
+    live = min(rank.numerical_rank(sa, shape), rank.numerical_rank(sb, shape))  # skip round-off directions
+    return max((min(a, b) for k, a, b in zip(res.ks, res.left, res.right) if k <= live), default=0), sa, sb
+
+
+def gradient_ranks(G, G_even, G_odd, noise_sv: np.ndarray, max_sv: int, seed: int):
+    """(ranks, sv, even_sv, odd_sv): every estimator on the mean gradient's spectrum plus the data floors.
+
+    split_half and noise_floor as in rank.py; half_difference = noise_floor_rank of sv against the top
+    singular value of (G_even - G_odd) / 2 (rank.half_difference_rank, reusing sv);
+    floors_min = min(split_half, noise_floor).
+    """
+    shape = tuple(G.shape)
+    sv = spectrum(G, max_sv, seed)
+    ranks = rank.estimate_all(sv, shape)
+    split, even_sv, odd_sv = split_half(G_even, G_odd, max_sv, seed)
+    ranks["split_half"] = float(split)
+    ranks["noise_floor"] = float(rank.noise_floor_rank(sv, noise_sv, shape=shape))
+    diff_top = spectrum((G_even - G_odd) / 2, 1, seed)[:1]
+    ranks["half_difference"] = float(rank.noise_floor_rank(sv, diff_top, shape=shape))
+    ranks["floors_min"] = min(ranks["split_half"], ranks["noise_floor"])
+    return ranks, sv, even_sv, odd_sv
+
+
+def analyze_gradients(sums: GradientSums, tokens: int, settings, progress: Progress | None = None) -> list[dict]:
+    """One row (ModuleProbe fields as a dict) per module and per role block of a fused module."""
+    views = list(sums.views())
+    index = {id(r): i for i, r in enumerate(sums.refs)}
+    rows = []
+    for v, (ref, block_of, role, sel) in enumerate(views):
+        G, Ge, Go, Gn = sums.means(index[id(ref)], sel)  # (rows, in) each
+        shape = (int(G.shape[0]), int(G.shape[1]))
+        noise_sv = spectrum(Gn, settings.max_sv, settings.seed)
+        ranks, sv, even_sv, odd_sv = gradient_ranks(G, Ge, Go, noise_sv, settings.max_sv, settings.seed)
+        rows.append(dict(
+            name=ref.name if block_of is None else f"{ref.name}:{role}", layer=ref.layer, kind=ref.kind, role=role,
+            shape=shape, params=shape[0] * shape[1], block_of=block_of, rank_cap=rank.token_cap(tokens, shape),
+            grad_norm=float(torch.linalg.vector_norm(G)), grad_sv=_tup(sv), noise_sv=_tup(noise_sv),
+            even_sv=_tup(even_sv), odd_sv=_tup(odd_sv), grad_ranks=ranks,
+            intrinsic_rank=int(round(ranks[settings.rank_estimator])),
+            update_sv=None, update_ranks=None, update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
+        ))
+        if progress:
+            progress("spectra", v + 1, len(views))
+    total = sum(r["grad_norm"] ** 2 for r in rows if r["block_of"] is None)
+    for r in rows:
+        r["energy_share"] = r["grad_norm"] ** 2 / total if total > 0 else 0.0
+    return rows
+
+
+def _tup(a: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(x) for x in a)

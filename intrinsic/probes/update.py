@@ -1,0 +1,125 @@
+"""Weight-update probe: K steps of full fine-tuning, then the spectrum of dW = W_K - W_0 per module.
+
+The fine-tuning runs on a deep copy of the model, so the caller's model (weights, flags, mode)
+is untouched. Every parameter trains except the embedding tables (transformer blocks, norms,
+biases and the task head, as in full fine-tuning); only the probed modules are reported.
+Choices, each made so that dW shows the task's update at a probe's cost:
+
+- Embeddings frozen: they are not reported, and on a small model they are half the parameters
+  (MiniLM: 11.7 M of 22.7 M), so training them would double the optimizer's work for nothing.
+- AdamW with weight_decay = 0: decay would add -lr*wd*W, a full-rank component that is not
+  learned from the task.
+- Constant learning rate (default 5e-5, the usual BERT fine-tuning rate), no warmup, gradient
+  norm clipped at 1.0, eval mode (no dropout noise), batches seeded like the gradient probe.
+- At every step in `checkpoints` the spectrum of W_step - W_0 is taken (estimators are applied by
+  the caller), so the growth of the update's rank over training is visible.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import rank
+from ..arch import ModuleRef, roles_of, weight_of
+from ..errors import ConfigError
+from .gradient import Progress, check_finite, forward_loss, spectrum
+
+CLIP_NORM = 1.0  # max global gradient norm, as in standard fine-tuning recipes
+
+
+@dataclass
+class UpdateResult:
+    """Spectra of dW = W_step - W_0 for every module and role block, at every checkpoint step."""
+
+    spectra: dict[str, dict[int, np.ndarray]]  # row name -> step -> singular values (descending, float64)
+    losses: list[float]  # training loss per step
+    svd_seconds: float  # time spent on the checkpoint SVDs (part of the update phase)
+
+
+def view_key(ref: ModuleRef, role: str | None) -> str:
+    """Row name of a module (role None) or of one role block of a fused module."""
+    return ref.name if role is None else f"{ref.name}:{role}"
+
+
+def update_probe(
+    model,
+    refs: Sequence[ModuleRef],
+    batches: Sequence[dict[str, torch.Tensor]],
+    *,
+    lr: float,
+    checkpoints: Sequence[int],
+    max_sv: int = 512,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> UpdateResult:
+    """Fine-tune a copy of `model` for len(batches) steps; spectra of dW per module and role block.
+
+    Row names as `view_key` (fused blocks: "name:role"). The caller's model is not touched.
+    """
+    steps = len(batches)
+    if steps < 1:
+        raise ConfigError("update_steps must be at least 1 (use update_steps=None / --no-update to skip).")
+    bad = [c for c in checkpoints if not 1 <= c <= steps]
+    if bad:
+        raise ConfigError(f"update_checkpoints must lie in 1..{steps} (the update steps), got {bad}")
+    marks = sorted(set(checkpoints) | {steps})
+    torch.manual_seed(seed)
+    work = copy.deepcopy(model)
+    work.eval()
+    for p in work.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    for mod in work.modules():  # embeddings stay fixed (see the module docstring)
+        if isinstance(mod, torch.nn.Embedding):
+            mod.weight.requires_grad_(False)
+    w0 = [weight_of(work, r).detach().to(torch.float32).clone() for r in refs]  # (out, in) each
+    trainable = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    out = UpdateResult({}, [], 0.0)
+    with torch.enable_grad():
+        for step in range(1, steps + 1):
+            opt.zero_grad(set_to_none=True)
+            loss = forward_loss(work, batches[step - 1], "update", step - 1)
+            loss.backward()
+            check_finite(work, refs, "update", step - 1)
+            out.losses.append(float(loss.detach()))
+            torch.nn.utils.clip_grad_norm_(trainable, CLIP_NORM)
+            opt.step()
+            if progress:
+                progress("update", step, steps)
+            if step in marks:
+                _record(work, refs, w0, step, max_sv, seed, out)
+    del work, opt
+    return out
+
+
+def _record(work, refs, w0, step: int, max_sv: int, seed: int, out: UpdateResult) -> None:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for ref, base in zip(refs, w0):
+            dw = weight_of(work, ref).detach().to(torch.float32) - base  # (out, in)
+            views = [(None, slice(None))] + (list(roles_of(ref)) if ref.blocks else [])
+            for role, rows in views:
+                m = dw[rows] if isinstance(rows, slice) else dw[torch.as_tensor(rows)]  # (rows, in)
+                out.spectra.setdefault(view_key(ref, role), {})[step] = spectrum(m, max_sv, seed)
+    out.svd_seconds += time.perf_counter() - start
+
+
+def analyze_update(rows: list[dict], result: UpdateResult) -> list[dict]:
+    """Add update_sv / update_ranks (at the last step) and per-checkpoint ranks and spectra to each row."""
+    for r in rows:
+        by_step = result.spectra.get(r["name"], {})
+        if not by_step:
+            continue
+        last = max(by_step)
+        r["update_sv"] = tuple(float(x) for x in by_step[last])
+        r["update_ranks"] = rank.estimate_all(by_step[last], r["shape"])
+        r["update_checkpoints"] = {str(s): rank.estimate_all(sv, r["shape"]) for s, sv in sorted(by_step.items())}
+        r["update_checkpoint_sv"] = {str(s): tuple(float(x) for x in sv) for s, sv in sorted(by_step.items())}
+    return rows
