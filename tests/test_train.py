@@ -130,15 +130,32 @@ def test_full_fine_tuning(tmp_path):
     assert np.mean(r.loss_curve[-5:]) < np.mean(r.loss_curve[:5])
 
 
-def test_non_finite_loss_names_the_step(tmp_path):
+def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path):
+    import torch
+
     loaded = build_tiny_model("bert")
     plan = fixed_plan(discover(loaded.model), "all", 2)
-    with pytest.raises(NonFiniteError, match=r"at step \d+") as info:
-        train(loaded, toy_task(64, 16), plan, TrainConfig(steps=8, lr=1e30, eval_every=1, **FAST), tmp_path)
-    assert "last good checkpoint" in str(info.value)
+
+    def poison(event):  # after step 3, NaN in every lora_B: step 4's loss is NaN
+        if event["event"] == "step" and event["step"] == 3:
+            with torch.no_grad():
+                for name, p in loaded.model.named_parameters():
+                    if "lora_B" in name:
+                        p.fill_(float("nan"))
+
+    config = TrainConfig(steps=8, lr=1e-2, eval_every=2, **FAST)
+    with pytest.raises(NonFiniteError, match=r"at step 4 .*last good checkpoint \(step 2\)"):
+        train(loaded, toy_task(64, 16), plan, config, tmp_path, callback=poison)
     failed = RunResult.load(tmp_path)
-    assert failed.status == "failed" and "at step" in failed.error
+    assert failed.status == "failed" and "at step 4" in failed.error and failed.steps == 3
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_exploding_lr_stops_with_non_finite_error():
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "all", 2)
+    with pytest.raises(NonFiniteError, match=r"at step \d+ \(lr 1e\+30\).*smaller --lr"):
+        train(loaded, toy_task(32, 8), plan, TrainConfig(steps=8, lr=1e30, **FAST))
 
 
 def test_existing_out_dir_is_refused_unless_overwrite_or_resume(tmp_path):

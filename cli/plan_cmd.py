@@ -1,0 +1,115 @@
+"""`intrinsic plan PROBE_DIR --budget B`: turn a probe report into a LoRA placement, without training.
+
+Prints the plan as a rank table (layers x roles) and writes it atomically to OUT as
+plan.json (the Plan), peft_config.json (LoraConfig keyword arguments) and lora_config.py
+(a ready-to-paste `peft.LoraConfig(...)`), so the plan can drive anyone's training code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import JsonOpt, console, display_table, handle_errors, human, print_json
+
+FORMATS = ("json", "peft", "python")
+
+
+def plan(
+    probe_dir: Path = typer.Argument(..., help="Directory of a saved probe (probe.json), from `intrinsic probe`."),
+    budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 1.5M, 0.5% (of the base model)."),
+    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, e.g. all@8."),
+    strategy: str = typer.Option("auto", "--placement", "-p", help="auto, or a fixed placement (all, attention, ffn, "
+                                 "q,v, ...) sized by --rank or the budget."),
+    rank: int = typer.Option(None, "--rank", "-r", help="Uniform rank of a fixed placement."),
+    layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
+    max_rank: int = typer.Option(64, "--max-rank", help="auto: largest rank of one module."),
+    granularity: int = typer.Option(1, "--granularity", help="auto: ranks are multiples of this."),
+    alpha_mult: float = typer.Option(2.0, "--alpha-mult", help="alpha = this x rank."),
+    rslora: bool = typer.Option(False, "--rslora", help="Rank-stabilised scaling alpha/sqrt(r)."),
+    fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
+                            "kwargs) | python (a LoraConfig snippet). All three files are written either way."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where to write the files [default: PROBE_DIR/plan]."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""
+    with handle_errors():
+        from intrinsic.errors import ConfigError
+        from intrinsic.probes.report import ProbeReport
+        from intrinsic.results import atomic_write_text, write_json
+        from intrinsic.train import build_plan, resolve_placement
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
+        if strategy.strip().lower() == "full":
+            raise ConfigError("--placement full has no plan: it trains every weight.")
+        report = ProbeReport.load(probe_dir)
+        refs = refs_from_report(report)
+        base_params = base_params_of(report.model)
+        if base_params == 0 and budget and budget.strip().endswith("%"):
+            raise ConfigError(f"Budget '{budget}' is a share of the model, but model '{report.model}' of this probe "
+                              "cannot be located to count its parameters; give an absolute budget (300k) or S@R.")
+        name, r, text = resolve_placement(strategy, rank, budget, budget_like)
+        the_plan = build_plan(refs, name, rank=r, budget=text, layers=layers, base_params=base_params,
+                              gains=report.gains, max_rank=max_rank, granularity=granularity,
+                              alpha_mult=alpha_mult, rslora=rslora)
+        task_type = "CAUSAL_LM" if report.task.endswith(":lm") else "SEQ_CLS"
+        out = out or Path(probe_dir) / "plan"
+        the_plan.save(Path(out) / "plan.json")
+        write_json(Path(out) / "peft_config.json", {"task_type": task_type, **the_plan.to_peft_dict()})
+        atomic_write_text(Path(out) / "lora_config.py", the_plan.to_python_snippet(task_type))
+        if as_json:
+            if fmt == "json":
+                print_json(the_plan)
+            elif fmt == "peft":
+                print_json({"task_type": task_type, **the_plan.to_peft_dict()})
+            else:
+                print(the_plan.to_python_snippet(task_type), end="")
+            return
+        render_plan(the_plan, title=f"{report.model} on {report.task}: {the_plan.strategy}")
+        if fmt == "python":
+            console.print(the_plan.to_python_snippet(task_type), highlight=False)
+        console.print(f"wrote {out}/plan.json, peft_config.json, lora_config.py")
+
+
+def render_plan(p, title: str) -> None:
+    """The plan as a table: one row per layer, one column per role holding the rank ('' = no adapter)."""
+    from intrinsic.placement import plan_table
+
+    rows = [{k: ("" if v == 0 and k not in ("layer", "params") else v) for k, v in row.items()} for row in plan_table(p)]
+    budget = f" of budget {human(p.budget)}" if p.budget else ""
+    pct = f" ({p.pct:.3f}% of {human(p.base_params)})" if p.base_params else ""
+    display_table(rows, title=f"{title}: {len(p.entries)} modules, {human(p.params)} params{budget}{pct}")
+    if p.settings.get("gain_captured") is not None:
+        console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of the gradient energy")
+
+
+def refs_from_report(report) -> list:
+    """ModuleRefs of the probed modules (fused role-block rows dropped), without loading the model."""
+    from intrinsic.arch import ModuleRef
+
+    return [ModuleRef(m.name, m.layer, m.kind, m.role, tuple(m.shape), m.params) for m in report.top_level()]
+
+
+def base_params_of(model_name: str) -> int:
+    """Backbone parameter count from the model's config alone (meta device, no weights read); 0 if unknown."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        from intrinsic.models import resolve
+
+        source, path = resolve(model_name)
+        if source == "hub":
+            return 0
+        config = AutoConfig.from_pretrained(path)
+        with torch.device("meta"):
+            backbone = AutoModel.from_config(config)
+        return sum(p.numel() for p in backbone.parameters())
+    except Exception:  # noqa: BLE001 - an unknown model only disables percentage budgets
+        return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

@@ -1,0 +1,238 @@
+"""`intrinsic train` (one LoRA or full fine-tuning run) and `intrinsic compare` (runs side by side).
+
+Thin: parse options, call `intrinsic.train`, render. Option help for training settings comes
+from the field comments of `TrainConfig`, so each setting is documented once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import typer
+
+from .common import JsonOpt, console, display_table, err_console, handle_errors, human, print_json, progress
+
+
+def _config_help() -> dict[str, str]:
+    """{field: comment} from TrainConfig's source (stdlib-only import: no torch here)."""
+    from intrinsic.train import TrainConfig
+
+    src = inspect.getsource(TrainConfig)
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]+#(.*)$", src, re.M)}
+
+
+_H = _config_help()
+
+
+def _default_out(model: str, task: str, placement: str, seed: int | None) -> Path:
+    slug = "-".join(re.sub(r"[^A-Za-z0-9.]+", "_", Path(x).name or x).strip("_") for x in (model, task, placement))
+    return Path("runs") / f"{slug}-s{seed or 0}"
+
+
+def train(
+    model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
+    task: str = typer.Argument(..., help="Task name (rotten-tomatoes, NAME:lm, hf:NAME, path.csv); see `intrinsic tasks`."),
+    placement: str = typer.Option("all", "--placement", "-p", help="all | attention | ffn | auto | full | a role list "
+                                  "such as q,v (roles: q k v o qkv up gate down gate_up)."),
+    rank: int = typer.Option(None, "--rank", "-r", help="Uniform LoRA rank of a fixed placement [default: 8]."),
+    budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 0.5% (of the base model); "
+                               "fixed placements take the largest uniform rank that fits [auto default: all@8]."),
+    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, e.g. all@8."),
+    layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
+    probe_dir: Path = typer.Option(None, "--probe", help="Probe report directory for auto [default: reuse OUT/probe "
+                                   "or run a quick gradient probe there]."),
+    max_rank: int = typer.Option(64, "--max-rank", help="auto: largest rank of one module."),
+    granularity: int = typer.Option(1, "--granularity", help="auto: ranks are multiples of this."),
+    steps: int = typer.Option(None, "--steps", help=_H["steps"]),
+    lr: float = typer.Option(None, "--lr", help=_H["lr"]),
+    batch_size: int = typer.Option(None, "--batch-size", help=_H["batch_size"]),
+    max_length: int = typer.Option(None, "--max-length", help=_H["max_length"]),
+    seed: int = typer.Option(None, "--seed", help=_H["seed"]),
+    eval_every: int = typer.Option(None, "--eval-every", help=_H["eval_every"]),
+    max_examples: int = typer.Option(None, "--max-examples", help=_H["max_examples"]),
+    max_eval_examples: int = typer.Option(None, "--max-eval-examples", help=_H["max_eval_examples"] + " [default: 1000]"),
+    all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help=_H["mixed_precision"]),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32 | bfloat16 | float16."),
+    rslora: bool = typer.Option(False, "--rslora", help=_H["rslora"]),
+    save_model: bool = typer.Option(False, "--save-model", help=_H["save_full_model"]),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/MODEL-TASK-PLACEMENT-sSEED]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT (start fresh)."),
+    resume: bool = typer.Option(False, "--resume", help="Return OUT's run if it is complete; otherwise train from "
+                                "step 0 (no mid-run checkpoints)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
+    with handle_errors():
+        from intrinsic.errors import ConfigError
+        from intrinsic.train import TrainConfig, prepare_out_dir, resolve_placement
+
+        if overwrite and resume:
+            raise ConfigError("Give --overwrite or --resume, not both.")
+        strategy, rank, budget_text = resolve_placement(placement, rank, budget, budget_like)
+        given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
+                     eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision)
+        settings = {k: v for k, v in given.items() if v is not None}
+        if all_eval or max_eval_examples is not None:
+            settings["max_eval_examples"] = None if all_eval else max_eval_examples
+        config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
+        out = out or _default_out(model, task, strategy, config.seed)
+        done = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        if done is None:
+            done = _run(model, task, strategy, rank, budget_text, layers, probe_dir, max_rank, granularity,
+                        config, device, dtype, out, as_json)
+        elif not as_json:
+            err_console.print(f"[dim]{out} holds a complete run; returning it (--resume).[/]")
+        if as_json:
+            print_json(done)
+        else:
+            _render_run(done, out)
+
+
+def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_rank, granularity, config,
+         device, dtype, out: Path, quiet: bool):
+    from intrinsic.arch import discover
+    from intrinsic.models import base_param_count, load_model
+    from intrinsic.results import ensure_writable_dir
+    from intrinsic.tasks import load_task
+    from intrinsic.train import build_plan, train
+
+    ensure_writable_dir(out)
+    task = load_task(task_name, seed=config.seed, max_examples=config.max_examples,
+                     max_eval_examples=config.max_eval_examples)
+    loaded = load_model(model, task_kind=task.kind, num_labels=max(task.num_labels, 2), dtype=dtype,
+                        device=device, seed=config.seed)
+    refs = discover(loaded.model)
+    base_params = base_param_count(loaded.model)
+    gains = (lambda: _probe_report(loaded, task, config, probe_dir, out, quiet).gains()) if strategy == "auto" else None
+    plan = build_plan(refs, strategy, rank=rank, budget=budget_text, layers=layers, base_params=base_params,
+                      gains=gains, max_rank=max_rank, granularity=granularity, rslora=config.rslora)
+    if plan != "full":
+        plan.save(out / "plan.json")
+        if not quiet:
+            err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
+                              f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(base_params)})")
+    with progress(transient=quiet) as bar:
+        job = bar.add_task("train", total=config.steps, info="")
+        last = {"eval": ""}
+
+        def on_event(ev):
+            if ev["event"] == "step":
+                bar.update(job, completed=ev["step"], info=f"loss {ev['loss']:.4f}{last['eval']}")
+            elif ev["event"] == "eval":
+                m = ev["metrics"]
+                last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
+                bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
+
+        return train(loaded, task, plan, config, out, callback=on_event)
+
+
+def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet: bool):
+    """The ProbeReport for auto: --probe DIR, else OUT/probe if complete, else a quick probe saved there."""
+    from intrinsic.probes.report import ProbeReport
+
+    if probe_dir is not None:
+        return ProbeReport.load(probe_dir)
+    if (out / "probe" / "probe.json").is_file():
+        return ProbeReport.load(out / "probe")
+    from intrinsic.probes import probe
+    from intrinsic.train import PROBE_FOR_AUTO
+
+    with progress(transient=True) as bar:
+        job = bar.add_task("probe", total=None, info="")
+
+        def on_phase(phase, done, total):
+            bar.update(job, description=f"probe: {phase}", completed=done, total=total, info="")
+
+        report = probe(loaded, task, progress=None if quiet else on_phase, seed=config.seed,
+                       batch_size=config.batch_size, max_length=config.max_length, **PROBE_FOR_AUTO)
+    for p in loaded.model.parameters():  # the probe leaves gradients behind; training starts clean
+        p.grad = None
+    report.save(out / "probe")
+    return report
+
+
+def _metric_rows(r) -> list[dict]:
+    score_name = "accuracy" if r.task_kind == "classification" else "-perplexity"
+    rows = [
+        {"metric": f"score ({score_name})", "value": r.score},
+        {"metric": "best score (step)", "value": f"{r.best_score:.4g} ({r.best_step})"},
+        {"metric": f"baseline ({r.baseline_kind})", "value": r.baseline_score},
+    ]
+    rows += [{"metric": k, "value": v} for k, v in r.metrics.items() if k != "accuracy"]
+    rows += [
+        {"metric": "trainable params", "value": f"{r.trainable_params:,} ({r.trainable_pct:.3g}% of {human(r.base_params)})"},
+        {"metric": "  LoRA / head", "value": f"{r.lora_params:,} / {r.head_params:,}"},
+        {"metric": "adapter on disk", "value": f"{r.adapter_bytes / 1024:,.1f} KiB" if r.adapter_bytes else "-"},
+        {"metric": "train time", "value": f"{r.train_time_s:.1f} s ({r.steps} steps, {1000 * r.time_per_step_s:.1f} ms/step)"},
+        {"metric": "tokens / s", "value": f"{r.tokens_per_s:,.0f}"},
+        {"metric": "eval time", "value": f"{r.eval_time_s:.1f} s"},
+        {"metric": "peak memory", "value": f"{r.peak_memory_mb:,.1f} MiB ({r.memory_kind})"},
+    ]
+    return rows
+
+
+def _render_run(r, out: Path) -> None:
+    title = f"{r.model} on {r.task}: {r.placement} — {r.status}"
+    display_table(_metric_rows(r), title=title, columns=["metric", "value"])
+    if r.adapter_dir:
+        console.print(f"adapter: {r.adapter_dir}   run: {out / 'run.json'}")
+    else:
+        console.print(f"run: {out / 'run.json'} (no adapter: full fine-tuning; --save-model keeps the model)")
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Run directories (or their run.json files)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show runs side by side (score, params, time, memory) and mark the Pareto-optimal ones (score vs params)."""
+    with handle_errors():
+        rows = compare_rows(runs)
+        if as_json:
+            print_json(rows)
+            return
+        tasks = sorted({f"{r['model']} / {r['task']}" for r in rows})
+        shown = [{**r, "pareto": "★" if r["pareto"] else "", "params": human(r["trainable_params"]),
+                  "% base": r["trainable_pct"], "time_s": r["train_time_s"], "ms/step": 1000 * r["time_per_step_s"],
+                  "peak_mb": r["peak_memory_mb"]} for r in rows]
+        cols = ["pareto", "run", "placement", "status", "score", "best", "params", "% base", "time_s", "ms/step",
+                "peak_mb"]
+        display_table(shown, columns=cols, title=f"{len(rows)} runs — {'; '.join(tasks)}",
+                      styles={"pareto": "bold green"})
+        console.print("★ Pareto-optimal: no other run has a score as high with as few trainable parameters.")
+        if len(tasks) > 1:
+            err_console.print("[yellow]warning:[/] these runs are on different models or tasks.")
+
+
+def compare_rows(runs: list[Path]) -> list[dict]:
+    from intrinsic.errors import ConfigError
+    from intrinsic.pareto import pareto_front
+    from intrinsic.train import RunResult
+
+    if not runs:
+        raise ConfigError("compare needs at least one run directory.")
+    results = [RunResult.load(p) for p in runs]
+    names = [(p.parent if p.name == "run.json" else p).name for p in runs]
+    nan = float("nan")
+    points = [(r.score if r.status == "complete" and r.score is not None else nan, float(r.trainable_params))
+              for r in results]
+    front = set(pareto_front(points))
+    return [
+        {"run": name, "path": str(path), "model": r.model, "task": r.task, "placement": r.placement,
+         "status": r.status, "score": r.score, "best": r.best_score, "trainable_params": r.trainable_params,
+         "trainable_pct": r.trainable_pct, "adapter_bytes": r.adapter_bytes, "train_time_s": r.train_time_s,
+         "time_per_step_s": r.time_per_step_s, "tokens_per_s": r.tokens_per_s, "peak_memory_mb": r.peak_memory_mb,
+         "memory_kind": r.memory_kind, "pareto": i in front}
+        for i, (name, path, r) in enumerate(zip(names, runs, results, strict=True))
+    ]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("compare")(compare)

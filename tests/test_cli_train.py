@@ -1,0 +1,143 @@
+"""CLI smoke tests for `train`, `compare` and `plan`, parsing `--json`, on a tiny saved BERT and a toy csv task."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from intrinsic.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """(model dir, csv task) : a tiny random BERT saved with its tokenizer, and a learnable 2-class csv."""
+    from intrinsic.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("assets")
+    tiny = build_tiny_model("bert")
+    tiny.model.save_pretrained(root / "model")
+    tiny.tokenizer.save_pretrained(root / "model")
+    rng = random.Random(0)
+    lines = ["text,label"]
+    for _ in range(160):
+        y = rng.randint(0, 1)
+        lines.append("".join(rng.choice("abcde" if y else "vwxyz") for _ in range(8)) + f",{'pos' if y else 'neg'}")
+    (root / "toy.csv").write_text("\n".join(lines) + "\n")
+    return root / "model", root / "toy.csv"
+
+
+FAST = ["--steps", "12", "--batch-size", "8", "--max-length", "16", "--lr", "1e-2", "--device", "cpu"]
+
+
+def invoke(args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def train_json(assets, out, *extra):
+    model, csv = assets
+    result = invoke(["train", model, csv, "--out", out, *FAST, *extra, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(assets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    got = {}
+    for name, extra in {"all": ["--placement", "all", "--rank", "4"], "qv": ["--placement", "q,v", "--rank", "2"],
+                        "full": ["--placement", "full", "--lr", "3e-3"]}.items():
+        got[name] = (root / name, train_json(assets, root / name, *extra))
+    return got
+
+
+def test_train_json_is_run_json(runs):
+    out, data = runs["all"]
+    assert data["status"] == "complete" and data["placement"] == "all" and data["steps"] == 12
+    assert data == json.loads((out / "run.json").read_text())
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "plan.json").is_file()
+    assert data["lora_params"] == data["plan"]["params"]
+    assert runs["full"][1]["adapter_bytes"] == 0
+
+
+def test_train_refuses_existing_out_then_resume_returns_it(assets, runs):
+    model, csv = assets
+    out, data = runs["qv"]
+    refused = invoke(["train", model, csv, "--out", out, "--placement", "q,v", "--rank", "2", *FAST])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    resumed = invoke(["train", model, csv, "--out", out, "--placement", "q,v", "--rank", "2", *FAST, "--resume", "--json"])
+    assert resumed.exit_code == 0 and json.loads(resumed.stdout)["created"] == data["created"]
+
+
+def test_train_bad_input_is_one_line_exit_2(assets, tmp_path):
+    model, csv = assets
+    cases = [
+        ["--placement", "auto", "--rank", "4"],  # auto chooses ranks itself
+        ["--placement", "full", "--rank", "4"],
+        ["--placement", "q,x"],  # unknown role
+        ["--placement", "all", "--budget", "10"],  # below one rank-1 adapter
+        ["--placement", "all", "--budget-like", "8"],
+    ]
+    for extra in cases:
+        result = invoke(["train", model, csv, "--out", tmp_path / "bad", *FAST, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_train_text_output_has_metrics_table(assets, tmp_path):
+    model, csv = assets
+    result = invoke(["train", model, csv, "--out", tmp_path / "t", "--placement", "attention", "--rank", "2", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "trainable params" in result.stdout and "peak memory" in result.stdout
+
+
+def test_compare_marks_pareto(runs):
+    dirs = [runs[k][0] for k in ("all", "qv", "full")]
+    result = invoke(["compare", *dirs, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["run"] for r in rows] == ["all", "qv", "full"]
+    best = max(r["score"] for r in rows)
+    for r in rows:  # the smallest run and the best-scoring smallest run are always on the front
+        if r["trainable_params"] == min(x["trainable_params"] for x in rows):
+            assert r["pareto"] or any(x["score"] > r["score"] for x in rows if x["trainable_params"] == r["trainable_params"])
+    assert any(r["pareto"] and r["score"] == best for r in rows)
+    text = invoke(["compare", *dirs])
+    assert text.exit_code == 0 and "★" in text.stdout
+
+
+def test_plan_from_probe(assets, tmp_path):
+    from intrinsic.probes import probe
+
+    model, csv = assets
+    probe(str(model), str(csv), batches=2, batch_size=8, max_length=16, update_steps=None).save(tmp_path / "probe")
+    result = invoke(["plan", tmp_path / "probe", "--budget-like", "all@2", "--max-rank", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["strategy"] == "auto" and 0 < plan["params"] <= plan["budget"]
+    for name in ("plan.json", "peft_config.json", "lora_config.py"):
+        assert (tmp_path / "probe" / "plan" / name).is_file()
+    peft_cfg = json.loads(invoke(["plan", tmp_path / "probe", "--budget", "5k", "--format", "peft", "--json"]).stdout)
+    assert peft_cfg["task_type"] == "SEQ_CLS" and peft_cfg["target_modules"]
+    snippet = invoke(["plan", tmp_path / "probe", "--budget", "5k", "--format", "python", "--json"]).stdout
+    assert snippet.startswith("from peft import LoraConfig")
+    table = invoke(["plan", tmp_path / "probe", "--budget", "1%"])
+    assert table.exit_code == 0 and "layer" in table.stdout
+    # and training from that probe directory with auto
+    out = train_json(assets, tmp_path / "auto", "--placement", "auto", "--probe", tmp_path / "probe", "--budget", "5k")
+    assert out["placement"] == "auto" and out["lora_params"] <= 5000
