@@ -198,16 +198,23 @@ def compare(
             print_json(rows)
             return
         tasks = sorted({f"{r['model']} / {r['task']}" for r in rows})
-        shown = [{**r, "pareto": "★" if r["pareto"] else "", "params": human(r["trainable_params"]),
-                  "% base": r["trainable_pct"], "time_s": r["train_time_s"], "ms/step": 1000 * r["time_per_step_s"],
-                  "peak_mb": r["peak_memory_mb"]} for r in rows]
-        cols = ["pareto", "run", "placement", "status", "score", "best", "params", "% base", "time_s", "ms/step",
-                "peak_mb"]
-        display_table(shown, columns=cols, title=f"{len(rows)} runs — {'; '.join(tasks)}",
-                      styles={"pareto": "bold green"})
-        console.print("★ Pareto-optimal: no other run has a score as high with as few trainable parameters.")
+        shown = [{"": "★" if r["pareto"] else "", "run": r["run"], "placement": r["placement"], "status": r["status"],
+                  "score": _f(r["score"], ".4f"), "params": human(r["trainable_params"]),
+                  "% base": _f(r["trainable_pct"], ".3g"), "train s": _f(r["train_time_s"], ".1f"),
+                  "ms/step": _f(1000 * r["time_per_step_s"], ".0f"),
+                  "peak MiB": _f(r["peak_memory_mb"], ".0f") + (" (gpu)" if r["memory_kind"] == "cuda" else "")}
+                 for r in rows]
+        cols = ["", "run", "placement", "score", "params", "% base", "train s", "ms/step", "peak MiB"]
+        if any(r["status"] != "complete" for r in rows):
+            cols.insert(3, "status")
+        display_table(shown, columns=cols, title=f"{len(rows)} runs — {'; '.join(tasks)}", styles={"": "bold green"})
+        console.print("★ Pareto-optimal: no other run scores as high with as few trainable params.")
         if len(tasks) > 1:
             err_console.print("[yellow]warning:[/] these runs are on different models or tasks.")
+
+
+def _f(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def compare_rows(runs: list[Path]) -> list[dict]:
