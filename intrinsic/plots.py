@@ -161,4 +161,6 @@ def write_plots(report: ProbeReport, out_dir: str | Path) -> list[Path]:
         data = fn(report)
         if data is not None:
             written.append(atomic_write_bytes(out / name, data))
+        else:
+            (out / name).unlink(missing_ok=True)  # a stale plot of an earlier probe in the same directory
     return written

@@ -240,8 +240,7 @@ def gradient_ranks(G, G_even, G_odd, noise_sv: np.ndarray, max_sv: int, seed: in
     """(ranks, sv, even_sv, odd_sv): every estimator on the mean gradient's spectrum plus the data floors.
 
     split_half and noise_floor as in rank.py; half_difference = noise_floor_rank of sv against the top
-    singular value of (G_even - G_odd) / 2 (rank.half_difference_rank, reusing sv);
-    floors_min = min(split_half, noise_floor).
+    singular value of (G_even - G_odd) / 2 (rank.half_difference_rank, reusing sv).
     """
     shape = tuple(G.shape)
     sv = spectrum(G, max_sv, seed)
@@ -251,7 +250,6 @@ def gradient_ranks(G, G_even, G_odd, noise_sv: np.ndarray, max_sv: int, seed: in
     ranks["noise_floor"] = float(rank.noise_floor_rank(sv, noise_sv, shape=shape))
     diff_top = spectrum((G_even - G_odd) / 2, 1, seed)[:1]
     ranks["half_difference"] = float(rank.noise_floor_rank(sv, diff_top, shape=shape))
-    ranks["floors_min"] = min(ranks["split_half"], ranks["noise_floor"])
     return ranks, sv, even_sv, odd_sv
 
 

@@ -117,20 +117,24 @@ class ProbeReport:
         return out
 
     # ------------------------------------------------------------------ IO
+    def to_json(self, top_sv: int = JSON_TOP_SV) -> dict[str, Any]:
+        """The report as JSON data (what probe.json holds): spectra cut to their top `top_sv` values."""
+        data = to_dict(self)
+        for row in data["modules"]:
+            for key in _SV_FIELDS + ("update_sv",):
+                if row.get(key) is not None:
+                    row[key] = row[key][:top_sv]
+            row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
+        data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}
+        return data
+
     def save(self, out_dir: str | Path) -> Path:
         """Write spectra.npz, then probe.json (last, so its presence means a complete probe)."""
         out = Path(out_dir)
         buf = io.BytesIO()
         np.savez_compressed(buf, **_spectra_arrays(self.modules))
         atomic_write_bytes(out / SPECTRA_FILE, buf.getvalue())
-        data = to_dict(self)
-        for row in data["modules"]:
-            for key in _SV_FIELDS + ("update_sv",):
-                if row.get(key) is not None:
-                    row[key] = row[key][:JSON_TOP_SV]
-            row["update_checkpoint_sv"] = {s: v[:JSON_TOP_SV] for s, v in row["update_checkpoint_sv"].items()}
-        data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": JSON_TOP_SV}
-        return write_json(out / PROBE_FILE, data)
+        return write_json(out / PROBE_FILE, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeReport:

@@ -1,0 +1,225 @@
+"""`intrinsic probe` (measure per-module intrinsic ranks) and `intrinsic report` (re-render a saved probe).
+
+Thin: parse options, call `intrinsic.probes.probe`, save, render. Option help comes from the
+`ProbeSettings` field comments (documented once, in the library).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from .common import JsonOpt, console, err_console, handle_errors, human, print_json
+
+
+def _help(field: str, fallback: str = "") -> str:
+    try:
+        from intrinsic.probes import settings_help
+
+        return settings_help().get(field, fallback)
+    except Exception:  # noqa: BLE001 - help text must never break --help
+        return fallback
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    from intrinsic.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got '{text}'") from None
+
+
+def _slug(name: str) -> str:
+    base = Path(name).stem if ("/" in name or Path(name).suffix) and Path(name).name else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("_") or "x"
+
+
+def probe(
+    model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
+    task: str = typer.Argument(..., help="Task: rotten-tomatoes, NAME:lm, hf:NAME[:CONFIG], or a .csv/.jsonl/.parquet file."),
+    out: Path = typer.Option(None, "--out", help="Output directory [default: runs/probe-MODEL-TASK]."),
+    batches: int = typer.Option(32, "--batches", help=_help("batches")),
+    batch_size: int = typer.Option(16, "--batch-size", help=_help("batch_size")),
+    max_length: int = typer.Option(128, "--max-length", help=_help("max_length")),
+    update_steps: int = typer.Option(100, "--update-steps", help=_help("update_steps")),
+    no_update: bool = typer.Option(False, "--no-update", help="Skip the weight-update probe (gradient probe only)."),
+    update_checkpoints: str = typer.Option(None, "--update-checkpoints", help="Comma list, e.g. 10,50,100. " + _help("update_checkpoints")),
+    update_lr: float = typer.Option(5e-5, "--update-lr", help=_help("update_lr")),
+    roles: str = typer.Option(None, "--roles", help="Comma list, e.g. q,v. " + _help("roles")),
+    layers: str = typer.Option(None, "--layers", help="0-2, 1,3,5 or lower|middle|upper. " + _help("layers")),
+    estimator: str = typer.Option(None, "--estimator", help=_help("rank_estimator") + " [default: half_difference]"),
+    seed: int = typer.Option(0, "--seed", help=_help("seed")),
+    device: str = typer.Option("cpu", "--device", help=_help("device")),
+    dtype: str = typer.Option("float32", "--dtype", help=_help("dtype")),
+    max_examples: int = typer.Option(None, "--max-examples", help=_help("max_examples")),
+    text_column: str = typer.Option(None, "--text-column", help=_help("text_column")),
+    label_column: str = typer.Option(None, "--label-column", help=_help("label_column")),
+    modules: str = typer.Option(None, "--modules", help=_help("modules")),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a probe already saved in the output directory."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Probe MODEL on TASK: per-module mean-gradient and weight-update spectra, intrinsic ranks, plots."""
+    with handle_errors():
+        from intrinsic.errors import ConfigError
+        from intrinsic.probes import ProbeSettings, load_inputs
+        from intrinsic.probes import probe as run_probe
+        from intrinsic.results import ensure_writable_dir
+
+        kw = dict(
+            batches=batches, batch_size=batch_size, max_length=max_length,
+            update_steps=None if no_update else update_steps, update_lr=update_lr,
+            update_checkpoints=None if no_update else _ints(update_checkpoints, "--update-checkpoints"),
+            roles=tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None,
+            modules=modules, seed=seed, device=device, dtype=dtype, max_examples=max_examples,
+            text_column=text_column, label_column=label_column,
+        )
+        if estimator:
+            kw["rank_estimator"] = estimator
+        settings = ProbeSettings(**kw)  # validate every option before any loading
+        out = out or Path("runs") / f"probe-{_slug(model)}-{_slug(task)}"
+        if (out / "probe.json").exists() and not overwrite:
+            raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
+        ensure_writable_dir(out)
+
+        with err_console.status(f"loading {model} and {task}"):
+            loaded, data = load_inputs(model, task, settings)
+        if layers:
+            from intrinsic.arch import num_layers
+            from intrinsic.placement import parse_layers
+
+            kw["layers"] = tuple(parse_layers(layers, num_layers(loaded.model)))
+        report = _run_with_progress(run_probe, loaded, data, kw)
+        _save(report, out)
+        if as_json:
+            print_json(report.to_json())
+            return
+        render_terminal(report)
+        console.print(f"saved [bold]{out}[/] (probe.json, spectra.npz, plots, report.md)")
+
+
+def _run_with_progress(run_probe, loaded, data, kw):
+    from .common import progress
+
+    with progress() as bar:
+        ids: dict[str, int] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in ids:
+                ids[phase] = bar.add_task(phase, total=total, info="")
+            bar.update(ids[phase], completed=done, total=total)
+
+        return run_probe(loaded, data, progress=on_progress, **kw)
+
+
+def _save(report, out: Path) -> None:
+    from intrinsic.plots import write_plots
+    from intrinsic.render import write_report
+
+    report.save(out)
+    write_plots(report, out)
+    (out / "report.html").unlink(missing_ok=True)  # from an earlier probe; `intrinsic report --format html` redraws it
+    write_report(report, out, "md")
+
+
+def report(
+    directory: Path = typer.Argument(..., help="A directory written by `intrinsic probe` (holds probe.json)."),
+    fmt: str = typer.Option("md", "--format", help="Report file to write: md or html."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Re-render a saved probe (terminal tables, plots, report.md or report.html) without recomputing."""
+    with handle_errors():
+        from intrinsic.errors import ConfigError
+        from intrinsic.probes.report import ProbeReport
+        from intrinsic.render import FORMATS, write_report
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+        rep = ProbeReport.load(directory)
+        if as_json:
+            print_json(rep.to_json())
+            return
+        render_terminal(rep)
+        path = write_report(rep, directory if directory.is_dir() else directory.parent, fmt)
+        console.print(f"wrote [bold]{path}[/]")
+
+
+# ---------------------------------------------------------------------- terminal rendering
+
+_RAMP = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))  # viridis stops
+
+
+def _cell_style(value: float, lo: float, hi: float) -> str:
+    t = 0.0 if hi <= lo else (value - lo) / (hi - lo)
+    i = min(int(t * (len(_RAMP) - 1)), len(_RAMP) - 2)
+    f = t * (len(_RAMP) - 1) - i
+    r, g, b = (round(a + f * (c - a)) for a, c in zip(_RAMP[i], _RAMP[i + 1]))
+    fg = "black" if t > 0.55 else "white"
+    return f"{fg} on rgb({r},{g},{b})"
+
+
+def render_terminal(rep) -> None:
+    """Rank-vs-layer heatmap table, attention vs FFN summary, top modules by gradient energy."""
+    import math
+
+    from rich.table import Table
+
+    from intrinsic.probes.report import rank_grid
+
+    s = rep.settings
+    console.print(
+        f"[bold]{rep.model}[/] on [bold]{rep.task}[/]: {s.get('batches')} batches x {s.get('batch_size')}, "
+        f"{rep.tokens:,} tokens (rank cap {rep.token_cap}); update probe: "
+        + (f"{s['update_steps']} steps" if s.get("update_steps") else "skipped")
+        + f"; intrinsic rank = [bold]{rep.estimator}[/]"
+    )
+    layers, roles, grid = rank_grid(rep)
+    finite = [v for v in grid.flat if not math.isnan(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    heat = Table(title=f"Intrinsic rank per layer and role ({rep.estimator})", header_style="bold")
+    heat.add_column("layer", justify="right")
+    for r in roles:
+        heat.add_column(r, justify="center")
+    for i, layer in enumerate(layers):
+        cells = []
+        for j in range(len(roles)):
+            v = grid[i, j]
+            cells.append("-" if math.isnan(v) else f"[{_cell_style(v, lo, hi)}] {int(v):>3} [/]")
+        heat.add_row(str(layer), *cells)
+    console.print(heat)
+
+    kinds = Table(title="Attention vs FFN", header_style="bold")
+    for c in ("kind", "modules", "params", "median rank", "mean rank", "energy", "update rank"):
+        kinds.add_column(c, justify="left" if c == "kind" else "right")
+    for kind, g in rep.summary.get("by_kind", {}).items():
+        upd = g.get("median_update_energy_90")
+        kinds.add_row(kind, str(g["modules"]), human(g["params"]), f"{g['median_rank']:g}", f"{g['mean_rank']:.1f}",
+                      f"{100 * g['energy_share']:.1f}%", "-" if upd is None else f"{upd:g}")
+    console.print(kinds)
+    console.print("[dim]energy: share of the mean gradient's squared norm; update rank: median energy-90 rank of W_K - W_0[/]")
+
+    by_name = {m.name: m for m in rep.modules}
+    top = Table(title="Top modules by gradient energy", header_style="bold")
+    for c in ("module", "energy", "rank", "split_half", "noise_floor", "energy_90", "update e90"):
+        top.add_column(c, justify="left" if c == "module" else "right")
+    for t in rep.summary.get("top_energy", [])[:8]:
+        m = by_name[t["name"]]
+        gr = m.grad_ranks
+        upd = (m.update_ranks or {}).get("energy_90")
+        top.add_row(m.short, f"{100 * m.energy_share:.1f}%", str(m.intrinsic_rank), f"{gr.get('split_half', 0):g}",
+                    f"{gr.get('noise_floor', 0):g}", f"{gr.get('energy_90', 0):g}", "-" if upd is None else f"{upd:g}")
+    console.print(top)
+    loss = rep.summary.get("update_loss")
+    if loss:
+        console.print(f"update probe loss: {loss['first']:.3f} (first 10 steps) -> {loss['last']:.3f} (last 10)")
+    if rep.timings:
+        console.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in rep.timings.items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("probe")(probe)
+    app.command("report")(report)
