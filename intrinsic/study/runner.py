@@ -35,8 +35,9 @@ from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .spec import Cell, StudySpec, settings_hash
 
 RESULTS_SCHEMA = 1
-ROW_METRICS = ("score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params", "trainable_pct", "peak_memory_mb", "memory_kind",
-               "train_time_s", "time_per_step_s", "tokens_per_s", "adapter_bytes")
+ROW_METRICS = ("score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params", "lora_params",
+               "trainable_pct", "peak_memory_mb", "memory_kind", "train_time_s", "time_per_step_s", "tokens_per_s",
+               "adapter_bytes")
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,8 @@ class _Base:
 
         self.say(f"probing {self.spec.model} on {self.spec.task} (seed {seed})")
         loaded, task = self.fresh(seed)
-        rep = probe(loaded, task, seed=seed, **self.spec.probe_settings)
+        rep = probe(loaded, task, seed=seed, progress=lambda phase, done, total: self.say(
+            f"probe seed {seed}: {phase} {done}/{total}"), **self.spec.probe_settings)
         rep.save(path)
         return rep
 
