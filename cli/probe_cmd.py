@@ -42,7 +42,7 @@ def _slug(name: str) -> str:
 def probe(
     model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
     task: str = typer.Argument(..., help="Task: rotten-tomatoes, NAME:lm, hf:NAME[:CONFIG], or a .csv/.jsonl/.parquet file."),
-    out: Path = typer.Option(None, "--out", help="Output directory [default: runs/probe-MODEL-TASK]."),
+    out: Path = typer.Option(None, "--out", help="Output directory (default: runs/probe-MODEL-TASK)."),
     batches: int = typer.Option(32, "--batches", help=_help("batches")),
     batch_size: int = typer.Option(16, "--batch-size", help=_help("batch_size")),
     max_length: int = typer.Option(128, "--max-length", help=_help("max_length")),
@@ -52,7 +52,7 @@ def probe(
     update_lr: float = typer.Option(5e-5, "--update-lr", help=_help("update_lr")),
     roles: str = typer.Option(None, "--roles", help="Comma list, e.g. q,v. " + _help("roles")),
     layers: str = typer.Option(None, "--layers", help="0-2, 1,3,5 or lower|middle|upper. " + _help("layers")),
-    estimator: str = typer.Option(None, "--estimator", help=_help("rank_estimator") + " [default: half_difference]"),
+    estimator: str = typer.Option(None, "--estimator", help=_help("rank_estimator") + " (default: half_difference)"),
     seed: int = typer.Option(0, "--seed", help=_help("seed")),
     device: str = typer.Option("cpu", "--device", help=_help("device")),
     dtype: str = typer.Option("float32", "--dtype", help=_help("dtype")),
