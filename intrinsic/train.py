@@ -576,7 +576,9 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
         return max(0.0, (config.steps - step) / max(1, config.steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler stays unprepared: accelerate's wrapper would step it once per process, decaying
+    # the rate num_processes times too fast; here one step = one optimizer step on every process
+    model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
 
     from .memory import PeakMemory

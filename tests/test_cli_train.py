@@ -141,3 +141,9 @@ def test_plan_from_probe(assets, tmp_path):
     # and training from that probe directory with auto
     out = train_json(assets, tmp_path / "auto", "--placement", "auto", "--probe", tmp_path / "probe", "--budget", "5k")
     assert out["placement"] == "auto" and out["lora_params"] <= 5000
+
+
+def test_auto_without_probe_dir_probes_first(assets, tmp_path):
+    out = train_json(assets, tmp_path / "auto", "--placement", "auto", "--budget-like", "q,v@2")
+    assert out["placement"] == "auto" and (tmp_path / "auto" / "probe" / "probe.json").is_file()
+    assert out["lora_params"] <= out["plan"]["budget"]

@@ -158,6 +158,23 @@ def test_exploding_lr_stops_with_non_finite_error():
         train(loaded, toy_task(32, 8), plan, TrainConfig(steps=8, lr=1e30, **FAST))
 
 
+def test_out_of_memory_names_the_batch_size(tmp_path):
+    import torch
+
+    from intrinsic.train import TrainingOOMError
+
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "all", 2)
+
+    def oom(event):
+        if event["event"] == "step" and event["step"] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(TrainingOOMError, match=r"batch size 8 .*--batch-size 4"):
+        train(loaded, toy_task(32, 8), plan, TrainConfig(steps=4, **FAST), tmp_path, callback=oom)
+    assert RunResult.load(tmp_path).status == "failed"
+
+
 def test_existing_out_dir_is_refused_unless_overwrite_or_resume(tmp_path):
     task = toy_task(32, 8)
     config = TrainConfig(steps=2, **FAST)

@@ -1,0 +1,136 @@
+"""Trainer benchmark: (1) overhead of `intrinsic.train` over plain PEFT + a minimal AdamW loop on the
+same batches, (2) the default `intrinsic train minilm rotten-tomatoes` end to end (wall time, accuracy).
+
+Usage:  python benchmarks/bench_train.py [--steps 20] [--repeats 3] [--placement auto|all] [--skip-default]
+
+(1) Both arms train MiniLM with the same LoRA config (all@8) on the same pre-made batches from a
+freshly loaded model; arms alternate (plain, trainer, plain, ...) so machine load hits both alike.
+The plain arm's time per step is its loop's wall time / steps (forward, backward, AdamW step,
+zero_grad); the trainer's is RunResult.time_per_step_s, which adds what the trainer does per step
+and the plain loop does not: gradient clipping, the LR schedule, a loss.item() sync for the NaN
+check, the progress callback and the RSS sampling thread. Target: <= 5% overhead.
+(2) Runs the CLI in a subprocess, as a user would: `--placement auto` runs its quick gradient
+probe first (unless --placement all). On a shared machine both numbers carry the load of the
+other sessions: compare the arms of (1) with each other, not with other days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def plain_loop(loaded, plan, batches) -> float:
+    """Seconds per step of the minimal PEFT + AdamW loop."""
+    import torch
+    from peft import get_peft_model
+
+    from intrinsic.train import head_module_names
+
+    torch.manual_seed(0)
+    model = get_peft_model(loaded.model, plan.to_peft_config("SEQ_CLS", modules_to_save=head_module_names(loaded.model)))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    t0 = time.perf_counter()
+    for batch in batches:
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.perf_counter() - t0) / len(batches)
+
+
+def trainer_loop(loaded, plan, task, steps: int) -> float:
+    from intrinsic.train import TrainConfig, train
+
+    events = []
+    config = TrainConfig(steps=steps, max_eval_examples=16)
+    return train(loaded, task, plan, config, callback=events.append).time_per_step_s
+
+
+def overhead(steps: int, repeats: int) -> dict:
+    from intrinsic.arch import discover
+    from intrinsic.models import base_param_count, load_model
+    from intrinsic.placement import fixed_plan
+    from intrinsic.tasks import load_task, make_batches
+    from intrinsic.train import TrainConfig
+
+    cfg = TrainConfig(steps=steps)
+    task = load_task("rotten-tomatoes", seed=cfg.seed, max_eval_examples=16)
+    plain, trainer = [], []
+    for _ in range(repeats):
+        for arm in ("plain", "trainer"):
+            loaded = load_model("minilm", num_labels=2, seed=cfg.seed)
+            plan = fixed_plan(discover(loaded.model), "all", 8, base_params=base_param_count(loaded.model))
+            if arm == "plain":  # exactly the batches the trainer makes for itself
+                batches = make_batches(task, loaded.tokenizer, split="train", batch_size=cfg.batch_size,
+                                       max_length=cfg.max_length, seed=cfg.seed, shuffle=True, num_batches=steps)
+                plain.append(plain_loop(loaded, plan, batches))
+            else:
+                trainer.append(trainer_loop(loaded, plan, task, steps))
+            print(f"  {arm:8s} {1000 * (plain if arm == 'plain' else trainer)[-1]:8.1f} ms/step", flush=True)
+    p, t = statistics.median(plain), statistics.median(trainer)
+    return {"plain_ms": 1000 * p, "trainer_ms": 1000 * t, "overhead_pct": 100 * (t / p - 1),
+            "plain_all": plain, "trainer_all": trainer}
+
+
+def default_run(placement: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "intrinsic.cli", "train", "minilm", "rotten-tomatoes", "--placement", placement,
+               "--out", str(Path(tmp) / "run"), "--json"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"default run failed:\n{proc.stderr[-2000:]}")
+        run = json.loads(proc.stdout)
+        probe_file = Path(tmp) / "run" / "probe" / "probe.json"
+        probe_s = sum(json.loads(probe_file.read_text()).get("timings", {}).values()) if probe_file.is_file() else 0.0
+    return {"wall_s": wall, "probe_s": probe_s, **{k: run[k] for k in (
+        "score", "baseline_score", "trainable_params", "trainable_pct", "train_time_s", "time_per_step_s",
+        "eval_time_s", "tokens_per_s", "peak_memory_mb", "adapter_bytes")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--placement", default="auto")
+    ap.add_argument("--skip-default", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
+    args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    rows = []
+    if not args.skip_overhead:
+        print(f"(1) trainer vs plain PEFT loop, MiniLM all@8, {args.steps} steps x {args.repeats} repeats")
+        o = overhead(args.steps, args.repeats)
+        rows += [("plain PEFT + AdamW, ms/step (median)", f"{o['plain_ms']:.1f}"),
+                 ("intrinsic.train, ms/step (median)", f"{o['trainer_ms']:.1f}"),
+                 ("trainer overhead", f"{o['overhead_pct']:+.1f}%")]
+    if not args.skip_default:
+        print(f"(2) intrinsic train minilm rotten-tomatoes --placement {args.placement} (defaults)")
+        d = default_run(args.placement)
+        rows += [(f"default run ({args.placement}) wall time, s", f"{d['wall_s']:.0f}"),
+                 ("  of which probe, s", f"{d['probe_s']:.0f}"),
+                 ("  training (excl. eval), s", f"{d['train_time_s']:.0f} ({1000 * d['time_per_step_s']:.0f} ms/step)"),
+                 ("  evaluation, s", f"{d['eval_time_s']:.0f}"),
+                 ("accuracy (majority baseline)", f"{d['score']:.3f} ({d['baseline_score']:.3f})"),
+                 ("trainable params (% of base)", f"{d['trainable_params']:,} ({d['trainable_pct']:.2f}%)"),
+                 ("tokens/s, peak RSS growth MiB", f"{d['tokens_per_s']:.0f}, {d['peak_memory_mb']:.0f}"),
+                 ("adapter on disk, KiB", f"{d['adapter_bytes'] / 1024:.0f}")]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
