@@ -35,7 +35,8 @@ def plain_loop(loaded, plan, batches) -> float:
     from intrinsic.train import head_module_names
 
     torch.manual_seed(0)
-    model = get_peft_model(loaded.model, plan.to_peft_config("SEQ_CLS", modules_to_save=head_module_names(loaded.model)))
+    config = plan.to_peft_config("SEQ_CLS", modules_to_save=head_module_names(loaded.model))
+    model = get_peft_model(loaded.model, config)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     t0 = time.perf_counter()

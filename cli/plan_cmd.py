@@ -19,7 +19,8 @@ FORMATS = ("json", "peft", "python")
 def plan(
     probe_dir: Path = typer.Argument(..., help="Directory of a saved probe (probe.json), from `intrinsic probe`."),
     budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 1.5M, 0.5% (of the base model)."),
-    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, e.g. all@8."),
+    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, "
+                                    "e.g. all@8."),
     strategy: str = typer.Option("auto", "--placement", "-p", help="auto, or a fixed placement (all, attention, ffn, "
                                  "q,v, ...) sized by --rank or the budget."),
     rank: int = typer.Option(None, "--rank", "-r", help="Uniform rank of a fixed placement."),
@@ -77,7 +78,8 @@ def render_plan(p, title: str) -> None:
     """The plan as a table: one row per layer, one column per role holding the rank ('' = no adapter)."""
     from intrinsic.placement import plan_table
 
-    rows = [{k: ("" if v == 0 and k not in ("layer", "params") else v) for k, v in row.items()} for row in plan_table(p)]
+    rows = [{k: ("" if v == 0 and k not in ("layer", "params") else v) for k, v in row.items()}
+            for row in plan_table(p)]
     budget = f" of budget {human(p.budget)}" if p.budget else ""
     pct = f" ({p.pct:.3f}% of {human(p.base_params)})" if p.base_params else ""
     display_table(rows, title=f"{title}: {len(p.entries)} modules, {human(p.params)} params{budget}{pct}")

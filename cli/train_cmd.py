@@ -33,13 +33,15 @@ def _default_out(model: str, task: str, placement: str, seed: int | None) -> Pat
 
 def train(
     model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
-    task: str = typer.Argument(..., help="Task name (rotten-tomatoes, NAME:lm, hf:NAME, path.csv); see `intrinsic tasks`."),
+    task: str = typer.Argument(..., help="Task name (rotten-tomatoes, NAME:lm, hf:NAME, path.csv); "
+                               "see `intrinsic tasks`."),
     placement: str = typer.Option("all", "--placement", "-p", help="all | attention | ffn | auto | full | a role list "
                                   "such as q,v (roles: q k v o qkv up gate down gate_up)."),
     rank: int = typer.Option(None, "--rank", "-r", help="Uniform LoRA rank of a fixed placement [default: 8]."),
     budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 0.5% (of the base model); "
                                "fixed placements take the largest uniform rank that fits [auto default: all@8]."),
-    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, e.g. all@8."),
+    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, "
+                                    "e.g. all@8."),
     layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
     probe_dir: Path = typer.Option(None, "--probe", help="Probe report directory for auto [default: reuse OUT/probe "
                                    "or run a quick gradient probe there]."),
@@ -52,7 +54,8 @@ def train(
     seed: int = typer.Option(None, "--seed", help=_H["seed"]),
     eval_every: int = typer.Option(None, "--eval-every", help=_H["eval_every"]),
     max_examples: int = typer.Option(None, "--max-examples", help=_H["max_examples"]),
-    max_eval_examples: int = typer.Option(None, "--max-eval-examples", help=_H["max_eval_examples"] + " [default: 1000]"),
+    max_eval_examples: int = typer.Option(None, "--max-eval-examples",
+                                          help=_H["max_eval_examples"] + " [default: 1000]"),
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help=_H["mixed_precision"]),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
@@ -164,10 +167,12 @@ def _metric_rows(r) -> list[dict]:
     ]
     rows += [{"metric": k, "value": v} for k, v in r.metrics.items() if k != "accuracy"]
     rows += [
-        {"metric": "trainable params", "value": f"{r.trainable_params:,} ({r.trainable_pct:.3g}% of {human(r.base_params)})"},
+        {"metric": "trainable params",
+         "value": f"{r.trainable_params:,} ({r.trainable_pct:.3g}% of {human(r.base_params)})"},
         {"metric": "  LoRA / head", "value": f"{r.lora_params:,} / {r.head_params:,}"},
         {"metric": "adapter on disk", "value": f"{r.adapter_bytes / 1024:,.1f} KiB" if r.adapter_bytes else "-"},
-        {"metric": "train time", "value": f"{r.train_time_s:.1f} s ({r.steps} steps, {1000 * r.time_per_step_s:.1f} ms/step)"},
+        {"metric": "train time",
+         "value": f"{r.train_time_s:.1f} s ({r.steps} steps, {1000 * r.time_per_step_s:.1f} ms/step)"},
         {"metric": "tokens / s", "value": f"{r.tokens_per_s:,.0f}"},
         {"metric": "eval time", "value": f"{r.eval_time_s:.1f} s"},
         {"metric": "peak memory", "value": f"{r.peak_memory_mb:,.1f} MiB ({r.memory_kind})"},

@@ -48,7 +48,7 @@ run.json (schema_version 1): every field of `RunResult`
     trainable_params every parameter that received gradients (adapters + head, or all for full)
     lora_params, head_params   the LoRA matrices, and the trainable head copy (modules_to_save)
     trainable_pct    100 * trainable_params / base_params
-    adapter_bytes    bytes of out_dir/adapter on disk (0 for full fine-tuning unless saved)
+    adapter_bytes    bytes of out_dir/adapter on disk, weights + config (0 for full fine-tuning unless saved)
     adapter_dir      path of the saved adapter (or full model), null if none was saved
     steps            optimizer steps completed
     train_time_s     wall time of the training steps only (no evaluation, no saving)
@@ -70,7 +70,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +298,10 @@ def environment(device, dtype) -> dict[str, Any]:
 
 
 def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+    """Bytes of a saved adapter or model: weights and configs (PEFT's generated README.md not counted)."""
+    if not path.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "README.md")
 
 
 def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False, resume: bool = False) -> RunResult | None:

@@ -80,7 +80,8 @@ def test_train_refuses_existing_out_then_resume_returns_it(assets, runs):
     out, data = runs["qv"]
     refused = invoke(["train", model, csv, "--out", out, "--placement", "q,v", "--rank", "2", *FAST])
     assert refused.exit_code == 2 and "--overwrite" in refused.output
-    resumed = invoke(["train", model, csv, "--out", out, "--placement", "q,v", "--rank", "2", *FAST, "--resume", "--json"])
+    resumed = invoke(["train", model, csv, "--out", out, "--placement", "q,v", "--rank", "2", *FAST,
+                      "--resume", "--json"])
     assert resumed.exit_code == 0 and json.loads(resumed.stdout)["created"] == data["created"]
 
 
@@ -107,16 +108,17 @@ def test_train_text_output_has_metrics_table(assets, tmp_path):
 
 
 def test_compare_marks_pareto(runs):
+    from intrinsic.pareto import pareto_front
+
     dirs = [runs[k][0] for k in ("all", "qv", "full")]
     result = invoke(["compare", *dirs, "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["run"] for r in rows] == ["all", "qv", "full"]
-    best = max(r["score"] for r in rows)
-    for r in rows:  # the smallest run and the best-scoring smallest run are always on the front
-        if r["trainable_params"] == min(x["trainable_params"] for x in rows):
-            assert r["pareto"] or any(x["score"] > r["score"] for x in rows if x["trainable_params"] == r["trainable_params"])
-    assert any(r["pareto"] and r["score"] == best for r in rows)
+    front = set(pareto_front([(r["score"], r["trainable_params"]) for r in rows]))
+    assert [r["pareto"] for r in rows] == [i in front for i in range(3)]
+    assert any(r["pareto"] and r["score"] == max(x["score"] for x in rows) for r in rows)
+    assert rows[1]["pareto"]  # q,v@2 is the smallest run: nothing has fewer params
     text = invoke(["compare", *dirs])
     assert text.exit_code == 0 and "★" in text.stdout
 
