@@ -7,20 +7,23 @@ measured as (gradient + noise + spectra) / (plain fwd+bwd over the same 2N batch
 the plain passes run under the same requires_grad setting (only the probed weights), i.e. the
 cheapest backward that yields these gradients. Target: < 25 %. Whole probe target: < 3 min.
 
-Run: python benchmarks/bench_probe.py [--batches N] [--update-steps K] [--threads T]
-The numbers are wall-clock on whatever machine runs it; on a shared box they are noisy.
+Run: python benchmarks/bench_probe.py [--batches N] [--update-steps K] [--threads T] [--out DIR]
+The numbers are wall-clock (and process CPU) on whatever machine runs it; on a shared box they
+are noisy. There, --threads 1 is much faster than 2 threads for torch and numpy's OpenBLAS alike
+(threads spin-waiting for a descheduled partner), so it sets OPENBLAS_NUM_THREADS too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
-
-import torch
 
 
 def plain_fwd_bwd(model, refs, batches, *, probed_only: bool) -> tuple[float, float]:
     """(wall, CPU) seconds for forward+backward over `batches`, gradients discarded."""
+    import torch
+
     from intrinsic.probes.gradient import only_probed_weights_trainable
 
     params = list(model.parameters())
@@ -49,6 +52,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="also save the report (probe.json, spectra, plots) here")
     args = ap.parse_args()
+    if args.threads:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before numpy loads OpenBLAS
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -106,7 +106,7 @@ def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
     leaves = leaf_rows(report.modules)
     cols = min(len(roles), 4) or 1
     nrows = (len(roles) + cols - 1) // cols or 1
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.8 * nrows), squeeze=False, layout="constrained")
     for idx, role in enumerate(roles):
         ax = axes[idx // cols][idx % cols]
         for m in (r for r in leaves if r.role == role):
@@ -126,7 +126,7 @@ def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
     for idx in range(len(roles), nrows * cols):
         axes[idx // cols][idx % cols].axis("off")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(layers, default=0), max(layers, default=1)))
-    fig.colorbar(sm, ax=axes, label="layer", shrink=0.8)
+    fig.colorbar(sm, ax=axes, label="layer", shrink=0.8, aspect=30)
     fig.suptitle(_title(report, "Mean-gradient spectra (dashed grey: shuffled labels)"), fontsize=9)
     return _png(fig)
 

@@ -12,7 +12,7 @@ import torch
 from intrinsic.arch import ModuleRef, discover, grad_of
 from intrinsic.errors import ConfigError, NonFiniteError
 from intrinsic.models import build_tiny_model
-from intrinsic.probes import ProbeSettings, probe
+from intrinsic.probes import ProbeSettings, describe, probe
 from intrinsic.probes.gradient import GradientSums, accumulate_gradients, analyze_gradients, spectrum
 from intrinsic.tasks import TaskData, make_batches
 
@@ -195,6 +195,14 @@ def test_roles_and_layers_select_a_subset(tiny_gpt2):
     rep = probe(tiny_gpt2, _task(), roles=("q", "v"), layers=(1,), **FAST)
     assert {m.layer for m in rep.modules} == {1}
     assert {m.role for m in rep.top_level()} == {"qkv"}  # a fused module is probed when a block role is asked
+    assert [r.name for r in describe(tiny_gpt2, roles=("q", "v"), layers=(1,))] == [m.name for m in rep.top_level()]
+
+
+def test_top_level_api_accepts_names(tiny_bert_dir, tiny_csv):
+    import intrinsic
+
+    rep = intrinsic.probe(str(tiny_bert_dir), str(tiny_csv), **FAST)
+    assert rep.model == str(tiny_bert_dir) and rep.task == str(tiny_csv) and len(rep.modules) == 12
 
 
 # ---------------------------------------------------------------------- bad input

@@ -199,8 +199,6 @@ def spectrum(M: torch.Tensor, max_sv: int, seed: int = 0, vectors: int = 0):
             return singular_values(M, k, seed=seed)
         U, S, Vh = svd_topk(M, max(k, vectors), seed=seed)
         return S[:k], U[:, :vectors], Vh[:vectors].T
-    if not bool(torch.isfinite(M).all()):
-        raise NonFiniteError(f"Non-finite mean gradient of shape {tuple(M.shape)}; nothing was written.")
     A = M.detach().to(torch.float64)
     tall = m >= n
     C = A.mT @ A if tall else A @ A.mT  # (p, p) Gram
@@ -211,12 +209,14 @@ def spectrum(M: torch.Tensor, max_sv: int, seed: int = 0, vectors: int = 0):
         evals = torch.linalg.eigvalsh(C)
     sv = evals.flip(0).clamp_min(0).sqrt()  # (p,) descending
     out = sv[:k].cpu().numpy()
+    if not np.isfinite(out).all():  # the sums were checked batch by batch; this catches an overflow
+        raise NonFiniteError(f"Non-finite spectrum of a {m}x{n} matrix; nothing was written.")
     if not vectors:
         return out
     scale = torch.where(sv[:vectors] > 0, 1.0 / sv[:vectors].clamp_min(1e-300), torch.zeros_like(sv[:vectors]))
     other = (A @ W if tall else A.mT @ W) * scale  # (m or n, vectors): the other side's vectors
     U, V = (other, W) if tall else (W, other)
-    return out, U.cpu().numpy(), V.cpu().numpy()
+    return out, U.contiguous().cpu().numpy(), V.contiguous().cpu().numpy()  # contiguous: numpy's BLAS path
 
 
 def split_half(G_even: torch.Tensor, G_odd: torch.Tensor, max_sv: int, seed: int) -> tuple[int, np.ndarray, np.ndarray]:
