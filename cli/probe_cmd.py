@@ -23,6 +23,15 @@ def _help(field: str, fallback: str = "") -> str:
         return fallback
 
 
+def _default(field: str):
+    """The library's default for a ProbeSettings field (defaults live in one place)."""
+    import dataclasses
+
+    from intrinsic.probes import ProbeSettings
+
+    return next(f.default for f in dataclasses.fields(ProbeSettings) if f.name == field)
+
+
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     from intrinsic.errors import ConfigError
 
@@ -43,19 +52,19 @@ def probe(
     model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
     task: str = typer.Argument(..., help="Task: rotten-tomatoes, NAME:lm, hf:NAME[:CONFIG], or a .csv/.jsonl/.parquet file."),
     out: Path = typer.Option(None, "--out", help="Output directory (default: runs/probe-MODEL-TASK)."),
-    batches: int = typer.Option(32, "--batches", help=_help("batches")),
-    batch_size: int = typer.Option(16, "--batch-size", help=_help("batch_size")),
-    max_length: int = typer.Option(128, "--max-length", help=_help("max_length")),
-    update_steps: int = typer.Option(100, "--update-steps", help=_help("update_steps")),
+    batches: int = typer.Option(_default("batches"), "--batches", help=_help("batches")),
+    batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help=_help("batch_size")),
+    max_length: int = typer.Option(_default("max_length"), "--max-length", help=_help("max_length")),
+    update_steps: int = typer.Option(_default("update_steps"), "--update-steps", help=_help("update_steps")),
     no_update: bool = typer.Option(False, "--no-update", help="Skip the weight-update probe (gradient probe only)."),
     update_checkpoints: str = typer.Option(None, "--update-checkpoints", help="Comma list, e.g. 10,50,100. " + _help("update_checkpoints")),
-    update_lr: float = typer.Option(5e-5, "--update-lr", help=_help("update_lr")),
+    update_lr: float = typer.Option(_default("update_lr"), "--update-lr", help=_help("update_lr")),
     roles: str = typer.Option(None, "--roles", help="Comma list, e.g. q,v. " + _help("roles")),
     layers: str = typer.Option(None, "--layers", help="0-2, 1,3,5 or lower|middle|upper. " + _help("layers")),
-    estimator: str = typer.Option(None, "--estimator", help=_help("rank_estimator") + " (default: half_difference)"),
-    seed: int = typer.Option(0, "--seed", help=_help("seed")),
-    device: str = typer.Option("cpu", "--device", help=_help("device")),
-    dtype: str = typer.Option("float32", "--dtype", help=_help("dtype")),
+    estimator: str = typer.Option(None, "--estimator", help=_help("rank_estimator") + f" (default: {_default('rank_estimator')})"),
+    seed: int = typer.Option(_default("seed"), "--seed", help=_help("seed")),
+    device: str = typer.Option(_default("device"), "--device", help=_help("device")),
+    dtype: str = typer.Option(_default("dtype"), "--dtype", help=_help("dtype")),
     max_examples: int = typer.Option(None, "--max-examples", help=_help("max_examples")),
     text_column: str = typer.Option(None, "--text-column", help=_help("text_column")),
     label_column: str = typer.Option(None, "--label-column", help=_help("label_column")),
