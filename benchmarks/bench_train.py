@@ -5,10 +5,13 @@ Usage:  python benchmarks/bench_train.py [--steps 20] [--repeats 3] [--placement
 
 (1) Both arms train MiniLM with the same LoRA config (all@8) on the same pre-made batches from a
 freshly loaded model; arms alternate (plain, trainer, plain, ...) so machine load hits both alike.
-The plain arm's time per step is its loop's wall time / steps (forward, backward, AdamW step,
-zero_grad); the trainer's is RunResult.time_per_step_s, which adds what the trainer does per step
-and the plain loop does not: gradient clipping, the LR schedule, a loss.item() sync for the NaN
-check, the progress callback and the RSS sampling thread. Target: <= 5% overhead.
+Time per step is the median over all steps but the first of each run, pooled over repeats (robust
+to other sessions' bursts). The plain arm times forward, backward, AdamW step and zero_grad; the
+trainer's steps are the gaps between its step events, so they include everything it adds per
+step: gradient clipping, the LR schedule, a loss.item() sync for the NaN check, the loss-curve
+and callback bookkeeping, and the RSS sampling thread. Target: <= 5% overhead. One torch thread by
+default (--threads): with 2 OpenMP threads on 2 cores shared with other sessions, step times
+swing 10x from spin-waiting, which swamps any difference between the arms.
 (2) Runs the CLI in a subprocess, as a user would: `--placement auto` runs its quick gradient
 probe first (unless --placement all). On a shared machine both numbers carry the load of the
 other sessions: compare the arms of (1) with each other, not with other days.
@@ -27,8 +30,8 @@ import time
 from pathlib import Path
 
 
-def plain_loop(loaded, plan, batches) -> float:
-    """Seconds per step of the minimal PEFT + AdamW loop."""
+def plain_loop(loaded, plan, batches) -> list[float]:
+    """Seconds of each step of the minimal PEFT + AdamW loop."""
     import torch
     from peft import get_peft_model
 
@@ -39,21 +42,30 @@ def plain_loop(loaded, plan, batches) -> float:
     model = get_peft_model(loaded.model, config)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    t0 = time.perf_counter()
+    times = []
     for batch in batches:
+        t0 = time.perf_counter()
         loss = model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return (time.perf_counter() - t0) / len(batches)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
-def trainer_loop(loaded, plan, task, steps: int) -> float:
+def trainer_loop(loaded, plan, task, steps: int) -> list[float]:
+    """Seconds of each trainer step: the gaps between its step events (all per-step work included)."""
     from intrinsic.train import TrainConfig, train
 
-    events = []
+    stamps = []
+
+    def on_event(ev):
+        if ev["event"] in ("start", "step"):
+            stamps.append(time.perf_counter())
+
     config = TrainConfig(steps=steps, max_eval_examples=16)
-    return train(loaded, task, plan, config, callback=events.append).time_per_step_s
+    train(loaded, task, plan, config, callback=on_event)
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def overhead(steps: int, repeats: int) -> dict:
@@ -76,10 +88,13 @@ def overhead(steps: int, repeats: int) -> dict:
                 plain.append(plain_loop(loaded, plan, batches))
             else:
                 trainer.append(trainer_loop(loaded, plan, task, steps))
-            print(f"  {arm:8s} {1000 * (plain if arm == 'plain' else trainer)[-1]:8.1f} ms/step", flush=True)
-    p, t = statistics.median(plain), statistics.median(trainer)
-    return {"plain_ms": 1000 * p, "trainer_ms": 1000 * t, "overhead_pct": 100 * (t / p - 1),
-            "plain_all": plain, "trainer_all": trainer}
+            last = (plain if arm == "plain" else trainer)[-1]
+            print(f"  {arm:8s} median {1000 * statistics.median(last):7.1f} ms/step, "
+                  f"mean {1000 * statistics.mean(last):7.1f}", flush=True)
+    # median over all steps but each run's first (allocation warm-up), pooled over the repeats
+    p = statistics.median([t for run in plain for t in run[1:]])
+    t = statistics.median([t for run in trainer for t in run[1:]])
+    return {"plain_ms": 1000 * p, "trainer_ms": 1000 * t, "overhead_pct": 100 * (t / p - 1)}
 
 
 def default_run(placement: str) -> dict:
@@ -106,11 +121,16 @@ def main() -> None:
     ap.add_argument("--placement", default="auto")
     ap.add_argument("--skip-default", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for (1); 1 resists other sessions' load")
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     rows = []
     if not args.skip_overhead:
-        print(f"(1) trainer vs plain PEFT loop, MiniLM all@8, {args.steps} steps x {args.repeats} repeats")
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(f"(1) trainer vs plain PEFT loop, MiniLM all@8, {args.steps} steps x {args.repeats} repeats, "
+              f"{args.threads} thread(s)")
         o = overhead(args.steps, args.repeats)
         rows += [("plain PEFT + AdamW, ms/step (median)", f"{o['plain_ms']:.1f}"),
                  ("intrinsic.train, ms/step (median)", f"{o['trainer_ms']:.1f}"),

@@ -663,7 +663,9 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
                 if world > 1:
                     loss = accelerator.reduce(loss.detach(), reduction="mean")
                 value = loss.item()  # syncs the device: the step's time is real
-                bad = not math.isfinite(value) or (gnorm is not None and not math.isfinite(float(gnorm)))
+                # fp16's grad scaler skips steps with inf gradients by itself; elsewhere they are fatal
+                bad_grad = gnorm is not None and mp != "fp16" and not math.isfinite(float(gnorm))
+                bad = not math.isfinite(value) or bad_grad
                 if not bad:
                     optimizer.step()
                     scheduler.step()
