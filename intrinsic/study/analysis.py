@@ -46,6 +46,7 @@ class ConfigSummary:
     adapter_bytes: Summary  # saved adapter size
     predicted_share: Summary  # probe-predicted share of mean-gradient energy captured (1.0 for full)
     ranks: str  # rank range of the plan, e.g. "8" or "2-31"
+    memory_kind: str | None = None  # "cuda" (max allocated) or "rss" (CPU process growth: unreliable across cells)
     scores_by_seed: dict[int, float] = field(default_factory=dict)  # seed -> score, finished seeds only
 
     def metric(self, name: str) -> Summary:
@@ -142,6 +143,7 @@ def summarize_configs(rows: list[dict]) -> list[ConfigSummary]:
             peak_memory_mb=s("peak_memory_mb"), train_time_s=s("train_time_s"),
             time_per_step_s=s("time_per_step_s"), adapter_bytes=s("adapter_bytes"),
             predicted_share=s("predicted_share"), ranks=_ranks_text(ok),
+            memory_kind=next((r.get("memory_kind") for r in ok if r.get("memory_kind")), None),
             scores_by_seed={int(r["seed"]): float(r["score"]) for r in ok if r.get("score") is not None},
         ))
     return out

@@ -21,7 +21,7 @@ SUPPORTED, WEAK, NEGATIVE, INFO = "supported", "too weak to say", "negative", "i
 class Guideline:
     """One generated sentence."""
 
-    topic: str  # "comparison", "budget", "memory", "time", "prediction", "auto"
+    topic: str  # "baseline", a cost metric (frontier advice), "comparison", "auto", "prediction", "memory"
     text: str  # the sentence, numbers included
     strength: str  # supported | too weak to say | negative | info
     evidence: dict[str, Any] = field(default_factory=dict)  # the numbers, machine-readable
@@ -97,14 +97,38 @@ def group_guidelines(a: StudyAnalysis) -> list[Guideline]:
     return out
 
 
+RSS_CAVEAT = ("CPU peak memory is RSS growth inside one long-running study process, where memory freed by earlier "
+              "cells is reused, so it understates and is not comparable across cells; make memory claims from a GPU run")
+
+
+def rss_only(a: StudyAnalysis) -> bool:
+    kinds = {c.memory_kind for c in a.configs if c.memory_kind}
+    return bool(kinds) and kinds <= {"rss"}
+
+
+def baseline_guidelines(a: StudyAnalysis) -> list[Guideline]:
+    """Placements that did not beat the untrained / majority baseline at all."""
+    flat = [c for c in a.configs if c.gain.mean is not None and c.gain.mean <= 0]
+    if not flat:
+        return []
+    return [Guideline("baseline", f"{len(flat)} placement(s) did not beat the baseline at all (mean gain <= 0): "
+                      + ", ".join(f"{c.label} ({c.score.mean:.3f})" for c in flat)
+                      + ". They learned nothing in this run's steps and are left out of the frontier advice.",
+                      INFO, {"labels": [c.label for c in flat]})]
+
+
 def frontier_guidelines(a: StudyAnalysis) -> list[Guideline]:
     """Which placement to choose for a given parameter, memory or time budget (the Pareto frontier)."""
     out = []
     by_label = {c.label: c for c in a.configs}
     for f in a.frontiers:
-        if not f.front:
+        pts = [by_label[l] for l in f.front if (by_label[l].gain.mean is None or by_label[l].gain.mean > 0)]
+        if not pts:
             continue
-        pts = [by_label[l] for l in f.front]
+        if f.metric == "peak_memory_mb" and rss_only(a):
+            out.append(Guideline(f.metric, f"No memory advice from this run: {RSS_CAVEAT}.", WEAK,
+                                 {"metric": f.metric, "memory_kind": "rss"}))
+            continue
         unit = COST_LABELS.get(f.metric, f.metric)
         steps = "; ".join(f"up to {human(c.metric(f.metric).mean)}: {c.label} ({fmt(c.score.mean)})" for c in pts)
         cheap, top = pts[0], pts[-1]
@@ -150,9 +174,12 @@ def memory_guideline(a: StudyAnalysis) -> list[Guideline]:
     full = [c for c in mem if c.strategy == "full"]
     if full:
         text += f"; full fine-tuning peaked at {full[0].peak_memory_mb.mean:.0f} MB"
-    text += (": activations, not adapter size, dominate memory, so placement barely changes it."
-             if hi.peak_memory_mb.mean < 1.25 * max(lo.peak_memory_mb.mean, 1e-9) else ".")
-    return [Guideline("memory", text, INFO, {"min": lo.peak_memory_mb.mean, "max": hi.peak_memory_mb.mean,
+    if rss_only(a):
+        text += f". {RSS_CAVEAT}."
+    else:
+        text += (": activations, not adapter size, dominate memory, so placement barely changes it."
+                 if hi.peak_memory_mb.mean < 1.25 * max(lo.peak_memory_mb.mean, 1e-9) else ".")
+    return [Guideline("memory", text, WEAK if rss_only(a) else INFO, {"min": lo.peak_memory_mb.mean, "max": hi.peak_memory_mb.mean,
                                              "full": full[0].peak_memory_mb.mean if full else None})]
 
 
@@ -167,7 +194,7 @@ def prediction_guidelines(a: StudyAnalysis) -> list[Guideline]:
     else:
         ci = f"[{c.ci_low:.2f}, {c.ci_high:.2f}]" if c.ci_low is not None else "(no CI: n < 4)"
         base = (f"Predicted energy share vs measured gain over {c.n} placements: Spearman rho = {c.rho:.2f} {ci}, "
-                f"{fmt_p(c.p)} ({c.method}).")
+                f"{fmt_p(c.p)} ({'exact permutation test' if c.p_method == 'exact' else 't approximation'}).")
         if c.p is not None and c.p < ALPHA and c.rho > 0:
             out.append(Guideline("prediction", base + " The probe orders placements the way training does.", SUPPORTED, ev))
         elif c.p is not None and c.p < ALPHA and c.rho < 0:
@@ -192,6 +219,8 @@ def auto_guidelines(a: StudyAnalysis) -> list[Guideline]:
         return []
     out = []
     for label, fronts in p.auto_on_frontier.items():
+        if rss_only(a):  # CPU memory numbers cannot place anything on a frontier
+            fronts = {m: v for m, v in fronts.items() if m != "peak_memory_mb"}
         on = [COST_LABELS.get(m, m) for m, v in fronts.items() if v]
         off = [COST_LABELS.get(m, m) for m, v in fronts.items() if not v]
         if on and off:
@@ -213,5 +242,5 @@ def auto_guidelines(a: StudyAnalysis) -> list[Guideline]:
 
 def generate(a: StudyAnalysis) -> list[Guideline]:
     """All guidelines, most decision-relevant first."""
-    return (frontier_guidelines(a) + group_guidelines(a) + auto_guidelines(a) + prediction_guidelines(a)
-            + memory_guideline(a))
+    return (baseline_guidelines(a) + frontier_guidelines(a) + group_guidelines(a) + auto_guidelines(a)
+            + prediction_guidelines(a) + memory_guideline(a))

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..results import atomic_write_bytes, atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
-from .guidelines import Guideline, generate, human
+from .guidelines import RSS_CAVEAT, Guideline, generate, human, rss_only
 
 Table = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows)
 
@@ -265,7 +265,9 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
         if f"frontier_{f.metric}.png" in plot_of:
             blocks.append(("img",) + plot_of[f"frontier_{f.metric}.png"])
     blocks.append(("p", "Peak memory is `cuda` (max allocated) on GPU and the growth of the process RSS on CPU; "
-                        "time is the wall time of the training steps only."))
+                        "time is the wall time of the training steps only (on a shared CPU both are noisy)."))
+    if rss_only(a):
+        blocks.append(("p", f"**Caveat.** {RSS_CAVEAT}."))
     blocks.append(("h", 2, "Does the probe predict the outcome?"))
     blocks.append(("p", "Predicted value: the share of the mean gradient's energy a placement captures, sum over adapted "
                         "modules of sum_{i<=rank} sigma_i^2 over the total (1.0 for full fine-tuning). Measured: score "
