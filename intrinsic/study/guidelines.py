@@ -89,7 +89,8 @@ def group_guidelines(a: StudyAnalysis) -> list[Guideline]:
             out.append(Guideline("comparison", text, SUPPORTED, ev))
         else:
             why = ("only one shared seed, so no test is possible" if t.n < 2 else
-                   f"{fmt_p(t.p)} over {t.n} seeds" + (", CIs overlap" if intervals_overlap(best.score, by_label[comp.reference].score) else ""))
+                   f"{fmt_p(t.p)} over {t.n} seeds"
+                   + (", CIs overlap" if intervals_overlap(best.score, by_label[comp.reference].score) else ""))
             diff = "n/a" if t.mean_diff is None else f"{t.mean_diff:+.3f}"
             text = (f"{head} Its lead over {comp.reference} ({diff}) "
                     f"is too weak to say ({why}): either choice is defensible.")

@@ -50,7 +50,8 @@ def group_table(a: StudyAnalysis, group: str) -> Table:
         comp = comps.get(label)
         rows.append({
             "placement": label, "seeds": f"{c.n_ok}/{c.n_cells}", "status": c.status,
-            "score": _n(c.score.mean), "std": _n(c.score.std), "ci95": _ci(c.score), "gain": _n(c.gain.mean), "params": _n(c.trainable_params.mean, 0),
+            "score": _n(c.score.mean), "std": _n(c.score.std), "ci95": _ci(c.score), "gain": _n(c.gain.mean),
+            "params": _n(c.trainable_params.mean, 0),
             "ranks": c.ranks, "peak_mb": _n(c.peak_memory_mb.mean, 1), "time_s": _n(c.train_time_s.mean, 2),
             f"diff_vs_{REFERENCE}": _n(comp.ttest.mean_diff) if comp else None,
             "p": _n(comp.ttest.p) if comp else None,

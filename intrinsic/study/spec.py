@@ -291,8 +291,9 @@ def _check_strategy(ctx: _Ctx, table: str, s: str) -> str:
         return canon
     for tok in canon.split(","):
         if tok not in FIXED_WORDS:
-            raise ctx.fail(table, "strategies", f"unknown strategy '{tok}' in '{s}'.{did_you_mean(tok, FIXED_WORDS + SPECIAL_STRATEGIES)}"
-                                                f" Use all, attention, ffn, auto, full or a role list such as q,v.")
+            hint = did_you_mean(tok, FIXED_WORDS + SPECIAL_STRATEGIES)
+            raise ctx.fail(table, "strategies", f"unknown strategy '{tok}' in '{s}'.{hint} "
+                                                "Use all, attention, ffn, auto, full or a role list such as q,v.")
     return canon
 
 
