@@ -36,6 +36,9 @@ def run(
     force: bool = typer.Option(False, "--force", help="Reuse a results directory made by a different study definition."),
     list_cells: bool = typer.Option(False, "--list", help="List the grid's cells and their status; train nothing."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report when the grid is done."),
+    shard: str = typer.Option(None, "--shard", help="Run only shard K/N of the cells (e.g. 0/8), so N processes "
+                              "can share a GPU or several; run --probes-only first, then `study report DIR`."),
+    probes_only: bool = typer.Option(False, "--probes-only", help="Only compute the probes (of shard K/N's seeds)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report."""
@@ -43,8 +46,19 @@ def run(
         from intrinsic.study.runner import Hooks, cell_row, run_study
         from intrinsic.study.spec import load_spec, resolve_study
 
+        from intrinsic.study.runner import parse_shard, run_probes
+
         spec = load_spec(resolve_study(study), quick=quick)
         out = out or _default_out(spec)
+        shard_kn = parse_shard(shard)
+        if probes_only:
+            seeds = run_probes(spec, out, shard=shard_kn, force=force,
+                               say=None if as_json else lambda m: err_console.print(m, highlight=False))
+            if as_json:
+                print_json({"study": spec.name, "out": str(out), "probed_seeds": seeds})
+            else:
+                console.print(f"probes ready for seeds {seeds} under {out / 'probes'}")
+            return
         cells = spec.cells()
         if list_cells:
             rows = [cell_row(c, out / "cells" / c.id) for c in cells]
@@ -68,11 +82,11 @@ def run(
                 if row["status"] != "ok" and not as_json:
                     err_console.print(f"[yellow]{row['status']}[/] {cell.label} seed {cell.seed}: {row.get('error')}")
 
-            summary = run_study(spec, out, only=only, force=force,
+            summary = run_study(spec, out, only=only, force=force, shard=shard_kn,
                                 hooks=Hooks(on_cell_start=start, on_cell_end=end,
                                             on_message=lambda m: bar.update(task, info=m)))
         files = None
-        if report and summary.counts.get("ok"):
+        if report and shard_kn is None and summary.counts.get("ok"):
             from intrinsic.study.report import write_report
 
             files, _, _ = write_report(out)

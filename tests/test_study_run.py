@@ -136,3 +136,23 @@ def test_cli_refuses_unknown_key(tmp_path):
     toml.write_text('name = "x"\nquestion = "?"\nmodel = "m"\ntask = "t"\nstrategy = "all"\n')
     res = CliRunner().invoke(app, ["study", "run", str(toml)])
     assert res.exit_code == 2 and "bad.toml:5: unknown key 'strategy'" in res.output
+
+
+def test_shards_partition_the_grid_and_together_finish_it(tiny_bert_dir, tiny_csv, tmp_path):
+    """Shards K/N (one process each on a GPU host) cover every cell exactly once; probes first."""
+    from intrinsic.study.runner import load_results, parse_shard, run_probes, shard_cells
+
+    spec = parse_spec(study_text(tiny_bert_dir, tiny_csv, ["all", "ffn", "auto"], budgets='["all@1"]'))
+    cells = spec.cells()
+    parts = [shard_cells(cells, (k, 2)) for k in range(2)]
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in cells)
+    out = tmp_path / "res"
+    assert run_probes(spec, out) == [0]
+    assert any((out / "probes").iterdir())
+    for k in range(2):
+        run_study(spec, out, shard=(k, 2))
+    _, rows = load_results(out)
+    assert sorted(r["id"] for r in rows) == sorted(c.id for c in cells)
+    assert all(r["status"] == "ok" for r in rows)
+    with pytest.raises(ConfigError, match="K/N"):
+        parse_shard("2/2")

@@ -349,14 +349,55 @@ def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
     return chosen
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N) with 0 <= K < N: this process takes every N-th cell starting at K."""
+    if not text:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like K/N (e.g. 0/4), got '{text}'.") from None
+    if not 0 <= k < n:
+        raise ConfigError(f"--shard K/N needs 0 <= K < N, got '{text}'.")
+    return k, n
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """The shard's share of the cells. Cells are ordered slowest first (full fine-tuning, then by
+    rank/budget size) before dealing them out round-robin, so shards finish at about the same time."""
+    if shard is None:
+        return cells
+    k, n = shard
+    ordered = sorted(cells, key=lambda c: (c.strategy != "full", -(c.rank or 0), c.id))
+    return ordered[k::n]
+
+
+def run_probes(spec: StudySpec, out_dir: str | Path, *, shard: tuple[int, int] | None = None,
+               force: bool = False, say: Callable[[str], None] | None = None) -> list[int]:
+    """Compute (or find) the probe of every seed of the study, or of this shard's seeds[K::N].
+
+    Run this before launching parallel shards, so that no two processes probe the same seed."""
+    out = Path(out_dir)
+    claim_dir(spec, out, force)
+    seeds = sorted({c.seed for c in spec.cells()})
+    if shard is not None:
+        seeds = seeds[shard[0]::shard[1]]
+    base = _Base(spec, say or (lambda _m: None))
+    for seed in seeds:
+        base.probe(seed, out)
+    return seeds
+
+
 def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, force: bool = False,
-              hooks: Hooks | None = None) -> RunSummary:
-    """Run every unfinished cell of the grid (or the `only` selection) and rebuild results.json."""
+              hooks: Hooks | None = None, shard: tuple[int, int] | None = None) -> RunSummary:
+    """Run every unfinished cell of the grid (or the `only` selection, or one shard of it) and
+    rebuild results.json. Shards of one study may run concurrently in separate processes (on one
+    or several GPUs): each cell belongs to exactly one shard and writes only its own directory."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     hooks = hooks or Hooks()
     say = hooks.on_message or (lambda _m: None)
-    cells = select_cells(spec.cells(), only)
+    cells = shard_cells(select_cells(spec.cells(), only), shard)
     claim_dir(spec, out, force)
     base = _Base(spec, say)
     todo = [c for c in cells if _read_run(out / "cells" / c.id) is None]
