@@ -1,7 +1,7 @@
 """Trainer benchmark: (1) overhead of `intrinsic.train` over plain PEFT + a minimal AdamW loop on the
 same batches, (2) the default `intrinsic train minilm rotten-tomatoes` end to end (wall time, accuracy).
 
-Usage:  python benchmarks/bench_train.py [--steps 20] [--repeats 3] [--placement auto|all] [--skip-default]
+Usage:  python benchmarks/bench_train.py [--steps 12] [--repeats 5] [--placement auto|all] [--skip-default]
 
 (1) Both arms train MiniLM with the same LoRA config (all@8) on the same pre-made batches from a
 freshly loaded model; arms alternate (plain, trainer, plain, ...) so machine load hits both alike.
@@ -78,7 +78,9 @@ def overhead(steps: int, repeats: int) -> dict:
     cfg = TrainConfig(steps=steps)
     task = load_task("rotten-tomatoes", seed=cfg.seed, max_eval_examples=16)
     plain, trainer = [], []
-    for _ in range(repeats):
+    for rep in range(repeats + 1):  # repeat 0 warms up both arms (kernel caches, allocator) and is dropped
+        if rep == 1:
+            plain.clear(), trainer.clear()
         for arm in ("plain", "trainer"):
             loaded = load_model("minilm", num_labels=2, seed=cfg.seed)
             plan = fixed_plan(discover(loaded.model), "all", 8, base_params=base_param_count(loaded.model))
@@ -89,7 +91,7 @@ def overhead(steps: int, repeats: int) -> dict:
             else:
                 trainer.append(trainer_loop(loaded, plan, task, steps))
             last = (plain if arm == "plain" else trainer)[-1]
-            print(f"  {arm:8s} median {1000 * statistics.median(last):7.1f} ms/step, "
+            print(f"  {'warm-up ' if rep == 0 else ''}{arm:8s} median {1000 * statistics.median(last):7.1f} ms/step, "
                   f"mean {1000 * statistics.mean(last):7.1f}", flush=True)
     # median over all steps but each run's first (allocation warm-up), pooled over the repeats
     p = statistics.median([t for run in plain for t in run[1:]])
@@ -116,8 +118,8 @@ def default_run(placement: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--placement", default="auto")
     ap.add_argument("--skip-default", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
