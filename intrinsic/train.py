@@ -22,6 +22,9 @@ Tomatoes (LoRA all@8, eval on 1,000 test examples, majority class 0.595 there), 
 - lr 1e-3 with LoRA: 7e-4 learns slower (0.79 at 150 steps); 1.5e-3 and above occasionally
   collapse to the majority class (one seed in four at 1.5e-3, 2e-3 and 4e-3 often).
   Full fine-tuning: 1e-4 (0.81-0.82 at 200 steps; 5e-5 is similar, slower to start).
+Measured (benchmarks/bench_train.py, this 2-core CPU): `--placement auto` took 77 s end to end
+(probe 11 s, 200 steps 54 s at 271 ms/step, eval 6 s) at load 1.3, accuracy 0.795; the same run
+took 692 s at load ~4 from other sessions (2 OpenMP threads spin-wait badly when oversubscribed).
 
 Failure handling: a NaN/inf loss or gradient norm stops training with `NonFiniteError`
 naming the step; run.json is written with status "failed", and `out_dir/adapter` keeps the
