@@ -31,7 +31,7 @@ def plan(
     rslora: bool = typer.Option(False, "--rslora", help="Rank-stabilised scaling alpha/sqrt(r)."),
     fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
                             "kwargs) | python (a LoraConfig snippet). All three files are written either way."),
-    out: Path = typer.Option(None, "--out", "-o", help="Where to write the files [default: PROBE_DIR/plan]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where to write the files \\[default: PROBE_DIR/plan]."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""

@@ -23,7 +23,15 @@ def _config_help() -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]+#(.*)$", src, re.M)}
 
 
-_H = _config_help()
+_HELP = _config_help()
+
+
+def _h(name: str) -> str:
+    """Help for a TrainConfig option: its field comment, plus its default (rich markup: escaped bracket)."""
+    from intrinsic.train import TrainConfig
+
+    default = getattr(TrainConfig(), name)
+    return _HELP[name] + ("" if default is None else f" \\[default: {default}]")
 
 
 def _default_out(model: str, task: str, placement: str, seed: int | None) -> Path:
@@ -37,32 +45,32 @@ def train(
                                "see `intrinsic tasks`."),
     placement: str = typer.Option("all", "--placement", "-p", help="all | attention | ffn | auto | full | a role list "
                                   "such as q,v (roles: q k v o qkv up gate down gate_up)."),
-    rank: int = typer.Option(None, "--rank", "-r", help="Uniform LoRA rank of a fixed placement [default: 8]."),
+    rank: int = typer.Option(None, "--rank", "-r", help="Uniform LoRA rank of a fixed placement \\[default: 8]."),
     budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 0.5% (of the base model); "
-                               "fixed placements take the largest uniform rank that fits [auto default: all@8]."),
+                               "fixed placements take the largest uniform rank that fits \\[auto default: all@8]."),
     budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, "
                                     "e.g. all@8."),
     layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
-    probe_dir: Path = typer.Option(None, "--probe", help="Probe report directory for auto [default: reuse OUT/probe "
+    probe_dir: Path = typer.Option(None, "--probe", help="Probe report directory for auto \\[default: reuse OUT/probe "
                                    "or run a quick gradient probe there]."),
     max_rank: int = typer.Option(64, "--max-rank", help="auto: largest rank of one module."),
     granularity: int = typer.Option(1, "--granularity", help="auto: ranks are multiples of this."),
-    steps: int = typer.Option(None, "--steps", help=_H["steps"]),
-    lr: float = typer.Option(None, "--lr", help=_H["lr"]),
-    batch_size: int = typer.Option(None, "--batch-size", help=_H["batch_size"]),
-    max_length: int = typer.Option(None, "--max-length", help=_H["max_length"]),
-    seed: int = typer.Option(None, "--seed", help=_H["seed"]),
-    eval_every: int = typer.Option(None, "--eval-every", help=_H["eval_every"]),
-    max_examples: int = typer.Option(None, "--max-examples", help=_H["max_examples"]),
+    steps: int = typer.Option(None, "--steps", help=_h("steps")),
+    lr: float = typer.Option(None, "--lr", help=_h("lr")),
+    batch_size: int = typer.Option(None, "--batch-size", help=_h("batch_size")),
+    max_length: int = typer.Option(None, "--max-length", help=_h("max_length")),
+    seed: int = typer.Option(None, "--seed", help=_h("seed")),
+    eval_every: int = typer.Option(None, "--eval-every", help=_h("eval_every")),
+    max_examples: int = typer.Option(None, "--max-examples", help=_h("max_examples")),
     max_eval_examples: int = typer.Option(None, "--max-eval-examples",
-                                          help=_H["max_eval_examples"] + " [default: 1000]"),
+                                          help=_h("max_eval_examples")),
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split."),
-    mixed_precision: str = typer.Option(None, "--mixed-precision", help=_H["mixed_precision"]),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help=_h("mixed_precision")),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32 | bfloat16 | float16."),
-    rslora: bool = typer.Option(False, "--rslora", help=_H["rslora"]),
-    save_model: bool = typer.Option(False, "--save-model", help=_H["save_full_model"]),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/MODEL-TASK-PLACEMENT-sSEED]."),
+    rslora: bool = typer.Option(False, "--rslora", help=_h("rslora")),
+    save_model: bool = typer.Option(False, "--save-model", help=_h("save_full_model")),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory \\[default: runs/MODEL-TASK-PLACEMENT-sSEED]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT (start fresh)."),
     resume: bool = typer.Option(False, "--resume", help="Return OUT's run if it is complete; otherwise train from "
                                 "step 0 (no mid-run checkpoints)."),
