@@ -7,7 +7,9 @@ Two kinds, reported with the number so they are never mixed up:
   allocated (weights, gradients, optimizer state, activations), in MiB.
 - ``"rss"`` (CPU): the peak growth of this process's resident set size over its value at the
   start, sampled by a daemon thread every ``interval_s`` (10 ms). Weights already resident
-  at the start are not counted; gradients, optimizer state and activations are. RSS includes
+  at the start are not counted; gradients, optimizer state and activations are. Before the
+  baseline is read, freed heap memory is handed back to the OS (gc + glibc ``malloc_trim``), so
+  that memory cached from earlier work in the process (a probe) does not hide growth. RSS includes
   allocator caches and fragmentation, and a peak shorter than the interval can be missed, so
   treat it as a measurement of this process on this machine, not a property of the model.
 
@@ -53,6 +55,7 @@ class PeakMemory:
         else:
             import psutil
 
+            _release_freed_memory()
             self._proc = psutil.Process()
             self._start_rss = self._proc.memory_info().rss
             self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
@@ -105,3 +108,15 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._take_rss_sample()
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and return free heap pages to the OS (glibc only; a no-op elsewhere)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
