@@ -27,11 +27,7 @@ app = typer.Typer(
 _COMMAND_MODULES = ("inventory", "probe_cmd", "plan_cmd", "train_cmd", "study_cmd")
 
 for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"{__package__}.{_name}").register(app)
-    except ModuleNotFoundError as e:  # a command module not written yet
-        if e.name != f"{__package__}.{_name}":
-            raise
+    importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
 def main() -> None:
