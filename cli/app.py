@@ -31,4 +31,8 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
+    import warnings
+
+    # transformers 5 deprecates an attribute that peft/accelerate still read on every model build
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     app()

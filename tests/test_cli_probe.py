@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from intrinsic.cli.app import app
@@ -14,13 +13,6 @@ runner = CliRunner()
 FAST = ["--batches", "2", "--batch-size", "4", "--max-length", "16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP wake-ups that cost 10-50x on a busy shared box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,6 @@ from intrinsic.tasks import TaskData, make_batches
 FAST = dict(batches=4, batch_size=8, max_length=24, update_steps=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP wake-ups that cost 10-50x on a busy shared box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _task(kind: str = "planted", n: int = 96, seed: int = 0) -> TaskData:

@@ -24,15 +24,6 @@ from intrinsic.train import RunResult, TrainConfig, evaluate, macro_f1, majority
 FAST = dict(batch_size=8, max_length=16, eval_batch_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run 3x faster on one thread when the 2 cores are shared (no OpenMP spinning)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def toy_task(n_train: int = 160, n_test: int = 48, seed: int = 0) -> TaskData:

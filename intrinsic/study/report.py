@@ -167,12 +167,8 @@ def plot_frontier(a: StudyAnalysis, metric: str, path: Path) -> Path | None:
     costs = [p[1] for p in f.points]
     if min(costs) > 0 and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel(COST_LABELS.get(metric, metric))
-    ax.set_ylabel("score (mean, 95% CI)")
-    ax.set_title(f"{a.study.get('name', 'study')}: score vs {COST_LABELS.get(metric, metric)} (filled = on frontier)")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    return _png(fig, path)
+    return _finish(fig, ax, path, COST_LABELS.get(metric, metric),
+                   f"{a.study.get('name', 'study')}: score vs {COST_LABELS.get(metric, metric)} (filled = on frontier)")
 
 
 def plot_score_vs_budget(a: StudyAnalysis, path: Path) -> Path | None:
@@ -191,9 +187,14 @@ def plot_score_vs_budget(a: StudyAnalysis, path: Path) -> Path | None:
                     yerr=[_err(c.score) for c in cs], marker="o" if v != "full" else "*", ms=5 if v != "full" else 12,
                     capsize=3, color=colors[v], label=v, ls="-" if len(cs) > 1 else "none")
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (log)")
+    return _finish(fig, ax, path, "trainable parameters (log)", f"{a.study.get('name', 'study')}: score vs budget per strategy")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, title: str) -> Path:
+    """Shared axis labels, legend and grid of the score plots, then save."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("score (mean, 95% CI)")
-    ax.set_title(f"{a.study.get('name', 'study')}: score vs budget per strategy")
+    ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return _png(fig, path)
