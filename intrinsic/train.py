@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, IntrinsicError, NonFiniteError
+from .evaluation import evaluate, macro_f1, majority_baseline, score_of  # noqa: F401 - re-exported
 from .results import from_dict, read_json, write_json
 
 SCHEMA_VERSION = 1
@@ -209,32 +210,6 @@ def head_module_names(model) -> list[str]:
             continue
         names.append(name)
     return names
-
-
-def majority_baseline(task) -> float:
-    """Accuracy on the test split of always predicting the most frequent training label."""
-    from collections import Counter
-
-    if not task.train_labels or not task.test_labels:
-        return float("nan")
-    top = Counter(task.train_labels).most_common(1)[0][0]
-    return sum(1 for y in task.test_labels if y == top) / len(task.test_labels)
-
-
-def macro_f1(preds, labels, num_labels: int) -> float:
-    """Unweighted mean of per-class F1 (classes absent from both preds and labels are skipped)."""
-    import numpy as np
-
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    f1s = []
-    for c in range(num_labels):
-        tp = int(((preds == c) & (labels == c)).sum())
-        fp = int(((preds == c) & (labels != c)).sum())
-        fn = int(((preds != c) & (labels == c)).sum())
-        if tp + fp + fn == 0:
-            continue
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s)) if f1s else float("nan")
 
 
 def subset_task(task, config: TrainConfig):
@@ -451,65 +426,6 @@ def build_plan(refs, placement: str, *, rank: int | None = None, budget: str | N
     names = {r.name for r in cands}
     g = {k: v for k, v in gains().items() if k in names}
     return auto_plan(cands, g, amount, max_rank=max_rank, granularity=granularity, **common)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate(model, batches, *, task_kind: str, num_labels: int = 2, accelerator=None) -> dict[str, float]:
-    """Held-out metrics of `model` on pre-made batches (this process's shard).
-
-    classification: accuracy, macro_f1, loss (mean cross-entropy); lm: perplexity, loss
-    (mean token NLL). With an accelerator the shards of all processes are gathered first.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    device = accelerator.device if accelerator is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    preds, labels, nll, count = [], [], torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
-    with torch.no_grad():
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            y = batch.pop("labels")
-            logits = model(**batch).logits.float()
-            if task_kind == "classification":  # logits (B, C), y (B,)
-                nll += F.cross_entropy(logits, y, reduction="sum").double().cpu()
-                count += y.numel()
-                preds.append(logits.argmax(-1).cpu())
-                labels.append(y.cpu())
-            else:  # logits (B, T, V), y (B, T) with -100 on padding
-                shift_logits, shift_y = logits[:, :-1].reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1)
-                nll += F.cross_entropy(shift_logits, shift_y, ignore_index=-100, reduction="sum").double().cpu()
-                count += (shift_y != -100).sum().cpu()
-    model.train(was_training)
-    sums = torch.stack([nll, count])  # (2,)
-    if task_kind == "classification":
-        p = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
-        t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-        if accelerator is not None and accelerator.num_processes > 1:
-            pt = accelerator.pad_across_processes(torch.stack([p, t]).to(device), dim=1, pad_index=-1)
-            pt = accelerator.gather_for_metrics(pt.unsqueeze(0)).cpu()  # (P, 2, N)
-            p, t = pt[:, 0].reshape(-1), pt[:, 1].reshape(-1)
-            p, t = p[t >= 0], t[t >= 0]
-            sums = accelerator.gather_for_metrics(sums.to(device).unsqueeze(0)).cpu().sum(0)
-        if t.numel() == 0:
-            raise IntrinsicError("No held-out examples to evaluate on.")
-        acc = float((p == t).double().mean())
-        return {"accuracy": acc, "macro_f1": macro_f1(p.numpy(), t.numpy(), num_labels),
-                "loss": float(sums[0] / sums[1])}
-    if accelerator is not None and accelerator.num_processes > 1:
-        sums = accelerator.gather_for_metrics(sums.to(device).unsqueeze(0)).cpu().sum(0)
-    if sums[1] == 0:
-        raise IntrinsicError("No held-out tokens to evaluate on.")
-    loss = float(sums[0] / sums[1])
-    return {"perplexity": math.exp(min(loss, 700.0)), "loss": loss}
-
-
-def score_of(metrics: dict[str, float], task_kind: str) -> float:
-    """The single higher-is-better number: accuracy, or -perplexity for language modelling."""
-    return metrics["accuracy"] if task_kind == "classification" else -metrics["perplexity"]
 
 
 # ----------------------------------------------------------------------------- training
