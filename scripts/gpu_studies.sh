@@ -5,7 +5,7 @@
 #
 #   bash scripts/gpu_studies.sh [RESULTS_DIR]      (default studies/results)
 #
-# Env: QUICK=1 (the studies' --quick variants, to check the pipeline), PER_GPU (processes per GPU, default 16), SHARD_TIMEOUT (s, default 420): a shard still
+# Env: STUDIES (space-separated names, default "placement-ablation weight-types"), QUICK=1 (the studies' --quick variants, to check the pipeline), PER_GPU (processes per GPU, default 16), SHARD_TIMEOUT (s, default 420): a shard still
 # running then is stopped; its unfinished cells show as pending and a rerun resumes them.
 set -u
 cd "$(dirname "$0")/.."
@@ -16,9 +16,13 @@ NGPU=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
 PER_GPU=${PER_GPU:-16}
 T=${SHARD_TIMEOUT:-420}
 Q=""; [ "${QUICK:-0}" = 1 ] && Q="--quick"
-STUDIES=(placement-ablation weight-types)
-CELLS=(57 36)
-total=$((CELLS[0] + CELLS[1]))
+read -r -a STUDIES <<< "${STUDIES:-placement-ablation weight-types}"
+CELLS=()
+for s in "${STUDIES[@]}"; do
+  CELLS+=("$(python3 -c "from intrinsic.study.spec import load_spec, resolve_study as r; \
+print(len(load_spec(r('$s'), quick='$Q' != '').cells()))")")
+done
+total=0; for c in "${CELLS[@]}"; do total=$((total + c)); done
 N=$((NGPU * PER_GPU))
 echo "GPUs: $NGPU, shard processes: $N, results: $R"
 
@@ -36,7 +40,7 @@ tail -n 2 /tmp/probe-*.log
 
 # 2. Cells: shards split between the studies in proportion to their cell counts.
 g=0
-for j in 0 1; do
+for j in "${!STUDIES[@]}"; do
   s=${STUDIES[$j]}
   n=$(( (N * CELLS[$j] + total - 1) / total ))
   for k in $(seq 0 $((n - 1))); do
