@@ -17,8 +17,8 @@ PER_GPU=${PER_GPU:-16}
 T=${SHARD_TIMEOUT:-420}
 Q=""; [ "${QUICK:-0}" = 1 ] && Q="--quick"
 read -r -a STUDIES <<< "${STUDIES:-placement-ablation weight-types}"
-CELLS=()
-for s in "${STUDIES[@]}"; do
+read -r -a CELLS <<< "${CELLS:-}"  # cell counts, in the order of STUDIES; read from the specs when unset
+[ ${#CELLS[@]} -gt 0 ] || for s in "${STUDIES[@]}"; do
   CELLS+=("$(python3 -c "from intrinsic.study.spec import load_spec, resolve_study as r; \
 print(len(load_spec(r('$s'), quick='$Q' != '').cells()))")")
 done
