@@ -270,24 +270,15 @@ def build_plan(cell: Cell, spec: StudySpec, model, probe_fn: Callable[[], Any]):
     """The placement of a cell ("full" for full fine-tuning). BudgetError when it cannot meet its budget."""
     if cell.strategy == "full":
         return "full"
-    from ..arch import discover, num_layers
+    from ..arch import discover
     from ..models import base_param_count
-    from ..placement import auto_plan, fixed_plan, fixed_plan_for_budget, parse_budget, parse_layers
+    from ..train import build_plan as plan_for
 
-    refs = discover(model)
-    bp = base_param_count(model)
     pl = spec.placement
-    common = dict(alpha_mult=float(pl["alpha_mult"]), base_params=bp, rslora=bool(pl["rslora"]))
-    layers = parse_layers(cell.layers, num_layers(model)) if cell.layers else None
-    if cell.rank is not None:
-        return fixed_plan(refs, cell.strategy, cell.rank, layers=layers, **common)
-    budget = parse_budget(cell.budget, base_params=bp, refs=refs)
-    if cell.strategy != "auto":
-        return fixed_plan_for_budget(refs, cell.strategy, budget, layers=layers, **common)
-    cands = [r for r in refs if layers is None or r.layer in layers]
-    names = {r.name for r in cands}
-    gains = {k: v for k, v in probe_fn().gains().items() if k in names}
-    return auto_plan(cands, gains, budget, max_rank=int(pl["max_rank"]), granularity=int(pl["granularity"]), **common)
+    return plan_for(discover(model), cell.strategy, rank=cell.rank, budget=cell.budget, layers=cell.layers,
+                    base_params=base_param_count(model), gains=lambda: probe_fn().gains(),
+                    max_rank=int(pl["max_rank"]), granularity=int(pl["granularity"]),
+                    alpha_mult=float(pl["alpha_mult"]), rslora=bool(pl["rslora"]))
 
 
 def train_config(cell: Cell):
