@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,10 +98,12 @@ def _locate(package: str, version: str, relpath: str) -> Path:
         path = Path(importlib.metadata.distribution(package).locate_file(relpath))
     except importlib.metadata.PackageNotFoundError:
         # A bare package folder on sys.path (no dist-info), e.g. data carried to a GPU machine.
-        spec = importlib.util.find_spec(relpath.split("/")[0])
-        if spec is None or not spec.submodule_search_locations:
+        from .models import package_dir
+
+        root = package_dir(relpath.split("/")[0])
+        if root is None:
             raise MissingPackageError(f"Data package {package} is not installed: {hint}") from None
-        path = Path(list(spec.submodule_search_locations)[0]).parent / relpath
+        path = root.parent / relpath
     if not path.is_file() and not path.is_dir():
         raise MissingPackageError(f"{relpath} not found in the installed {package}: {hint}")
     return path
