@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from intrinsic.results import human  # noqa: F401 - re-exported for the command modules
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -103,11 +105,3 @@ def progress(transient: bool = False):
         console=err_console,
         transient=transient,
     )
-
-
-def human(n: float) -> str:
-    """1234567 -> '1.23M'."""
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:g}"

@@ -35,6 +35,16 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def human(n: float | None) -> str:
+    """A count for people: 1234567 -> '1.23M', 74496 -> '74.5k', None -> 'n/a'."""
+    if n is None:
+        return "n/a"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (possibly nested) as plain JSON-ready Python data."""
     return _jsonable(obj)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..results import human  # noqa: F401 - used here and re-exported to report.py
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis
 from .stats import ALPHA, Summary, intervals_overlap
 
@@ -43,15 +44,6 @@ def fmt_ci(s: Summary, digits: int = 3) -> str:
 def fmt_p(p: float | None) -> str:
     """'p = 0.026', 'p < 0.001' or 'p n/a'."""
     return "p n/a" if p is None else (f"p = {p:.2g}" if p >= 0.001 else "p < 0.001")
-
-
-def human(n: float | None) -> str:
-    if n is None:
-        return "n/a"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.3g}"
 
 
 def group_guidelines(a: StudyAnalysis) -> list[Guideline]:
