@@ -105,3 +105,22 @@ def progress(transient: bool = False):
         console=err_console,
         transient=transient,
     )
+
+
+def placement_option(name: str, flag: str) -> Any:
+    """A typer option for the `PlacementRequest` field `name`: its default and help come from the dataclass."""
+    from intrinsic.fields import field_defaults, field_help
+    from intrinsic.placement.request import PlacementRequest
+
+    return typer.Option(field_defaults(PlacementRequest)[name], flag, help=field_help(PlacementRequest)[name])
+
+
+def budget_text(budget: str | None, budget_like: str | None) -> str | None:
+    """The budget given as --budget or as --budget-like STRATEGY@RANK (at most one of them)."""
+    from intrinsic.errors import ConfigError
+
+    if budget is not None and budget_like is not None:
+        raise ConfigError("Give --budget or --budget-like, not both.")
+    if budget_like is not None and "@" not in budget_like:
+        raise ConfigError(f"--budget-like takes STRATEGY@RANK such as all@8, got '{budget_like}'.")
+    return budget if budget is not None else budget_like

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOpt, console, display_table, handle_errors, human, print_json
+from .common import JsonOpt, budget_text, console, display_table, handle_errors, human, placement_option, print_json
 
 FORMATS = ("json", "peft", "python")
 
@@ -25,10 +25,10 @@ def plan(
                                  "q,v, ...) sized by --rank or the budget."),
     rank: int = typer.Option(None, "--rank", "-r", help="Uniform rank of a fixed placement."),
     layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
-    max_rank: int = typer.Option(64, "--max-rank", help="auto: largest rank of one module."),
-    granularity: int = typer.Option(1, "--granularity", help="auto: ranks are multiples of this."),
-    alpha_mult: float = typer.Option(2.0, "--alpha-mult", help="alpha = this x rank."),
-    rslora: bool = typer.Option(False, "--rslora", help="Rank-stabilised scaling alpha/sqrt(r)."),
+    max_rank: int = placement_option("max_rank", "--max-rank"),
+    granularity: int = placement_option("granularity", "--granularity"),
+    alpha_mult: float = placement_option("alpha_mult", "--alpha-mult"),
+    rslora: bool = placement_option("rslora", "--rslora"),
     fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
                             "kwargs) | python (a LoraConfig snippet). All three files are written either way."),
     out: Path = typer.Option(None, "--out", "-o", help="Where to write the files \\[default: PROBE_DIR/plan]."),
@@ -37,24 +37,23 @@ def plan(
     """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""
     with handle_errors():
         from intrinsic.errors import ConfigError
+        from intrinsic.placement import PlacementRequest, make_plan
         from intrinsic.probes.report import ProbeReport
         from intrinsic.results import atomic_write_text, write_json
-        from intrinsic.train import build_plan, resolve_placement
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
         if strategy.strip().lower() == "full":
             raise ConfigError("--placement full has no plan: it trains every weight.")
+        request = PlacementRequest(strategy, rank=rank, budget=budget_text(budget, budget_like), layers=layers,
+                                   max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora)
         report = ProbeReport.load(probe_dir)
         refs = refs_from_report(report)
         base_params = base_params_of(report.model)
         if base_params == 0 and budget and budget.strip().endswith("%"):
             raise ConfigError(f"Budget '{budget}' is a share of the model, but model '{report.model}' of this probe "
                               "cannot be located to count its parameters; give an absolute budget (300k) or S@R.")
-        name, r, text = resolve_placement(strategy, rank, budget, budget_like)
-        the_plan = build_plan(refs, name, rank=r, budget=text, layers=layers, base_params=base_params,
-                              gains=report.gains, max_rank=max_rank, granularity=granularity,
-                              alpha_mult=alpha_mult, rslora=rslora)
+        the_plan = make_plan(refs, request, base_params=base_params, gains=report.gains)
         task_type = "CAUSAL_LM" if report.task.endswith(":lm") else "SEQ_CLS"
         out = out or Path(probe_dir) / "plan"
         the_plan.save(Path(out) / "plan.json")

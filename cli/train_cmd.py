@@ -12,7 +12,18 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOpt, console, display_table, err_console, handle_errors, human, print_json, progress
+from .common import (
+    JsonOpt,
+    budget_text,
+    console,
+    display_table,
+    err_console,
+    handle_errors,
+    human,
+    placement_option,
+    print_json,
+    progress,
+)
 
 
 def _config_help() -> dict[str, str]:
@@ -53,8 +64,8 @@ def train(
     layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
     probe_dir: Path = typer.Option(None, "--probe", help="Probe report directory for auto \\[default: reuse OUT/probe "
                                    "or run a quick gradient probe there]."),
-    max_rank: int = typer.Option(64, "--max-rank", help="auto: largest rank of one module."),
-    granularity: int = typer.Option(1, "--granularity", help="auto: ranks are multiples of this."),
+    max_rank: int = placement_option("max_rank", "--max-rank"),
+    granularity: int = placement_option("granularity", "--granularity"),
     steps: int = typer.Option(None, "--steps", help=_h("steps")),
     lr: float = typer.Option(None, "--lr", help=_h("lr")),
     batch_size: int = typer.Option(None, "--batch-size", help=_h("batch_size")),
@@ -68,7 +79,7 @@ def train(
     mixed_precision: str = typer.Option(None, "--mixed-precision", help=_h("mixed_precision")),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32 | bfloat16 | float16."),
-    rslora: bool = typer.Option(False, "--rslora", help=_h("rslora")),
+    rslora: bool = placement_option("rslora", "--rslora"),
     save_model: bool = typer.Option(False, "--save-model", help=_h("save_full_model")),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory \\[default: runs/MODEL-TASK-PLACEMENT-sSEED]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT (start fresh)."),
@@ -79,22 +90,23 @@ def train(
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.train import TrainConfig, prepare_out_dir, resolve_placement
+        from intrinsic.placement import PlacementRequest
+        from intrinsic.train import TrainConfig, prepare_out_dir
 
         if overwrite and resume:
             raise ConfigError("Give --overwrite or --resume, not both.")
-        strategy, rank, budget_text = resolve_placement(placement, rank, budget, budget_like)
+        request = PlacementRequest(placement, rank=rank, budget=budget_text(budget, budget_like), layers=layers,
+                                   max_rank=max_rank, granularity=granularity, rslora=rslora)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision)
         settings = {k: v for k, v in given.items() if v is not None}
         if all_eval or max_eval_examples is not None:
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
         config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
-        out = out or _default_out(model, task, strategy, config.seed)
+        out = out or _default_out(model, task, request.strategy, config.seed)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume)
         if done is None:
-            done = _run(model, task, strategy, rank, budget_text, layers, probe_dir, max_rank, granularity,
-                        config, device, dtype, out, as_json)
+            done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json)
         elif not as_json:
             err_console.print(f"[dim]{out} holds a complete run; returning it (--resume).[/]")
         if as_json:
@@ -103,13 +115,13 @@ def train(
             _render_run(done, out)
 
 
-def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_rank, granularity, config,
-         device, dtype, out: Path, quiet: bool):
+def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool):
     from intrinsic.arch import discover
     from intrinsic.models import base_param_count, load_model
+    from intrinsic.placement import make_plan
     from intrinsic.results import ensure_writable_dir
     from intrinsic.tasks import load_task
-    from intrinsic.train import build_plan, train
+    from intrinsic.train import train
 
     ensure_writable_dir(out)
     task = load_task(task_name, seed=config.seed, max_examples=config.max_examples,
@@ -118,9 +130,11 @@ def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_r
                         device=device, seed=config.seed)
     refs = discover(loaded.model)
     base_params = base_param_count(loaded.model)
-    gains = (lambda: _probe_report(loaded, task, config, probe_dir, out, quiet).gains()) if strategy == "auto" else None
-    plan = build_plan(refs, strategy, rank=rank, budget=budget_text, layers=layers, base_params=base_params,
-                      gains=gains, max_rank=max_rank, granularity=granularity, rslora=config.rslora)
+
+    def gains():  # called by make_plan for auto only: the probe is read (or run) when a plan needs it
+        return _probe_report(loaded, task, config, probe_dir, out, quiet).gains()
+
+    plan = make_plan(refs, request, base_params=base_params, gains=gains)
     if plan != "full":
         plan.save(out / "plan.json")
         if not quiet:

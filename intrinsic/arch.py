@@ -32,10 +32,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, UnsupportedArchitectureError, did_you_mean
+
+if TYPE_CHECKING:  # torch is imported where modules are walked, so the role vocabulary and ModuleRef stay light
+    import torch
 
 ATTENTION_ROLES = ("q", "k", "v", "o", "qkv")
 FFN_ROLES = ("up", "gate", "down", "gate_up")
@@ -172,6 +174,7 @@ _EXAMPLE = f"--modules '{_EXAMPLE_SPEC}'"
 
 
 def _linear_types() -> tuple[type, ...]:
+    import torch
     from transformers.pytorch_utils import Conv1D
 
     return (torch.nn.Linear, Conv1D)
@@ -179,6 +182,8 @@ def _linear_types() -> tuple[type, ...]:
 
 def _base(module: torch.nn.Module) -> torch.nn.Module:
     """The wrapped layer of a PEFT tuner layer (LoRA etc.), else the module itself."""
+    import torch
+
     if isinstance(getattr(module, "base_layer", None), torch.nn.Module) and hasattr(module, "get_base_layer"):
         return module.get_base_layer()
     return module

@@ -1,4 +1,5 @@
-"""Tests for intrinsic.placement: strategies, layers, budgets, auto water-filling, JSON, PEFT build + verify."""
+"""Tests for intrinsic.placement: strategies, layers, budgets, auto water-filling, JSON, PEFT build + verify.
+(`PlacementRequest` and `make_plan`: tests/test_placement_request.py.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from intrinsic.placement import (
     parse_budget,
     parse_layers,
     plan_table,
-    validate_strategy_args,
     verify_peft_model,
 )
 
@@ -186,22 +186,6 @@ def test_budget_like_fixed_strategies():
     assert plan.entries[0].rank == target // 1536
     with pytest.raises(BudgetError, match="rank 1, which costs 41,472"):
         fixed_plan_for_budget(MINILM, "all", 40_000)
-
-
-def test_validate_strategy_args():
-    validate_strategy_args("auto", None, "300k")
-    validate_strategy_args("q,v", 8, None)
-    validate_strategy_args("all", None, "all@8")
-    with pytest.raises(ConfigError, match="--rank cannot be used with strategy auto"):
-        validate_strategy_args("auto", 8, "300k")
-    with pytest.raises(ConfigError, match="auto needs --budget"):
-        validate_strategy_args("auto", None, None)
-    with pytest.raises(ConfigError, match="needs --rank or --budget"):
-        validate_strategy_args("q,v", None, None)
-    with pytest.raises(ConfigError, match="not both"):
-        validate_strategy_args("q,v", 8, "300k")
-    with pytest.raises(ConfigError, match="Unknown strategy"):
-        validate_strategy_args("qv", 8, None)
 
 
 # ----------------------------------------------------------------------------- auto water-filling

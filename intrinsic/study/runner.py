@@ -266,19 +266,16 @@ class _Base:
         return rep
 
 
-def build_plan(cell: Cell, spec: StudySpec, model, probe_fn: Callable[[], Any]):
+def cell_plan(cell: Cell, spec: StudySpec, model, probe_fn: Callable[[], Any]):
     """The placement of a cell ("full" for full fine-tuning). BudgetError when it cannot meet its budget."""
     if cell.strategy == "full":
         return "full"
     from ..arch import discover
     from ..models import base_param_count
-    from ..train import build_plan as plan_for
+    from ..placement import make_plan
 
-    pl = spec.placement
-    return plan_for(discover(model), cell.strategy, rank=cell.rank, budget=cell.budget, layers=cell.layers,
-                    base_params=base_param_count(model), gains=lambda: probe_fn().gains(),
-                    max_rank=int(pl["max_rank"]), granularity=int(pl["granularity"]),
-                    alpha_mult=float(pl["alpha_mult"]), rslora=bool(pl["rslora"]))
+    return make_plan(discover(model), spec.placement_request(cell), base_params=base_param_count(model),
+                     gains=lambda: probe_fn().gains())
 
 
 def train_config(cell: Cell):
@@ -303,7 +300,7 @@ def run_cell(cell: Cell, spec: StudySpec, base: _Base, out_dir: Path) -> None:
     try:
         config = train_config(cell)
         loaded, task = base.fresh(cell.seed)
-        plan = build_plan(cell, spec, loaded.model, lambda: base.probe(cell.seed, out_dir))
+        plan = cell_plan(cell, spec, loaded.model, lambda: base.probe(cell.seed, out_dir))
         result = train(loaded, task, plan, config, cell_dir)
         if _read_run(cell_dir) is None:  # the trainer did not write it: do it here, atomically
             write_json(cell_dir / "run.json", result)

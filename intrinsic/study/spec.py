@@ -8,7 +8,7 @@ documented in studies/README.md; in short:
     [train]       TrainConfig fields shared by every cell (never `seed`: seeds come from the grid)
     [train_overrides.STRATEGY]   TrainConfig fields for one strategy only (e.g. a lower lr for `full`)
     [probe]       settings of the gradient probe used by `auto` and by the prediction check
-    [placement]   max_rank, granularity, alpha_mult, rslora
+    [placement]   max_rank, granularity, alpha_mult, rslora (the knobs of placement.PlacementRequest)
     [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds
     [quick]       overrides for a fast CPU run: seeds, data, train, probe, grid
 
@@ -33,18 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..placement.request import KNOB_DEFAULTS, KNOBS, PlacementRequest, knob_problem
+from ..placement.strategies import canonical, check_strategy
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
             "train_overrides", "probe", "placement", "grid", "quick")
 DATA_KEYS = ("max_examples", "max_eval_examples", "text_column", "label_column")
-PLACEMENT_KEYS = ("max_rank", "granularity", "alpha_mult", "rslora")
+PLACEMENT_KEYS = KNOBS
 GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds")
 QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid")
 PROBE_META_KEYS = ("enabled",)  # probe keys the runner consumes; the rest go to probe(**settings)
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
-SPECIAL_STRATEGIES = ("full", "auto")
-FIXED_WORDS = ("all", "attention", "ffn", "q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")
 HASH_LEN = 12
 
 
@@ -103,7 +103,7 @@ class StudySpec:
     train: dict[str, Any]  # TrainConfig fields shared by all cells
     train_overrides: dict[str, dict[str, Any]]  # strategy -> TrainConfig fields for it only
     probe: dict[str, Any]  # probe settings (+ `enabled`)
-    placement: dict[str, Any]  # max_rank, granularity, alpha_mult, rslora
+    placement: dict[str, Any]  # PlacementRequest knobs as written (defaults filled), raw so that hashes stay stable
     grid: tuple[GridBlock, ...]  # grid blocks, in file order
     quick: bool = False  # True when the [quick] overrides were applied
     source: str = ""  # the file it was read from
@@ -120,6 +120,10 @@ class StudySpec:
         if out.get("update_steps") == 0:
             out["update_steps"] = None
         return out
+
+    def placement_request(self, cell: Cell) -> PlacementRequest:
+        """What a cell asks of placement: its strategy, size and layers with the study's [placement] knobs."""
+        return PlacementRequest(cell.strategy, rank=cell.rank, budget=cell.budget, layers=cell.layers, **self.placement)
 
     @property
     def cost_metrics(self) -> tuple[str, ...]:
@@ -157,13 +161,9 @@ def _normalise(strategy: str, rank: int | None, budget: str | None, layers: str 
         return None, (f"all@{rank}" if rank is not None else budget)
     if budget is not None and layers is None:  # "S@r" budgets count every layer
         m = re.fullmatch(r"(.+)@(\d+)", budget)
-        if m and _canon(m.group(1)) == strategy:
+        if m and canonical(m.group(1)) == strategy:
             return int(m.group(2)), None
     return rank, budget
-
-
-def _canon(strategy: str) -> str:
-    return ",".join(t.strip().lower() for t in strategy.split(",") if t.strip())
 
 
 def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train) -> dict[str, Any]:
@@ -286,15 +286,12 @@ def _table(ctx, table, data, key) -> dict[str, Any]:
 
 
 def _check_strategy(ctx: _Ctx, table: str, s: str) -> str:
-    canon = _canon(s)
-    if canon in SPECIAL_STRATEGIES:
-        return canon
-    for tok in canon.split(","):
-        if tok not in FIXED_WORDS:
-            hint = did_you_mean(tok, FIXED_WORDS + SPECIAL_STRATEGIES)
-            raise ctx.fail(table, "strategies", f"unknown strategy '{tok}' in '{s}'.{hint} "
-                                                "Use all, attention, ffn, auto, full or a role list such as q,v.")
-    return canon
+    """The canonical strategy, validated by placement itself (so a study accepts what placement accepts)."""
+    try:
+        return check_strategy(s)
+    except ConfigError as e:
+        msg = str(e)
+        raise ctx.fail(table, "strategies", msg[:1].lower() + msg[1:]) from None
 
 
 def _train_fields() -> tuple[str, ...] | None:
@@ -422,13 +419,11 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
             raise ctx.fail("", "metrics", f"unknown metric '{m}'.{did_you_mean(m, METRICS)} Known: {', '.join(METRICS)}.")
     if "score" not in metrics:
         metrics = ("score", *metrics)
-    placement = {"max_rank": 64, "granularity": 1, "alpha_mult": 2.0, "rslora": False, **_table(ctx, "", eff, "placement")}
-    for k in ("max_rank", "granularity"):
-        if not isinstance(placement[k], int) or placement[k] < 1:
-            raise _type_error(ctx, "placement", k, "an integer >= 1", placement[k])
-    if not isinstance(placement["alpha_mult"], (int, float)) or placement["alpha_mult"] <= 0:
-        raise _type_error(ctx, "placement", "alpha_mult", "a number > 0", placement["alpha_mult"])
-    overrides = {_canon(k): dict(v) for k, v in _table(ctx, "", eff, "train_overrides").items()}
+    placement = {**KNOB_DEFAULTS, **_table(ctx, "", eff, "placement")}
+    for k in KNOBS:
+        if knob_problem(k, placement[k]):
+            raise _type_error(ctx, "placement", k, knob_problem(k, placement[k]), placement[k])
+    overrides = {canonical(k): dict(v) for k, v in _table(ctx, "", eff, "train_overrides").items()}
     data = dict(_table(ctx, "", eff, "data"))
     for k in ("max_examples", "max_eval_examples"):
         if k in data and (not isinstance(data[k], int) or data[k] < 1):
@@ -451,8 +446,15 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         quick=quick,
         source=source,
     )
-    if not spec.cells():
+    cells = spec.cells()
+    if not cells:
         raise ConfigError(f"{ctx.source}: the grid expands to no cell.")
+    for cell in {c.config_id: c for c in cells}.values():
+        try:
+            spec.placement_request(cell)
+        except ConfigError as e:
+            raise ctx.fail("grid", "budgets" if cell.budget else "strategies",
+                           f"grid block '{cell.blocks[0]}', {cell.label}: {e}") from None
     return spec
 
 

@@ -1,0 +1,119 @@
+"""Budgets and the `auto` strategy: parameter budgets from text, and water-filling of LoRA rank
+over modules under a budget, from the probe's gradient spectra.
+
+A budget is a parameter count ("300k", "1.5M"), a share of the base model ("0.5%") or what a
+fixed strategy costs at a rank ("all@8"); `request.parse_budget_text` reads its form, `parse_budget`
+resolves it against a model's modules.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from ..arch import ModuleRef
+from ..errors import BudgetError, ConfigError
+from .fixed import fixed_plan
+from .plan import Plan, lora_cost, plan_entry
+from .request import KNOB_DEFAULTS, parse_budget_text
+
+
+def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
+    """Parameter budget from "300k", "1.5M", "12000", "0.5%" (of base_params) or "STRATEGY@RANK"
+    ("all@8" = what strategy `all` costs at rank 8). BudgetError if even the cheapest rank-1
+    adapter (min over refs of out + in) does not fit."""
+    s = str(text).strip()
+    form, value = parse_budget_text(s)
+    if form == "like":
+        strategy, rank = value
+        value = fixed_plan(refs, strategy, rank).params
+    elif form == "share":
+        if base_params <= 0:
+            raise ConfigError(f"Budget '{s}' is a share of the model, but the base parameter count is unknown.")
+        value = int(value * base_params / 100)
+    if refs:
+        cheapest = min(refs, key=lambda r: r.shape[0] + r.shape[1])
+        minimum = cheapest.shape[0] + cheapest.shape[1]
+        if value < minimum:
+            raise BudgetError(f"Budget {value:,} params is below the minimum {minimum:,}: "
+                              f"a rank-1 adapter on {cheapest.name} alone costs that much.")
+    return value
+
+
+def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, *,
+              max_rank: int = KNOB_DEFAULTS["max_rank"], granularity: int = KNOB_DEFAULTS["granularity"],
+              alpha_mult: float = KNOB_DEFAULTS["alpha_mult"], base_params: int = 0, rslora: bool = False) -> Plan:
+    """Water-fill LoRA rank over modules under a parameter budget.
+
+    gains[name] = sigma_i^2 of the module's mean gradient (descending). Under a first-order model
+    the loss decrease of a rank-r update of module j is sum_{i<=r} sigma_{j,i}^2, so a step that
+    grows module j from rank r to r+g gains sum_{r<i<=r+g} sigma_{j,i}^2 and costs g * (out + in).
+
+    Greedy: repeatedly take the step with the largest gain per parameter (a heap; ties go to the
+    module listed first in `refs`); a step that no longer fits the remaining budget retires its
+    module (its later steps cost the same); stop when no step fits. Steps with zero gain are never
+    bought (a spectrum shorter than the rank cap adds nothing), so the budget may be left unspent.
+    Modules that end at rank 0 get no adapter; modules absent from `gains` are not candidates.
+
+    Why greedy is right here: sigma is sorted, so each module's step gains are non-increasing
+    while its step cost is constant, i.e. its gain per parameter is non-increasing. The problem is
+    then a knapsack over steps in which taking steps in ratio order automatically respects each
+    module's prefix order, so greedy solves the fractional relaxation exactly and the integer
+    solution it returns is within one step's gain of the optimum. With equal step costs the
+    budget buys a fixed number of steps and greedy takes the largest gains: exactly optimal.
+
+    Rank cap per module: the largest multiple of `granularity` <= min(max_rank, out, in).
+    """
+    if max_rank < 1 or granularity < 1 or max_rank < granularity:
+        raise ConfigError(f"Need 1 <= granularity <= max_rank (got granularity={granularity}, max_rank={max_rank}).")
+    if alpha_mult <= 0:
+        raise ConfigError(f"alpha_mult must be > 0 (got {alpha_mult}).")
+    known = {r.name for r in refs}
+    unknown = sorted(set(gains) - known)
+    if unknown:
+        raise ConfigError(f"Gains given for {len(unknown)} module(s) not in this model, e.g. {unknown[0]} "
+                          "(was the probe report made for another model?).")
+    cands = [r for r in refs if r.name in gains]
+    if not cands:
+        raise ConfigError("Strategy auto: no module of this model has gains (empty probe report?).")
+    g = granularity
+    steps, costs = [], []
+    for ref in cands:
+        sig2 = np.asarray(gains[ref.name], dtype=np.float64).ravel()  # (k,)
+        if not np.all(np.isfinite(sig2)) or np.any(sig2 < 0):
+            raise ConfigError(f"Gains for {ref.name} must be finite and >= 0.")
+        cap = min(max_rank, *ref.shape) // g * g
+        padded = np.zeros(cap)  # (cap,)
+        top = np.sort(sig2)[::-1][:cap]
+        padded[: len(top)] = top
+        steps.append(padded.reshape(-1, g).sum(axis=1) if cap else padded)  # (cap // g,) gain of each step
+        costs.append(lora_cost(ref.shape, g))
+    cheapest = int(np.argmin(costs))
+    if budget < costs[cheapest]:
+        raise BudgetError(f"Budget {budget:,} params is below the minimum {costs[cheapest]:,}: "
+                          f"a rank-{g} adapter on {cands[cheapest].name} alone costs that much.")
+
+    ranks = [0] * len(cands)
+    heap = [(-s[0] / c, j, 0) for j, (s, c) in enumerate(zip(steps, costs)) if len(s) and s[0] > 0]
+    heapq.heapify(heap)  # entries: (-gain per param, module index, step index)
+    left = budget
+    while heap:
+        _, j, k = heapq.heappop(heap)
+        if costs[j] > left:
+            continue  # this module's later steps cost the same: retire it
+        ranks[j] += g
+        left -= costs[j]
+        if k + 1 < len(steps[j]) and steps[j][k + 1] > 0:
+            heapq.heappush(heap, (-steps[j][k + 1] / costs[j], j, k + 1))
+
+    entries = tuple(plan_entry(ref, r, alpha_mult) for ref, r in zip(cands, ranks) if r > 0)
+    if not entries:
+        raise ConfigError("Strategy auto placed no adapter: every module's gains are zero.")
+    total_gain = sum(float(np.sum(np.asarray(gains[r.name], dtype=np.float64))) for r in cands)
+    got = sum(float(s[: r // g].sum()) for s, r in zip(steps, ranks))
+    settings = {"max_rank": max_rank, "granularity": g, "candidates": len(cands),
+                "gain_captured": got / total_gain if total_gain > 0 else 0.0}
+    return Plan(strategy="auto", entries=entries, budget=budget, params=sum(e.params for e in entries),
+                base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
+
