@@ -1,12 +1,11 @@
 """`intrinsic train` (one LoRA or full fine-tuning run) and `intrinsic compare` (runs side by side).
 
-Thin: parse options, call `intrinsic.train`, render. Option help for training settings comes
-from the field comments of `TrainConfig`, so each setting is documented once.
+Thin: parse options, call `intrinsic.training`, render. Option help for training settings comes
+from the field documentation of `TrainConfig` (`field_help`), so each setting is documented once.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
@@ -15,23 +14,15 @@ import typer
 from .common import JsonOpt, console, display_table, err_console, handle_errors, human, print_json, progress
 
 
-def _config_help() -> dict[str, str]:
-    """{field: comment} from TrainConfig's source (stdlib-only import: no torch here)."""
-    from intrinsic.train import TrainConfig
-
-    src = inspect.getsource(TrainConfig)
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]+#(.*)$", src, re.M)}
-
-
-_HELP = _config_help()
-
-
 def _h(name: str) -> str:
-    """Help for a TrainConfig option: its field comment, plus its default (rich markup: escaped bracket)."""
-    from intrinsic.train import TrainConfig
+    """Help for a TrainConfig option: its field help, plus its default (rich markup: escaped bracket).
 
-    default = getattr(TrainConfig(), name)
-    return _HELP[name] + ("" if default is None else f" \\[default: {default}]")
+    `intrinsic.training.config` is stdlib-only at import: no torch for `--help`."""
+    from intrinsic.fields import field_defaults, field_help
+    from intrinsic.training.config import TrainConfig
+
+    default = field_defaults(TrainConfig)[name]
+    return field_help(TrainConfig)[name] + ("" if default is None else f" \\[default: {default}]")
 
 
 def _default_out(model: str, task: str, placement: str, seed: int | None) -> Path:
@@ -79,7 +70,8 @@ def train(
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.train import TrainConfig, prepare_out_dir, resolve_placement
+        from intrinsic.train import resolve_placement
+        from intrinsic.training import TrainConfig, prepare_out_dir
 
         if overwrite and resume:
             raise ConfigError("Give --overwrite or --resume, not both.")
@@ -109,7 +101,9 @@ def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_r
     from intrinsic.models import base_param_count, load_model
     from intrinsic.results import ensure_writable_dir
     from intrinsic.tasks import load_task
-    from intrinsic.train import build_plan, train
+    from intrinsic.train import build_plan
+    from intrinsic.training import train
+    from intrinsic.training.rundir import PLAN_FILE
 
     ensure_writable_dir(out)
     task = load_task(task_name, seed=config.seed, max_examples=config.max_examples,
@@ -122,7 +116,7 @@ def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_r
     plan = build_plan(refs, strategy, rank=rank, budget=budget_text, layers=layers, base_params=base_params,
                       gains=gains, max_rank=max_rank, granularity=granularity, rslora=config.rslora)
     if plan != "full":
-        plan.save(out / "plan.json")
+        plan.save(out / PLAN_FILE)
         if not quiet:
             err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
                               f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(base_params)})")
@@ -144,11 +138,12 @@ def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_r
 def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet: bool):
     """The ProbeReport for auto: --probe DIR, else OUT/probe if complete, else a quick probe saved there."""
     from intrinsic.probes.report import ProbeReport
+    from intrinsic.training.rundir import PROBE_DIR
 
     if probe_dir is not None:
         return ProbeReport.load(probe_dir)
-    if (out / "probe" / "probe.json").is_file():
-        return ProbeReport.load(out / "probe")
+    if (out / PROBE_DIR / "probe.json").is_file():
+        return ProbeReport.load(out / PROBE_DIR)
     from intrinsic.probes import probe
     from intrinsic.train import PROBE_FOR_AUTO
 
@@ -162,7 +157,7 @@ def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet
                        batch_size=config.batch_size, max_length=config.max_length, **PROBE_FOR_AUTO)
     for p in loaded.model.parameters():  # the probe leaves gradients behind; training starts clean
         p.grad = None
-    report.save(out / "probe")
+    report.save(out / PROBE_DIR)
     return report
 
 
@@ -189,12 +184,14 @@ def _metric_rows(r) -> list[dict]:
 
 
 def _render_run(r, out: Path) -> None:
+    from intrinsic.training.rundir import RUN_FILE
+
     title = f"{r.model} on {r.task}: {r.placement} — {r.status}"
     display_table(_metric_rows(r), title=title, columns=["metric", "value"])
     if r.adapter_dir:
-        console.print(f"adapter: {r.adapter_dir}   run: {out / 'run.json'}")
+        console.print(f"adapter: {r.adapter_dir}   run: {out / RUN_FILE}")
     else:
-        console.print(f"run: {out / 'run.json'} (no adapter: full fine-tuning; --save-model keeps the model)")
+        console.print(f"run: {out / RUN_FILE} (no adapter: full fine-tuning; --save-model keeps the model)")
 
 
 # ----------------------------------------------------------------------------- compare
@@ -233,12 +230,13 @@ def _f(v, spec: str) -> str:
 def compare_rows(runs: list[Path]) -> list[dict]:
     from intrinsic.errors import ConfigError
     from intrinsic.pareto import pareto_front
-    from intrinsic.train import RunResult
+    from intrinsic.training import RunResult
+    from intrinsic.training.rundir import RUN_FILE
 
     if not runs:
         raise ConfigError("compare needs at least one run directory.")
     results = [RunResult.load(p) for p in runs]
-    names = [(p.parent if p.name == "run.json" else p).name for p in runs]
+    names = [(p.parent if p.name == RUN_FILE else p).name for p in runs]
     nan = float("nan")
     points = [(r.score if r.status == "complete" and r.score is not None else nan, float(r.trainable_params))
               for r in results]

@@ -19,7 +19,9 @@ from intrinsic.models import build_tiny_model
 from intrinsic.placement import actual_adapters, auto_plan, fixed_plan
 from intrinsic.results import to_dict
 from intrinsic.tasks import TaskData
-from intrinsic.train import RunResult, TrainConfig, evaluate, macro_f1, majority_baseline, make_eval_batches, train
+from intrinsic.training import RunResult, TrainConfig, train
+from intrinsic.training.data import make_eval_batches
+from intrinsic.training.evaluation import evaluate, macro_f1, majority_baseline
 
 FAST = dict(batch_size=8, max_length=16, eval_batch_size=32)
 
@@ -152,7 +154,7 @@ def test_exploding_lr_stops_with_non_finite_error():
 def test_out_of_memory_names_the_batch_size(tmp_path):
     import torch
 
-    from intrinsic.train import TrainingOOMError
+    from intrinsic.training import TrainingOOMError
 
     loaded = build_tiny_model("bert")
     plan = fixed_plan(discover(loaded.model), "all", 2)
@@ -193,7 +195,7 @@ def test_causal_lm_perplexity():
 
 
 def test_config_validation_names_the_field():
-    with pytest.raises(ConfigError, match="TrainConfig.steps"):
+    with pytest.raises(ConfigError, match=r"`steps` must be a positive integer, got 0"):
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="mixed_precision"):
         TrainConfig(mixed_precision="fp8")
@@ -215,7 +217,7 @@ def test_pareto_front():
 
 
 def test_peak_memory_sees_an_allocation():
-    from intrinsic.memory import PeakMemory
+    from intrinsic.training.memory import PeakMemory
 
     with PeakMemory("cpu") as pm:
         block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
