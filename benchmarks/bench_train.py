@@ -1,4 +1,4 @@
-"""Trainer benchmark: (1) overhead of `intrinsic.train` over plain PEFT + a minimal AdamW loop on the
+"""Trainer benchmark: (1) overhead of `intrinsic.training.train` over plain PEFT + a minimal AdamW loop on the
 same batches, (2) the default `intrinsic train minilm rotten-tomatoes` end to end (wall time, accuracy).
 
 Usage:  python benchmarks/bench_train.py [--steps 12] [--repeats 5] [--placement auto|all] [--skip-default]
@@ -35,7 +35,7 @@ def plain_loop(loaded, plan, batches) -> list[float]:
     import torch
     from peft import get_peft_model
 
-    from intrinsic.train import head_module_names
+    from intrinsic.training.model import head_module_names
 
     torch.manual_seed(0)
     config = plan.to_peft_config("SEQ_CLS", modules_to_save=head_module_names(loaded.model))
@@ -55,7 +55,7 @@ def plain_loop(loaded, plan, batches) -> list[float]:
 
 def trainer_loop(loaded, plan, task, steps: int) -> list[float]:
     """Seconds of each trainer step: the gaps between its step events (all per-step work included)."""
-    from intrinsic.train import TrainConfig, train
+    from intrinsic.training import TrainConfig, train
 
     stamps = []
 
@@ -73,7 +73,7 @@ def overhead(steps: int, repeats: int) -> dict:
     from intrinsic.models import base_param_count, load_model
     from intrinsic.placement import fixed_plan
     from intrinsic.tasks import load_task, make_batches
-    from intrinsic.train import TrainConfig
+    from intrinsic.training import TrainConfig
 
     cfg = TrainConfig(steps=steps)
     task = load_task("rotten-tomatoes", seed=cfg.seed, max_eval_examples=16)
@@ -135,7 +135,7 @@ def main() -> None:
               f"{args.threads} thread(s)")
         o = overhead(args.steps, args.repeats)
         rows += [("plain PEFT + AdamW, ms/step (median)", f"{o['plain_ms']:.1f}"),
-                 ("intrinsic.train, ms/step (median)", f"{o['trainer_ms']:.1f}"),
+                 ("intrinsic.training.train, ms/step (median)", f"{o['trainer_ms']:.1f}"),
                  ("trainer overhead", f"{o['overhead_pct']:+.1f}%")]
     if not args.skip_default:
         print(f"(2) intrinsic train minilm rotten-tomatoes --placement {args.placement} (defaults)")

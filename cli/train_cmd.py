@@ -1,12 +1,11 @@
 """`intrinsic train` (one LoRA or full fine-tuning run) and `intrinsic compare` (runs side by side).
 
-Thin: parse options, call `intrinsic.train`, render. Option help for training settings comes
-from the field comments of `TrainConfig`, so each setting is documented once.
+Thin: parse options, call `intrinsic.training`, render. Option help for training settings comes
+from the field documentation of `TrainConfig` (`field_help`), so each setting is documented once.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
@@ -26,23 +25,15 @@ from .common import (
 )
 
 
-def _config_help() -> dict[str, str]:
-    """{field: comment} from TrainConfig's source (stdlib-only import: no torch here)."""
-    from intrinsic.train import TrainConfig
-
-    src = inspect.getsource(TrainConfig)
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]+#(.*)$", src, re.M)}
-
-
-_HELP = _config_help()
-
-
 def _h(name: str) -> str:
-    """Help for a TrainConfig option: its field comment, plus its default (rich markup: escaped bracket)."""
-    from intrinsic.train import TrainConfig
+    """Help for a TrainConfig option: its field help, plus its default (rich markup: escaped bracket).
 
-    default = getattr(TrainConfig(), name)
-    return _HELP[name] + ("" if default is None else f" \\[default: {default}]")
+    `intrinsic.training.config` is stdlib-only at import: no torch for `--help`."""
+    from intrinsic.fields import field_defaults, field_help
+    from intrinsic.training.config import TrainConfig
+
+    default = field_defaults(TrainConfig)[name]
+    return field_help(TrainConfig)[name] + ("" if default is None else f" \\[default: {default}]")
 
 
 def _default_out(model: str, task: str, placement: str, seed: int | None) -> Path:
@@ -91,7 +82,7 @@ def train(
     with handle_errors():
         from intrinsic.errors import ConfigError
         from intrinsic.placement import PlacementRequest
-        from intrinsic.train import TrainConfig, prepare_out_dir
+        from intrinsic.training import TrainConfig, prepare_out_dir
 
         if overwrite and resume:
             raise ConfigError("Give --overwrite or --resume, not both.")
@@ -121,7 +112,8 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
     from intrinsic.placement import make_plan
     from intrinsic.results import ensure_writable_dir
     from intrinsic.tasks import load_task
-    from intrinsic.train import train
+    from intrinsic.training import train
+    from intrinsic.training.rundir import PLAN_FILE
 
     ensure_writable_dir(out)
     task = load_task(task_name, seed=config.seed, max_examples=config.max_examples,
@@ -136,7 +128,7 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
 
     plan = make_plan(refs, request, base_params=base_params, gains=gains)
     if plan != "full":
-        plan.save(out / "plan.json")
+        plan.save(out / PLAN_FILE)
         if not quiet:
             err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
                               f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(base_params)})")
@@ -158,11 +150,12 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
 def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet: bool):
     """The ProbeReport for auto: --probe DIR, else OUT/probe if complete, else a quick probe saved there."""
     from intrinsic.probes.report import ProbeReport
+    from intrinsic.training.rundir import PROBE_DIR
 
     if probe_dir is not None:
         return ProbeReport.load(probe_dir)
-    if (out / "probe" / "probe.json").is_file():
-        return ProbeReport.load(out / "probe")
+    if (out / PROBE_DIR / "probe.json").is_file():
+        return ProbeReport.load(out / PROBE_DIR)
     from intrinsic.probes import probe
     from intrinsic.train import PROBE_FOR_AUTO
 
@@ -176,7 +169,7 @@ def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet
                        batch_size=config.batch_size, max_length=config.max_length, **PROBE_FOR_AUTO)
     for p in loaded.model.parameters():  # the probe leaves gradients behind; training starts clean
         p.grad = None
-    report.save(out / "probe")
+    report.save(out / PROBE_DIR)
     return report
 
 
@@ -203,12 +196,14 @@ def _metric_rows(r) -> list[dict]:
 
 
 def _render_run(r, out: Path) -> None:
+    from intrinsic.training.rundir import RUN_FILE
+
     title = f"{r.model} on {r.task}: {r.placement} — {r.status}"
     display_table(_metric_rows(r), title=title, columns=["metric", "value"])
     if r.adapter_dir:
-        console.print(f"adapter: {r.adapter_dir}   run: {out / 'run.json'}")
+        console.print(f"adapter: {r.adapter_dir}   run: {out / RUN_FILE}")
     else:
-        console.print(f"run: {out / 'run.json'} (no adapter: full fine-tuning; --save-model keeps the model)")
+        console.print(f"run: {out / RUN_FILE} (no adapter: full fine-tuning; --save-model keeps the model)")
 
 
 # ----------------------------------------------------------------------------- compare
@@ -247,12 +242,13 @@ def _f(v, spec: str) -> str:
 def compare_rows(runs: list[Path]) -> list[dict]:
     from intrinsic.errors import ConfigError
     from intrinsic.pareto import pareto_front
-    from intrinsic.train import RunResult
+    from intrinsic.training import RunResult
+    from intrinsic.training.rundir import RUN_FILE
 
     if not runs:
         raise ConfigError("compare needs at least one run directory.")
     results = [RunResult.load(p) for p in runs]
-    names = [(p.parent if p.name == "run.json" else p).name for p in runs]
+    names = [(p.parent if p.name == RUN_FILE else p).name for p in runs]
     nan = float("nan")
     points = [(r.score if r.status == "complete" and r.score is not None else nan, float(r.trainable_params))
               for r in results]

@@ -376,6 +376,22 @@ def list_tasks() -> list[TaskInfo]:
     return infos
 
 
+TRAIN_STREAM, TEST_STREAM = 0, 1  # random streams of the train and test subsamples under one seed
+
+
+def subsample(texts: tuple, labels: tuple, cap: int | None, *, seed: int, stream: int) -> tuple[tuple, tuple]:
+    """`cap` examples drawn without replacement by generator `[seed, stream]`, kept in their order.
+
+    The one subsampler of the project: `load_task(max_examples=...)` and the trainer's
+    `training.data.subset_task` both call it, so capping at loading or at training gives the same
+    examples. No cap, or a cap at or above the size, returns the split unchanged.
+    """
+    if cap is None or cap >= len(texts):
+        return texts, labels
+    idx = np.sort(np.random.default_rng([seed, stream]).choice(len(texts), size=cap, replace=False))
+    return tuple(texts[i] for i in idx), tuple(labels[i] for i in idx) if labels else ()
+
+
 def load_task(
     name: str,
     *,
@@ -403,14 +419,8 @@ def load_task(
             f"causal LM), hf:NAME[:CONFIG], or a .csv/.jsonl/.parquet file."
         )
 
-    def sub(texts, labels, cap, stream):
-        if cap is None or cap >= len(texts):
-            return texts, labels
-        idx = np.sort(np.random.default_rng([seed, stream]).choice(len(texts), size=cap, replace=False))
-        return tuple(texts[i] for i in idx), tuple(labels[i] for i in idx) if labels else ()
-
-    train_t, train_l = sub(raw.train_texts, raw.train_labels, max_examples, 0)
-    test_t, test_l = sub(raw.test_texts, raw.test_labels, max_eval_examples, 1)
+    train_t, train_l = subsample(raw.train_texts, raw.train_labels, max_examples, seed=seed, stream=TRAIN_STREAM)
+    test_t, test_l = subsample(raw.test_texts, raw.test_labels, max_eval_examples, seed=seed, stream=TEST_STREAM)
     if kind == "lm":
         return TaskData(name, "lm", (), train_t, (), test_t, ())
     if not raw.labels:

@@ -47,7 +47,7 @@ class Killed(BaseException):
 
 
 def test_resume_after_kill_and_partial_dir(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
-    import intrinsic.train as train_mod
+    import intrinsic.training as train_mod
 
     spec = parse_spec(study_text(tiny_bert_dir, tiny_csv, ["all", "ffn", "q", "attention"],
                                  budgets='["all@1"]', probe=False))

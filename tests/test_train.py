@@ -9,6 +9,7 @@ out-dir refusal / overwrite / resume; causal LM; memory, Pareto and metric helpe
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from intrinsic.errors import ConfigError, NonFiniteError
 from intrinsic.models import build_tiny_model
 from intrinsic.placement import actual_adapters, auto_plan, fixed_plan
 from intrinsic.results import to_dict
-from intrinsic.tasks import TaskData
-from intrinsic.train import RunResult, TrainConfig, evaluate, macro_f1, majority_baseline, make_eval_batches, train
+from intrinsic.tasks import TaskData, make_batches
+from intrinsic.training import RunResult, TrainConfig, train
+from intrinsic.training.data import make_eval_batches
+from intrinsic.training.evaluation import evaluate, macro_f1, majority_baseline
 
 FAST = dict(batch_size=8, max_length=16, eval_batch_size=32)
 
@@ -56,20 +59,28 @@ def trained(tmp_path_factory):
     loaded = build_tiny_model("bert")
     plan = mixed_plan(loaded.model)
     config = TrainConfig(steps=30, lr=2e-2, eval_every=15, **FAST)
+    t0 = time.perf_counter()
     result = train(loaded, toy_task(), plan, config, out)
-    return loaded, plan, config, result, out
+    return loaded, plan, config, result, out, time.perf_counter() - t0
 
 
 def test_tiny_run_learns_and_records_metrics(trained):
-    loaded, plan, config, r, out = trained
+    loaded, plan, config, r, out, wall = trained
     assert r.status == "complete" and r.steps == 30 and len(r.loss_curve) == 30
     assert np.mean(r.loss_curve[-5:]) < np.mean(r.loss_curve[:5]) - 0.1
     assert r.score > 0.8 > r.baseline_score
     assert [e["step"] for e in r.eval_curve] == [15, 30]
     assert r.lora_params == plan.params and r.trainable_params == r.lora_params + r.head_params
     assert r.head_params > 0 and 0 < r.trainable_pct < 100
-    assert r.adapter_bytes > 0 and r.train_time_s > 0 and r.tokens_per_s > 0
-    assert r.memory_kind == "rss" and r.peak_memory_mb >= 0
+    assert r.adapter_bytes > 0 and r.tokens_per_s > 0
+    # the clocks: steps and evaluations are timed apart, both inside the call, and the rates derive from them
+    assert 0 < r.train_time_s and 0 < r.eval_time_s and r.train_time_s + r.eval_time_s < wall
+    assert r.time_per_step_s == pytest.approx(r.train_time_s / 30, rel=1e-12)
+    assert r.tokens_per_s == pytest.approx(r.train_tokens / r.train_time_s, rel=1e-12)
+    batches = make_batches(toy_task(), loaded.tokenizer, split="train", batch_size=8, max_length=16, seed=0,
+                           shuffle=True, num_batches=30)
+    assert r.train_tokens == sum(int(b["attention_mask"].sum()) for b in batches)
+    assert r.memory_kind == "rss"  # peak_memory_mb is checked against a planted allocation below
     assert r.config["lr"] == 2e-2 and r.env["torch"]
 
 
@@ -83,7 +94,7 @@ def test_peft_ranks_equal_plan(trained):
 def test_adapter_reloads_and_reproduces_score(trained):
     from peft import PeftModel
 
-    _, _, config, r, out = trained
+    _, _, config, r, out, _ = trained
     base = build_tiny_model("bert")  # same seed: same backbone; the trained head comes from the adapter
     model = PeftModel.from_pretrained(base.model, str(out / "adapter"))
     metrics = evaluate(model, make_eval_batches(toy_task(), base.tokenizer, config), task_kind="classification")
@@ -92,7 +103,7 @@ def test_adapter_reloads_and_reproduces_score(trained):
 
 
 def test_run_json_round_trips(trained):
-    *_, r, out = trained
+    *_, r, out, _ = trained
     loaded = RunResult.load(out)
     assert to_dict(loaded) == to_dict(r)
     assert RunResult.load(out / "run.json").plan["strategy"] == "auto"
@@ -152,7 +163,7 @@ def test_exploding_lr_stops_with_non_finite_error():
 def test_out_of_memory_names_the_batch_size(tmp_path):
     import torch
 
-    from intrinsic.train import TrainingOOMError
+    from intrinsic.training import TrainingOOMError
 
     loaded = build_tiny_model("bert")
     plan = fixed_plan(discover(loaded.model), "all", 2)
@@ -193,7 +204,7 @@ def test_causal_lm_perplexity():
 
 
 def test_config_validation_names_the_field():
-    with pytest.raises(ConfigError, match="TrainConfig.steps"):
+    with pytest.raises(ConfigError, match=r"`steps` must be a positive integer, got 0"):
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="mixed_precision"):
         TrainConfig(mixed_precision="fp8")
@@ -215,7 +226,7 @@ def test_pareto_front():
 
 
 def test_peak_memory_sees_an_allocation():
-    from intrinsic.memory import PeakMemory
+    from intrinsic.training.memory import PeakMemory
 
     with PeakMemory("cpu") as pm:
         block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
@@ -227,3 +238,45 @@ def test_peak_memory_sees_an_allocation():
         with pm.paused():
             np.ones(200 * 2**20 // 8).sum()  # left out of the peak
     assert pm.kind == "rss" and 30 < pm.peak_mb < 150
+
+
+def test_trainer_follows_the_schedule():
+    """The rate every optimizer step really ran at is lr_at(step), warmup and decay included."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from intrinsic.training import lr_at
+
+    applied, reported = [], []
+    hook = register_optimizer_step_pre_hook(lambda opt, args, kwargs: applied.append(opt.param_groups[0]["lr"]))
+    try:
+        loaded = build_tiny_model("bert")
+        plan = fixed_plan(discover(loaded.model), "q,v", 2)
+        config = TrainConfig(steps=10, lr=1e-2, warmup_ratio=0.3, **FAST)
+        train(loaded, toy_task(32, 8), plan, config,
+              callback=lambda e: reported.append(e["lr"]) if e["event"] == "step" else None)
+    finally:
+        hook.remove()
+    expected = [lr_at(s, peak=1e-2, warmup_steps=3, total_steps=10) for s in range(11)]
+    assert applied == expected[:10]  # step s (0-based) runs at lr_at(s)
+    assert reported == expected[1:]  # the step event reports the rate of the next step
+    assert applied[3] == 1e-2 and applied[0] < applied[1] < applied[2] < applied[3] > applied[9] > 0
+
+
+def test_peak_memory_of_a_run_counts_training_not_evaluation():
+    """A 48 MiB block held during a training step shows in peak_memory_mb; 200 MiB during evaluation does not."""
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "q,v", 2)
+
+    def hold(mib):
+        block = np.ones(mib * 2**20 // 8)
+        block += 1  # touched: resident
+        time.sleep(0.05)  # several samples of the 10 ms sampler
+
+    def planted(event):
+        if event["event"] == "step" and event["step"] == 2:
+            hold(48)
+        elif event["event"] == "eval":
+            hold(200)
+
+    r = train(loaded, toy_task(32, 8), plan, TrainConfig(steps=4, eval_every=2, **FAST), callback=planted)
+    assert r.memory_kind == "rss" and 40 < r.peak_memory_mb < 150

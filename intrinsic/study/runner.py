@@ -279,7 +279,7 @@ def cell_plan(cell: Cell, spec: StudySpec, model, probe_fn: Callable[[], Any]):
 
 
 def train_config(cell: Cell):
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     try:
         return TrainConfig(**cell.train, seed=cell.seed)
@@ -289,7 +289,7 @@ def train_config(cell: Cell):
 
 def run_cell(cell: Cell, spec: StudySpec, base: _Base, out_dir: Path) -> None:
     """Train one cell into out/cells/<id>, recording failure or infeasibility instead of raising."""
-    from ..train import train
+    from ..training import train
 
     cell_dir = out_dir / "cells" / cell.id
     if cell_dir.exists():

@@ -299,7 +299,7 @@ def _train_fields() -> tuple[str, ...] | None:
     try:
         import dataclasses
 
-        from ..train import TrainConfig
+        from ..training import TrainConfig
     except ImportError:
         return None
     return tuple(f.name for f in dataclasses.fields(TrainConfig))

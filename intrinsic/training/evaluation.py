@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import IntrinsicError
+from ..errors import IntrinsicError
 
 
 def majority_baseline(task) -> float:

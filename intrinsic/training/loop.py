@@ -1,0 +1,288 @@
+"""LoRA (or full) fine-tuning of a loaded model on a task, with honest efficiency metrics.
+
+`train(loaded, task, plan, config, out_dir)` builds the PEFT model from a placement `Plan`
+(or trains every weight when `plan == "full"`), checks with `verify_peft_model` that every
+module got exactly its planned rank, trains with AdamW (the schedule of `training.schedule`,
+grad clipping) under `accelerate`, evaluates on the held-out split, and writes `out_dir/run.json`
+(atomically, a `RunResult`) plus the adapter in standard PEFT format under `out_dir/adapter`, so
+that `PeftModel.from_pretrained(base, out_dir / "adapter")` reproduces the score. The task head
+(e.g. BERT's `classifier`, Llama's `score`) trains too and is saved via `modules_to_save`.
+
+Read top to bottom: `_setup` (fixed for the run: `_Run`) -> for each step `step_once` ->
+`maybe_evaluate` -> `finish`, over the mutable `RunState`.
+
+Multi-GPU data parallel works unchanged under `accelerate launch`: each process takes every
+n-th batch (effective batch = batch_size x processes), DDP averages gradients, evaluation is
+sharded and gathered, and only the main process writes files.
+
+Failure handling: a NaN/inf loss or gradient norm stops training with `NonFiniteError`
+naming the step; run.json is written with status "failed", and `out_dir/adapter` keeps the
+checkpoint of the last evaluation (adapters are saved at every evaluation point). CUDA
+out-of-memory raises `TrainingOOMError` naming the batch size. See `training.rundir` for how an
+existing out_dir is refused, overwritten or resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, NonFiniteError
+from .config import SCHEMA_VERSION, RunResult, TrainConfig, TrainingOOMError
+from .evaluation import evaluate, majority_baseline, score_of
+from .rundir import ADAPTER_DIR, MODEL_DIR, dir_bytes, prepare_out_dir, save_dir_atomically
+from .schedule import lr_multiplier
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunState:
+    """What changes while a run goes."""
+
+    loss_curve: list[float] = field(default_factory=list)  # training loss of every completed step
+    eval_curve: list[dict] = field(default_factory=list)  # {"step", "score", <metrics>} per evaluation
+    step_times: list[float] = field(default_factory=list)  # wall time of every step taken (a failed one too)
+    eval_time: float = 0.0  # wall time of all evaluation passes so far
+    best: tuple[float, int] = (-math.inf, 0)  # best score so far and its step
+    adapter_dir: str | None = None  # the last saved checkpoint, None before the first
+    saved_step: int = 0  # the step of that checkpoint
+    untrained: float | None = None  # score before training (config.eval_at_start)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What is fixed once the run is set up."""
+
+    loaded: Any  # models.LoadedModel: name, model_type, tokenizer
+    task: Any  # the task as given (names the run)
+    data: Any  # the task capped to config.max_examples / max_eval_examples
+    plan: Any  # placement Plan, or "full"
+    config: TrainConfig  # lr, mixed_precision and rslora resolved
+    out: Path | None  # run directory, None: nothing written
+    emit: Callback  # progress events
+    accelerator: Any
+    model: Any  # prepared by accelerate
+    optimizer: Any  # prepared by accelerate
+    scheduler: Any  # LambdaLR over lr_multiplier, unprepared (see _setup)
+    params: list  # trainable parameters (clipped)
+    batches: list  # this process's training batches, one per step
+    eval_batches: list  # this process's shard of the held-out batches
+    tokens_per_step: list[int]  # non-padding tokens of all processes' batches at each step
+    base_params: int
+    trainable: int
+    lora_params: int
+    head_params: int
+
+    @property
+    def full(self) -> bool:
+        return self.plan == "full"
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
+
+
+def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | Path | None = None, *,
+          overwrite: bool = False, resume: bool = False, callback: Callback | None = None) -> RunResult:
+    """Train `loaded.model` on `task` with placement `plan` (a Plan, or "full"); see the module docstring.
+
+    `callback` receives {"event": "start"|"step"|"eval", ...} dicts (step, steps, loss, lr, metrics)
+    for progress display. The model is modified in place. Returns the RunResult also written to run.json.
+    """
+    import torch
+
+    from .memory import PeakMemory
+
+    config = config or TrainConfig()
+    if plan != "full" and not hasattr(plan, "to_peft_config"):
+        raise ConfigError(f"plan must be a placement Plan or 'full', got {plan!r}")
+    if out_dir is not None:
+        done = prepare_out_dir(out_dir, overwrite=overwrite, resume=resume)
+        if done is not None:
+            return done
+    if loaded.task_kind != task.kind:
+        raise ConfigError(f"Model was loaded for '{loaded.task_kind}' but task '{task.name}' is '{task.kind}'.")
+    run = _setup(loaded, task, plan, config, out_dir, callback or (lambda event: None))
+    state = RunState()
+    if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm":
+        state.untrained = score_of(_evaluate(run, state), run.kind)
+    run.emit({"event": "start", "steps": run.config.steps, "trainable_params": run.trainable})
+    run.model.train()
+    with PeakMemory(str(run.accelerator.device)) as mem:
+        step = 0
+        try:
+            for step in range(1, run.config.steps + 1):
+                step_once(run, state, step)
+                maybe_evaluate(run, state, step, mem)
+        except NonFiniteError as e:
+            finish(run, state, mem, "failed", str(e), step - 1)
+            raise
+        except torch.OutOfMemoryError:
+            msg = _oom_message(run.config, step)
+            finish(run, state, mem, "failed", msg, step - 1, metrics={})
+            raise TrainingOOMError(msg) from None
+    return finish(run, state, mem, "complete", None, run.config.steps)
+
+
+def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> _Run:
+    """Resolve the config, seed, build the model, batches, optimizer and schedule (in this order: RNG)."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from ..models import base_param_count
+    from ..tasks import count_tokens, make_batches
+    from .data import make_eval_batches, subset_task
+    from .model import build_model, make_accelerator, param_counts
+
+    full = plan == "full"
+    on_cpu = next(loaded.model.parameters()).device.type == "cpu"
+    mp = "no" if on_cpu else config.mixed_precision  # mixed precision is honoured on GPU only
+    if not full and config.rslora and not plan.rslora:
+        plan = dataclasses.replace(plan, rslora=True)
+    config = dataclasses.replace(config, lr=config.effective_lr(full), mixed_precision=mp,
+                                 rslora=False if full else plan.rslora)
+    accelerator = make_accelerator(cpu=on_cpu, mixed_precision=mp)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    set_seed(config.seed)
+    data = subset_task(task, config)
+    base_params = base_param_count(loaded.model)
+    model = build_model(loaded, plan, seed=config.seed)
+    params, trainable, lora_params, head_params = param_counts(model)
+    batches = make_batches(data, loaded.tokenizer, split="train", batch_size=config.batch_size,
+                           max_length=config.max_length, seed=config.seed, shuffle=True,
+                           num_batches=config.steps * world)
+    eval_batches = make_eval_batches(task, loaded.tokenizer, config, rank=rank, world=world)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = config.warmup_steps()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, warmup_steps=warmup, total_steps=config.steps))
+    # the scheduler stays unprepared: accelerate's wrapper would step it once per process, decaying
+    # the rate num_processes times too fast; here one step = one optimizer step on every process
+    model, optimizer = accelerator.prepare(model, optimizer)
+    tokens_per_step = [count_tokens(batches[s * world:(s + 1) * world]) for s in range(config.steps)]
+    return _Run(loaded=loaded, task=task, data=data, plan=plan, config=config,
+                out=Path(out_dir) if out_dir is not None else None, emit=emit, accelerator=accelerator,
+                model=model, optimizer=optimizer, scheduler=scheduler, params=params, batches=batches[rank::world],
+                eval_batches=eval_batches, tokens_per_step=tokens_per_step, base_params=base_params,
+                trainable=trainable, lora_params=lora_params, head_params=head_params)
+
+
+def step_once(run: _Run, state: RunState, step: int) -> None:
+    """One optimizer step on this process's batch `step` (1-based); NonFiniteError on a NaN/inf."""
+    cfg, acc = run.config, run.accelerator
+    batch = {k: v.to(acc.device) for k, v in run.batches[step - 1].items()}
+    t0 = time.perf_counter()
+    loss = run.model(**batch).loss
+    acc.backward(loss)
+    gnorm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+    if acc.num_processes > 1:
+        loss = acc.reduce(loss.detach(), reduction="mean")
+    value = loss.item()  # syncs the device: the step's time is real
+    # fp16's grad scaler skips steps with inf gradients by itself; elsewhere they are fatal
+    bad_grad = gnorm is not None and cfg.mixed_precision != "fp16" and not math.isfinite(float(gnorm))
+    bad = not math.isfinite(value) or bad_grad
+    if not bad:
+        run.optimizer.step()
+        run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step_times.append(time.perf_counter() - t0)
+    if bad:
+        what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {float(gnorm)}"
+        kept = (f"; the last good checkpoint (step {state.saved_step}) is kept in {state.adapter_dir}"
+                if state.adapter_dir else "; no checkpoint had been saved yet")
+        raise NonFiniteError(f"Non-finite {what} at step {step} (lr {cfg.lr:g}){kept}. Try a smaller --lr.")
+    state.loss_curve.append(value)
+    run.emit({"event": "step", "step": step, "steps": cfg.steps, "loss": value, "lr": run.scheduler.get_last_lr()[0]})
+
+
+def maybe_evaluate(run: _Run, state: RunState, step: int, mem) -> None:
+    """At an evaluation point (every eval_every steps, and the last step): score, track the best, checkpoint."""
+    cfg = run.config
+    if not (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+        return
+    with mem.paused():
+        metrics = _evaluate(run, state)
+        s = score_of(metrics, run.kind)
+        state.eval_curve.append({"step": step, "score": s, **metrics})
+        if s > state.best[0]:
+            state.best = (s, step)
+        finite = all(math.isfinite(v) for v in metrics.values())  # only a finite model is a good checkpoint
+        if run.out is not None and run.accelerator.is_main_process and not run.full and cfg.save_adapter and finite:
+            unwrapped = run.accelerator.unwrap_model(run.model)
+            save_dir_atomically(lambda d: unwrapped.save_pretrained(str(d)), run.out / ADAPTER_DIR)
+            state.adapter_dir, state.saved_step = str(run.out / ADAPTER_DIR), step
+        run.emit({"event": "eval", "step": step, "metrics": metrics, "score": s})
+
+
+def _evaluate(run: _Run, state: RunState) -> dict[str, float]:
+    """Held-out metrics of the model now (timed into state.eval_time)."""
+    t0 = time.perf_counter()
+    num_labels = len(run.data.labels) if run.kind == "classification" else 0
+    metrics = evaluate(run.model, run.eval_batches, task_kind=run.kind, num_labels=num_labels,
+                       accelerator=run.accelerator)
+    state.eval_time += time.perf_counter() - t0
+    return metrics
+
+
+def finish(run: _Run, state: RunState, mem, status: str, error: str | None, step: int,
+           metrics: dict[str, float] | None = None) -> RunResult:
+    """Save the full model if asked, build the RunResult after `step` steps, write run.json (main process).
+
+    `metrics` default to those of the last evaluation ({} before any)."""
+    if metrics is None:
+        metrics = {k: v for k, v in state.eval_curve[-1].items() if k not in ("step", "score")} \
+            if state.eval_curve else {}
+    main = run.accelerator.is_main_process
+    if run.out is not None and main and run.full and run.config.save_full_model and status == "complete":
+        unwrapped, tok = run.accelerator.unwrap_model(run.model), run.loaded.tokenizer
+        save_dir_atomically(lambda d: (unwrapped.save_pretrained(str(d)), tok.save_pretrained(str(d))),
+                            run.out / MODEL_DIR)
+        state.adapter_dir = str(run.out / MODEL_DIR)
+    result = _result(run, state, mem, status, error, metrics, step)
+    if run.out is not None and main:
+        result.save(run.out)
+    return result
+
+
+def _result(run: _Run, state: RunState, mem, status: str, error: str | None, metrics: dict[str, float],
+            step: int) -> RunResult:
+    from ..env import environment
+    from ..results import to_dict
+
+    kind, acc, adapter_dir = run.kind, run.accelerator, state.adapter_dir
+    train_time, tokens = sum(state.step_times), sum(run.tokens_per_step[:step])
+    env = {**environment(acc.device, next(run.model.parameters()).dtype), "processes": acc.num_processes,
+           "mixed_precision": run.config.mixed_precision}
+    return RunResult(
+        schema_version=SCHEMA_VERSION, status=status, error=error, model=run.loaded.name,
+        model_type=run.loaded.model_type, task=run.task.name, task_kind=kind,
+        placement="full" if run.full else run.plan.strategy, plan=None if run.full else to_dict(run.plan),
+        config=dataclasses.asdict(run.config), env=env,
+        score=score_of(metrics, kind) if metrics else float("nan"), metrics=metrics,
+        best_score=state.best[0] if state.eval_curve else float("nan"), best_step=state.best[1],
+        baseline_score=majority_baseline(run.data) if kind == "classification" else
+        (state.untrained if state.untrained is not None else float("nan")),
+        baseline_kind="majority" if kind == "classification" else "untrained",
+        untrained_score=state.untrained, base_params=run.base_params, trainable_params=run.trainable,
+        lora_params=run.lora_params, head_params=run.head_params,
+        trainable_pct=100.0 * run.trainable / max(1, run.base_params),
+        adapter_bytes=dir_bytes(Path(adapter_dir)) if adapter_dir else 0, adapter_dir=adapter_dir,
+        steps=step, train_time_s=train_time, time_per_step_s=train_time / max(1, step),
+        train_tokens=tokens, tokens_per_s=tokens / max(train_time, 1e-9),
+        eval_time_s=state.eval_time, peak_memory_mb=mem.peak_mb, memory_kind=mem.kind,
+        loss_curve=tuple(state.loss_curve), eval_curve=tuple(state.eval_curve),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _oom_message(config: TrainConfig, step: int) -> str:
+    return (f"Out of GPU memory at step {step} with batch size {config.batch_size} and max length "
+            f"{config.max_length}: try --batch-size {max(1, config.batch_size // 2)} or a smaller --max-length"
+            + (" (or --mixed-precision bf16)" if config.mixed_precision == "no" else "") + ".")

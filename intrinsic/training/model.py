@@ -1,0 +1,83 @@
+"""The trainable model and where it runs: a PEFT LoRA model checked against its placement plan
+(or every weight for full fine-tuning), the task head that trains alongside, the parameter
+groups counted in a run, and the `accelerate` setup."""
+
+from __future__ import annotations
+
+
+def head_module_names(model) -> list[str]:
+    """Top-level children of a task model outside its backbone that hold parameters.
+
+    'classifier' for BERT, 'score' for Llama/GPT-2, ['pre_classifier', 'classifier'] for
+    DistilBERT. Causal-LM heads are excluded: lm_head is usually tied to the embeddings.
+    """
+    prefix = getattr(model, "base_model_prefix", "")
+    names = []
+    for name, child in model.named_children():
+        if name == prefix or name == "lm_head" or not any(True for _ in child.parameters()):
+            continue
+        names.append(name)
+    return names
+
+
+def build_model(loaded, plan, seed: int = 0):
+    """The trainable model: a PEFT LoRA model checked against `plan`, or the model itself for "full".
+
+    The model is modified in place (adapters injected); the head trains via modules_to_save.
+    """
+    import torch
+
+    model = loaded.model
+    if plan == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import get_peft_model
+
+    from ..placement import verify_peft_model
+
+    task_type = "SEQ_CLS" if loaded.task_kind == "classification" else "CAUSAL_LM"
+    heads = head_module_names(model) if loaded.task_kind == "classification" else None
+    peft_config = plan.to_peft_config(task_type, modules_to_save=heads)
+    torch.manual_seed(seed)  # LoRA A matrices are initialised from the global generator
+    peft_model = get_peft_model(model, peft_config)
+    verify_peft_model(peft_model, plan)
+    return peft_model
+
+
+def adapter_param_names(model) -> set[str]:
+    """Names of the LoRA parameters, by PEFT's declared contract: the `adapter_layer_names` of every
+    `LoraLayer` (lora_A, lora_B, ...). Empty for a model without LoRA layers (full fine-tuning)."""
+    from peft.tuners.lora import LoraLayer
+
+    names = set()
+    for module_name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for attr in module.adapter_layer_names:
+            part = getattr(module, attr, None)
+            if part is not None:
+                names.update(f"{module_name}.{attr}.{p}" for p, _ in part.named_parameters())
+    return names
+
+
+def param_counts(model) -> tuple[list, int, int, int]:
+    """(trainable parameters, their count, LoRA parameters, trainable head-copy parameters)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    adapters = adapter_param_names(model)
+    trainable = sum(p.numel() for _, p in named)
+    lora = sum(p.numel() for n, p in named if n in adapters)
+    head = sum(p.numel() for n, p in named if "modules_to_save" in n)
+    return [p for _, p in named], trainable, lora, head
+
+
+def make_accelerator(cpu: bool, mixed_precision: str):
+    """An `accelerate.Accelerator` (reset first when an earlier run in this process used other settings)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    except ValueError:  # an earlier run in this process used other settings
+        AcceleratorState._reset_state()
+        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
