@@ -11,7 +11,9 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOpt, console, display_table, handle_errors, human, print_json
+from intrinsic.report.format import human
+
+from .common import JsonOpt, console, display_table, handle_errors, print_json
 
 FORMATS = ("json", "peft", "python")
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOpt, console, display_table, err_console, handle_errors, human, print_json, progress
+from intrinsic.report.format import human
+
+from .common import JsonOpt, console, display_table, err_console, handle_errors, print_json, progress
 
 
 def _config_help() -> dict[str, str]:
