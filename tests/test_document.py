@@ -66,9 +66,12 @@ def _no_images(html: str) -> str:
 
 @pytest.mark.parametrize("study", ["weight-types", "placement-ablation"])
 def test_committed_study_report_reproduces(study, tmp_path):
+    import shutil
+
     from intrinsic.study.report import write_report
 
-    files, _, _ = write_report(RESULTS / study, dest=tmp_path)
+    copy = shutil.copytree(RESULTS / study, tmp_path / study)  # loading rebuilds results.json in place
+    files, _, _ = write_report(copy, dest=tmp_path / "out")
     assert Path(files.markdown).read_text() == (RESULTS / study / "report.md").read_text()
     assert _no_images(Path(files.html).read_text()) == _no_images((RESULTS / study / "report.html").read_text())
 
