@@ -110,7 +110,7 @@ def probe(
             print_json(report.to_json())
             return
         render_terminal(report)
-        console.print(f"saved [bold]{out}[/] (probe.json, spectra.npz, plots, report.md)")
+        console.print(f"saved [bold]{out}[/] (probe.json, spectra.npz, plots, report.md, report.html)")
 
 
 def _run_with_progress(run_probe, loaded, data, kw):
@@ -129,12 +129,12 @@ def _run_with_progress(run_probe, loaded, data, kw):
 
 def _save(report, out: Path) -> None:
     from intrinsic.report.plots import write_plots
-    from intrinsic.report.probe import write_report
+    from intrinsic.report.probe import FORMATS, write_report
 
     report.save(out)
     write_plots(report, out)
-    (out / "report.html").unlink(missing_ok=True)  # from an earlier probe; `intrinsic report --format html` redraws it
-    write_report(report, out, "md")
+    for fmt in FORMATS:  # report.md (plots linked) and report.html (one self-contained file)
+        write_report(report, out, fmt)
 
 
 def report(
