@@ -2,7 +2,8 @@
 and report.html.
 
 The report is one document (`intrinsic.report.document` blocks) rendered to both formats, and
-`tables()` gives the CLI the same tables for the terminal, so the three views never disagree.
+`tables()` gives the CLI the same rows for the terminal, so the three views never disagree (the
+terminal only writes large counts exactly where the documents abbreviate them).
 The plots use the shared figure helpers of `intrinsic.report.plots`.
 """
 
