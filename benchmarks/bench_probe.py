@@ -84,7 +84,7 @@ def main() -> None:
     report = probe(loaded, data, progress=on_progress, **overrides)
     total = time.perf_counter() - t0
     if args.out:
-        from intrinsic.plots import write_plots
+        from intrinsic.report.plots import write_plots
 
         report.save(args.out)
         write_plots(report, args.out)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from intrinsic.results import human  # noqa: F401 - re-exported for the command modules
+from intrinsic.report.format import cell
 
 console = Console()
 err_console = Console(stderr=True)
@@ -66,22 +66,12 @@ def display_table(
     for c in columns:
         table.add_column(c, style=(styles or {}).get(c), justify="right" if _numeric(rows, c) else "left")
     for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+        table.add_row(*(cell(r.get(c), large="comma", bools=False) for c in columns))
     console.print(table)
 
 
 def _numeric(rows: Sequence[dict[str, Any]], col: str) -> bool:
     return any(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
 
 
 def progress(transient: bool = False):

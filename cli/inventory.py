@@ -6,7 +6,9 @@ from collections import defaultdict
 
 import typer
 
-from .common import JsonOpt, console, display_table, handle_errors, human, print_json
+from intrinsic.report.format import human
+
+from .common import JsonOpt, console, display_table, handle_errors, print_json
 
 
 def modules(

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOpt, budget_text, console, display_table, handle_errors, human, placement_option, print_json
+from intrinsic.report.format import human
+
+from .common import JsonOpt, budget_text, console, display_table, handle_errors, placement_option, print_json
 
 FORMATS = ("json", "peft", "python")
 

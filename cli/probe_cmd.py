@@ -11,7 +11,9 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOpt, console, err_console, handle_errors, human, print_json
+from intrinsic.report.format import human
+
+from .common import JsonOpt, console, err_console, handle_errors, print_json
 
 
 def _help(field: str, fallback: str = "") -> str:
@@ -108,7 +110,7 @@ def probe(
             print_json(report.to_json())
             return
         render_terminal(report)
-        console.print(f"saved [bold]{out}[/] (probe.json, spectra.npz, plots, report.md)")
+        console.print(f"saved [bold]{out}[/] (probe.json, spectra.npz, plots, report.md, report.html)")
 
 
 def _run_with_progress(run_probe, loaded, data, kw):
@@ -126,13 +128,13 @@ def _run_with_progress(run_probe, loaded, data, kw):
 
 
 def _save(report, out: Path) -> None:
-    from intrinsic.plots import write_plots
-    from intrinsic.render import write_report
+    from intrinsic.report.plots import write_plots
+    from intrinsic.report.probe import FORMATS, write_report
 
     report.save(out)
     write_plots(report, out)
-    (out / "report.html").unlink(missing_ok=True)  # from an earlier probe; `intrinsic report --format html` redraws it
-    write_report(report, out, "md")
+    for fmt in FORMATS:  # report.md (plots linked) and report.html (one self-contained file)
+        write_report(report, out, fmt)
 
 
 def report(
@@ -144,7 +146,7 @@ def report(
     with handle_errors():
         from intrinsic.errors import ConfigError
         from intrinsic.probes.report import ProbeReport
-        from intrinsic.render import FORMATS, write_report
+        from intrinsic.report.probe import FORMATS, write_report
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from intrinsic.report.format import human
+
 from .common import (
     JsonOpt,
     budget_text,
@@ -18,7 +20,6 @@ from .common import (
     display_table,
     err_console,
     handle_errors,
-    human,
     placement_option,
     print_json,
     progress,

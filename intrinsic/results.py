@@ -1,7 +1,8 @@
 """JSON and binary IO shared by every result type: atomic writes, dataclass <-> dict.
 
 An interrupted run must never leave a half-written file under its final name, so every
-write goes to a temporary file in the same directory and is renamed into place.
+write goes to a temporary file in the same directory and is renamed into place. (Numbers
+formatted for people live in `intrinsic.report.format`.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import math
 import os
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +36,6 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays
         return _jsonable(obj.tolist())
     return obj
-
-
-def human(n: float | None) -> str:
-    """A count for people: 1234567 -> '1.23M', 74496 -> '74.5k', None -> 'n/a'."""
-    if n is None:
-        return "n/a"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.3g}"
 
 
 def to_dict(obj: Any) -> Any:
@@ -113,9 +106,9 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
     Unknown keys are ignored (forward compatibility); missing keys take field defaults.
     Field types must be given as real types or simple strings resolvable from `cls`'s module.
+    A value that does not fit its field's type is passed through unchanged; an error raised while
+    building a nested dataclass (a failed validation) propagates.
     """
-    import typing
-
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -125,9 +118,19 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any) -> Any:
-    import typing
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether `value` has the JSON shape of type `tp` (containers and dataclasses; scalars always fit)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
 
+
+def _coerce(tp: Any, value: Any) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(tp)
@@ -140,15 +143,9 @@ def _coerce(tp: Any, value: Any) -> Any:
         return tuple(seq) if origin is tuple else seq
     if origin is dict and len(args) == 2:
         return {k: _coerce(args[1], v) for k, v in value.items()}
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value)
-            except Exception:  # noqa: BLE001 - try the next member of the union
-                continue
-        return value
+    if origin in (typing.Union, types.UnionType):
+        arm = next((a for a in args if a is not type(None) and _fits(a, value)), None)  # the first that fits
+        return value if arm is None else _coerce(arm, value)
     if tp is float and isinstance(value, int):
         return float(value)
     return value

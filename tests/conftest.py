@@ -24,7 +24,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A random-init tiny BERT with a character tokenizer, saved like a hub checkpoint."""
-    from intrinsic.models import build_tiny_model
+    from intrinsic.testing import build_tiny_model
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tiny = build_tiny_model("bert")

@@ -24,6 +24,15 @@ def test_help_is_fast_and_imports_no_torch():
     assert time.perf_counter() - t < 5  # generous on a loaded CI box; ~0.4 s measured
 
 
+def test_display_table_keeps_exact_counts(capsys):
+    """The terminal writes counts with thousands separators (the study report abbreviates them)."""
+    from intrinsic.cli.common import display_table
+
+    display_table([{"n": 74496, "x": 0.123456, "ok": True, "gone": None}], title="t")
+    out = capsys.readouterr().out
+    assert "74,496" in out and "0.1235" in out and "True" in out and " - " in out
+
+
 def test_modules_json_on_local_tiny_model(tiny_bert_dir):
     res = runner.invoke(app, ["modules", str(tiny_bert_dir), "--json"])
     assert res.exit_code == 0, res.output

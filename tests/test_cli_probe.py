@@ -32,7 +32,8 @@ def test_probe_json_and_files(probed):
     assert data["settings"]["update_checkpoints"] == [2, 4] and data["settings"]["rank_estimator"] == "half_difference"
     assert all(m["update_ranks"] for m in data["modules"])
     names = {p.name for p in out.iterdir()}
-    assert {"probe.json", "spectra.npz", "rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "report.md"} <= names
+    assert {"probe.json", "spectra.npz", "rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "report.md",
+            "report.html"} <= names
     assert json.loads((out / "probe.json").read_text()) == data
 
 

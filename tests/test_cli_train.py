@@ -18,7 +18,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """(model dir, csv task) : a tiny random BERT saved with its tokenizer, and a learnable 2-class csv."""
-    from intrinsic.models import build_tiny_model
+    from intrinsic.testing import build_tiny_model
 
     root = tmp_path_factory.mktemp("assets")
     tiny = build_tiny_model("bert")

@@ -6,7 +6,8 @@ import pytest
 
 from intrinsic import models
 from intrinsic.errors import ConfigError, MissingPackageError, UnknownModelError
-from intrinsic.models import base_param_count, build_tiny_model, load_model
+from intrinsic.models import base_param_count, load_model
+from intrinsic.testing import build_tiny_model
 
 
 def test_local_directory_loads_with_classification_head(tiny_bert_dir):

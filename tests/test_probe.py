@@ -11,7 +11,7 @@ import torch
 
 from intrinsic.arch import ModuleRef, discover, grad_of
 from intrinsic.errors import ConfigError, NonFiniteError
-from intrinsic.models import build_tiny_model
+from intrinsic.testing import build_tiny_model
 from intrinsic.probes import ProbeSettings, describe, probe
 from intrinsic.probes.gradient import GradientSums, accumulate_gradients, analyze_gradients, spectrum
 from intrinsic.tasks import TaskData, make_batches

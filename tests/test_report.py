@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from intrinsic.errors import ConfigError
-from intrinsic.models import build_tiny_model
+from intrinsic.testing import build_tiny_model
 from intrinsic.probes import probe
 from intrinsic.probes.report import JSON_TOP_SV, ProbeReport, rank_grid
 from intrinsic.tasks import TaskData
@@ -84,8 +84,8 @@ def test_summary(report):
 
 
 def test_plots_and_rendered_reports(report, tmp_path):
-    from intrinsic.plots import write_plots
-    from intrinsic.render import write_report
+    from intrinsic.report.plots import write_plots
+    from intrinsic.report.probe import write_report
 
     paths = write_plots(report, tmp_path)
     assert {p.name for p in paths} == {"rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "update_growth.png"}
@@ -99,7 +99,7 @@ def test_plots_and_rendered_reports(report, tmp_path):
 
 
 def test_render_draws_missing_plots(report, tmp_path):
-    from intrinsic.render import write_report
+    from intrinsic.report.probe import write_report
 
     write_report(report, tmp_path, "md")
     assert (tmp_path / "rank_heatmap.png").read_bytes().startswith(PNG)

@@ -16,7 +16,7 @@ import pytest
 
 from intrinsic.arch import discover
 from intrinsic.errors import ConfigError, NonFiniteError
-from intrinsic.models import build_tiny_model
+from intrinsic.testing import build_tiny_model
 from intrinsic.placement import actual_adapters, auto_plan, fixed_plan
 from intrinsic.results import to_dict
 from intrinsic.tasks import TaskData, make_batches

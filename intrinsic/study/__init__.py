@@ -2,7 +2,8 @@
 
 spec.py (TOML definitions, grid expansion, hashes) -> runner.py (run the grid, resume) ->
 analysis.py + stats.py (aggregation, Pareto frontiers, tests, prediction check) ->
-guidelines.py (sentences backed by numbers) -> report.py (Markdown, HTML, PNG plots).
+guidelines.py (sentences backed by numbers) -> report.py (the tables and plots of a study report,
+rendered to Markdown and HTML by `intrinsic.report`).
 """
 
 from .spec import Cell, GridBlock, StudySpec, load_spec, packaged_studies, parse_spec, resolve_study

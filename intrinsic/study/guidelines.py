@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..results import human  # noqa: F401 - used here and re-exported to report.py
+from ..report.format import human
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis
 from .stats import ALPHA, Summary, intervals_overlap
 

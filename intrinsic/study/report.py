@@ -1,23 +1,25 @@
-"""The study report: tables, guidelines and PNG plots, written as report.md and report.html.
+"""The study report: which tables, guidelines and PNG plots a study has, written as report.md
+and report.html.
 
-One document model (a list of blocks: headings, paragraphs, tables, images, lists) renders to
-both formats, and `tables()` gives the CLI the same tables for the terminal, so the three views
-never disagree. Plots use matplotlib's Agg backend (no display needed).
+The report is one document (`intrinsic.report.document` blocks) rendered to both formats, and
+`tables()` gives the CLI the same rows for the terminal, so the three views never disagree (the
+terminal only writes large counts exactly where the documents abbreviate them).
+The plots use the shared figure helpers of `intrinsic.report.plots`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results import atomic_write_bytes, atomic_write_text, write_json
+from ..report.document import Block, Bullets, Heading, Image, Paragraph, Table, render_html, render_markdown
+from ..report.plots import ci_halfwidth, colors_by_name, pyplot, save_png
+from ..results import atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
-from .guidelines import RSS_CAVEAT, Guideline, generate, human, rss_only
+from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
 
-Table = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows)
+TableRows = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows): a table before formatting
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def _ci(s) -> str | None:
 # ----------------------------------------------------------------------------- tables
 
 
-def group_table(a: StudyAnalysis, group: str) -> Table:
+def group_table(a: StudyAnalysis, group: str) -> TableRows:
     by_label = {c.label: c for c in a.configs}
     comps = {c.label: c for c in a.comparisons if c.group == group}
     rows = []
@@ -63,7 +65,7 @@ def group_table(a: StudyAnalysis, group: str) -> Table:
     return (f"Comparison group {group}", cols, rows)
 
 
-def frontier_table(a: StudyAnalysis) -> Table:
+def frontier_table(a: StudyAnalysis) -> TableRows:
     by_label = {c.label: c for c in a.configs}
     rows = []
     for f in a.frontiers:
@@ -74,7 +76,7 @@ def frontier_table(a: StudyAnalysis) -> Table:
     return ("Pareto frontiers (score up, cost down)", ["cost axis", "placement", "cost", "score", "ci95"], rows)
 
 
-def prediction_table(a: StudyAnalysis) -> Table:
+def prediction_table(a: StudyAnalysis) -> TableRows:
     by_label = {c.label: c for c in a.configs}
     front = {f.metric: set(f.front) for f in a.frontiers}
     rows = []
@@ -86,7 +88,7 @@ def prediction_table(a: StudyAnalysis) -> Table:
             ["placement", "predicted_share", "gain", "gain_ci95", "on_params_frontier"], rows)
 
 
-def correlation_table(a: StudyAnalysis) -> Table:
+def correlation_table(a: StudyAnalysis) -> TableRows:
     rows = []
     for scope, c in [("all placements", a.prediction.overall), *a.prediction.by_group.items()]:
         ci = None if c.ci_low is None else f"[{c.ci_low:.2f}, {c.ci_high:.2f}]"
@@ -95,17 +97,17 @@ def correlation_table(a: StudyAnalysis) -> Table:
     return ("Spearman correlation (Fisher-z CI)", ["scope", "n", "spearman_rho", "ci95", "p", "p_method"], rows)
 
 
-def problems_table(a: StudyAnalysis) -> Table:
+def problems_table(a: StudyAnalysis) -> TableRows:
     rows = [{"placement": c.label, "status": c.status, "seeds_ok": f"{c.n_ok}/{c.n_cells}", "error": "; ".join(c.errors)}
             for c in a.configs if c.status != "ok"]
     return ("Infeasible, failed or unfinished cells", ["placement", "status", "seeds_ok", "error"], rows)
 
 
-def guideline_table(gl: list[Guideline]) -> Table:
+def guideline_table(gl: list[Guideline]) -> TableRows:
     return ("Guidelines", ["strength", "guideline"], [{"strength": g.strength, "guideline": g.text} for g in gl])
 
 
-def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[Table]:
+def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[TableRows]:
     """Every table of the report, in report order (the CLI prints these)."""
     out = [guideline_table(gl if gl is not None else generate(a))]
     out += [group_table(a, g) for g in a.groups]
@@ -117,49 +119,18 @@ def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[Table]:
 # ----------------------------------------------------------------------------- plots
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _err(s) -> float:
-    if s.ci_high is not None:
-        return s.ci_high - s.mean
-    return 0.0
-
-
-def _colors(a: StudyAnalysis) -> dict[str, Any]:
-    plt = _plt()
-    variants = list(dict.fromkeys(c.variant for c in a.configs))
-    cmap = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
-    return {v: cmap(i % cmap.N) for i, v in enumerate(variants)}
-
-
-def _png(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def plot_frontier(a: StudyAnalysis, metric: str, path: Path) -> Path | None:
-    plt = _plt()
+    plt = pyplot()
     f = next(f for f in a.frontiers if f.metric == metric)
     if not f.points:
         return None
     by_label = {c.label: c for c in a.configs}
-    colors = _colors(a)
+    colors = colors_by_name(c.variant for c in a.configs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     seen = set()
     for label, cost, score in f.points:
         c = by_label[label]
-        ax.errorbar(cost, score, yerr=_err(c.score), fmt="o", color=colors[c.variant], capsize=3,
+        ax.errorbar(cost, score, yerr=ci_halfwidth(c.score), fmt="o", color=colors[c.variant], capsize=3,
                     label=c.variant if c.variant not in seen else None, mfc="none" if label not in f.front else None)
         seen.add(c.variant)
     front = sorted(((by_label[l].metric(metric).mean, by_label[l].score.mean) for l in f.front))
@@ -172,8 +143,8 @@ def plot_frontier(a: StudyAnalysis, metric: str, path: Path) -> Path | None:
 
 
 def plot_score_vs_budget(a: StudyAnalysis, path: Path) -> Path | None:
-    plt = _plt()
-    colors = _colors(a)
+    plt = pyplot()
+    colors = colors_by_name(c.variant for c in a.configs)
     lines: dict[str, list] = {}
     for c in a.configs:
         if c.score.mean is not None and c.trainable_params.mean is not None:
@@ -184,7 +155,7 @@ def plot_score_vs_budget(a: StudyAnalysis, path: Path) -> Path | None:
     for v, cs in lines.items():
         cs = sorted(cs, key=lambda c: c.trainable_params.mean)
         ax.errorbar([c.trainable_params.mean for c in cs], [c.score.mean for c in cs],
-                    yerr=[_err(c.score) for c in cs], marker="o" if v != "full" else "*", ms=5 if v != "full" else 12,
+                    yerr=[ci_halfwidth(c.score) for c in cs], marker="o" if v != "full" else "*", ms=5 if v != "full" else 12,
                     capsize=3, color=colors[v], label=v, ls="-" if len(cs) > 1 else "none")
     ax.set_xscale("log")
     return _finish(fig, ax, path, "trainable parameters (log)", f"{a.study.get('name', 'study')}: score vs budget per strategy")
@@ -197,20 +168,20 @@ def _finish(fig, ax, path: Path, xlabel: str, title: str) -> Path:
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
-    return _png(fig, path)
+    return save_png(fig, path)
 
 
 def plot_prediction(a: StudyAnalysis, path: Path) -> Path | None:
     pts = a.prediction.points
     if not pts:
         return None
-    plt = _plt()
+    plt = pyplot()
     by_label = {c.label: c for c in a.configs}
-    colors = _colors(a)
+    colors = colors_by_name(c.variant for c in a.configs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, share, gain in pts:
         c = by_label[label]
-        ax.errorbar(share, gain, yerr=_err(c.gain), fmt="o", color=colors[c.variant], capsize=3)
+        ax.errorbar(share, gain, yerr=ci_halfwidth(c.gain), fmt="o", color=colors[c.variant], capsize=3)
         ax.annotate(label, (share, gain), fontsize=7, xytext=(3, 3), textcoords="offset points")
     r = a.prediction.overall
     rho = "n/a" if r.rho is None else f"{r.rho:.2f}"
@@ -218,7 +189,7 @@ def plot_prediction(a: StudyAnalysis, path: Path) -> Path | None:
     ax.set_ylabel("measured gain over baseline (mean, 95% CI)")
     ax.set_title(f"Prediction check: Spearman rho = {rho} (n = {r.n})")
     ax.grid(alpha=0.3)
-    return _png(fig, path)
+    return save_png(fig, path)
 
 
 def write_plots(a: StudyAnalysis, out_dir: Path) -> list[tuple[Path, str]]:
@@ -240,114 +211,57 @@ def write_plots(a: StudyAnalysis, out_dir: Path) -> list[tuple[Path, str]]:
 # ----------------------------------------------------------------------------- document
 
 
-def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]]) -> list[tuple]:
+def _table(t: TableRows) -> Table:
+    return Table.of_records(*t)
+
+
+def _figure(plot: tuple[Path, str]) -> Image:
+    path, caption = plot
+    return Image(path, alt=caption, caption=caption)
+
+
+def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]]) -> list[Block]:
+    """The study report as document blocks; `plots` are the (PNG, caption) pairs `write_plots` made."""
     s = a.study
-    blocks: list[tuple] = [("h", 1, f"Study: {s.get('name', '?')}" + (" (quick)" if s.get("quick") else ""))]
-    blocks.append(("p", f"**Question.** {s.get('question', '')}"))
+    blocks: list[Block] = [Heading(1, f"Study: {s.get('name', '?')}" + (" (quick)" if s.get("quick") else ""))]
+    blocks.append(Paragraph(f"**Question.** {s.get('question', '')}"))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(a.counts.items()))
-    blocks.append(("p", f"Model `{s.get('model')}` on task `{s.get('task')}`; definition hash `{s.get('definition_hash')}`; "
-                        f"{sum(a.counts.values())} cells ({counts}); {len(a.configs)} placements."))
+    blocks.append(Paragraph(f"Model `{s.get('model')}` on task `{s.get('task')}`; definition hash "
+                            f"`{s.get('definition_hash')}`; {sum(a.counts.values())} cells ({counts}); "
+                            f"{len(a.configs)} placements."))
     if s.get("quick"):
-        blocks.append(("p", "This is a **quick** run (one seed, few steps, small evaluation): it checks the pipeline; "
-                            "its numbers support no claim."))
-    blocks.append(("h", 2, "Guidelines"))
-    blocks.append(("ul", [f"*{g.strength}*: {g.text}" for g in gl] or ["No finished runs yet."]))
+        blocks.append(Paragraph("This is a **quick** run (one seed, few steps, small evaluation): it checks the "
+                                "pipeline; its numbers support no claim."))
+    blocks.append(Heading(2, "Guidelines"))
+    blocks.append(Bullets(tuple(f"*{g.strength}*: {g.text}" for g in gl) or ("No finished runs yet.",)))
     plot_of = {p.name: (p, cap) for p, cap in plots}
-    blocks.append(("h", 2, "Comparisons at equal rank or budget"))
-    blocks.append(("p", f"Mean score over seeds with a t-based 95% CI; `diff_vs_{REFERENCE}` and `p` come from a paired "
-                        f"t-test (scipy.stats.ttest_rel) over seeds shared with `{REFERENCE}`; a difference is only called "
-                        "better or worse when p < 0.05. p-values are not corrected for multiple comparisons."))
-    for g in a.groups:
-        blocks.append(("table",) + group_table(a, g))
+    blocks.append(Heading(2, "Comparisons at equal rank or budget"))
+    blocks.append(Paragraph(f"Mean score over seeds with a t-based 95% CI; `diff_vs_{REFERENCE}` and `p` come from a "
+                            f"paired t-test (scipy.stats.ttest_rel) over seeds shared with `{REFERENCE}`; a difference "
+                            "is only called better or worse when p < 0.05. p-values are not corrected for multiple "
+                            "comparisons."))
+    blocks += [_table(group_table(a, g)) for g in a.groups]
     if "score_vs_budget.png" in plot_of:
-        blocks.append(("img",) + plot_of["score_vs_budget.png"])
-    blocks.append(("h", 2, "Pareto frontiers"))
-    blocks.append(("table",) + frontier_table(a))
-    for f in a.frontiers:
-        if f"frontier_{f.metric}.png" in plot_of:
-            blocks.append(("img",) + plot_of[f"frontier_{f.metric}.png"])
-    blocks.append(("p", "Peak memory is `cuda` (max allocated) on GPU and the growth of the process RSS on CPU; "
-                        "time is the wall time of the training steps only (on a shared CPU both are noisy)."))
+        blocks.append(_figure(plot_of["score_vs_budget.png"]))
+    blocks += [Heading(2, "Pareto frontiers"), _table(frontier_table(a))]
+    blocks += [_figure(plot_of[f"frontier_{f.metric}.png"]) for f in a.frontiers
+               if f"frontier_{f.metric}.png" in plot_of]
+    blocks.append(Paragraph("Peak memory is `cuda` (max allocated) on GPU and the growth of the process RSS on CPU; "
+                            "time is the wall time of the training steps only (on a shared CPU both are noisy)."))
     if rss_only(a):
-        blocks.append(("p", f"**Caveat.** {RSS_CAVEAT}."))
-    blocks.append(("h", 2, "Does the probe predict the outcome?"))
-    blocks.append(("p", "Predicted value: the share of the mean gradient's energy a placement captures, sum over adapted "
-                        "modules of sum_{i<=rank} sigma_i^2 over the total (1.0 for full fine-tuning). Measured: score "
-                        "gain over the untrained baseline (or the majority-class baseline for classification)."))
-    blocks.append(("table",) + correlation_table(a))
-    blocks.append(("table",) + prediction_table(a))
+        blocks.append(Paragraph(f"**Caveat.** {RSS_CAVEAT}."))
+    blocks.append(Heading(2, "Does the probe predict the outcome?"))
+    blocks.append(Paragraph("Predicted value: the share of the mean gradient's energy a placement captures, sum over "
+                            "adapted modules of sum_{i<=rank} sigma_i^2 over the total (1.0 for full fine-tuning). "
+                            "Measured: score gain over the untrained baseline (or the majority-class baseline for "
+                            "classification)."))
+    blocks += [_table(correlation_table(a)), _table(prediction_table(a))]
     if "prediction.png" in plot_of:
-        blocks.append(("img",) + plot_of["prediction.png"])
+        blocks.append(_figure(plot_of["prediction.png"]))
     probs = problems_table(a)
     if probs[2]:
-        blocks.append(("h", 2, "Problems"))
-        blocks.append(("table",) + probs)
+        blocks += [Heading(2, "Problems"), _table(probs)]
     return blocks
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return human(v) if abs(v) >= 1e4 else f"{v:.4g}"
-    if isinstance(v, int):
-        return human(v) if abs(v) >= 1e4 else str(v)
-    return str(v)
-
-
-def render_markdown(blocks: list[tuple]) -> str:
-    out = []
-    for b in blocks:
-        if b[0] == "h":
-            out.append("#" * b[1] + " " + b[2])
-        elif b[0] == "p":
-            out.append(b[1])
-        elif b[0] == "ul":
-            out.append("\n".join(f"- {i}" for i in b[1]))
-        elif b[0] == "table":
-            _, title, cols, rows = b
-            lines = [f"**{title}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            lines += ["| " + " | ".join(_cell(r.get(c)).replace("|", "/") for c in cols) + " |" for r in rows]
-            out.append("\n".join(lines) if rows else f"**{title}**: none.")
-        elif b[0] == "img":
-            out.append(f"![{b[2]}]({b[1].name})\n\n*{b[2]}*")
-    return "\n\n".join(out) + "\n"
-
-
-def _inline(text: str) -> str:
-    """Escape, then render `code` and **bold** / *italic* as in the Markdown."""
-    import re
-
-    t = html.escape(text)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    t = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
-    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", t)
-
-
-def render_html(blocks: list[tuple]) -> str:
-    body = []
-    for b in blocks:
-        if b[0] == "h":
-            body.append(f"<h{b[1]}>{_inline(b[2])}</h{b[1]}>")
-        elif b[0] == "p":
-            body.append(f"<p>{_inline(b[1])}</p>")
-        elif b[0] == "ul":
-            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>")
-        elif b[0] == "table":
-            _, title, cols, rows = b
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
-            body.append(f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>")
-        elif b[0] == "img":
-            data = base64.b64encode(Path(b[1]).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "caption{font-weight:bold;text-align:left}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
 def write_report(out_dir: str | Path, rows: list[dict] | None = None, study: dict | None = None,

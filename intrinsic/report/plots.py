@@ -1,5 +1,11 @@
-"""PNG plots of a probe report (matplotlib, Agg backend: no display needed).
+"""PNG plots (matplotlib, Agg backend: no display needed): the shared figure helpers of every
+report, and the plots of a probe report.
 
+Shared: `pyplot()` (matplotlib set to Agg), `png_bytes(fig)` / `save_png(fig, path)` (render,
+close, write atomically), `colors_by_name(names)` (one colour per name) and `ci_halfwidth(stat)`
+(an error bar from a mean and its CI). The study's plots (`intrinsic.study.report`) use them.
+
+Probe plots, written by `write_plots(report, out_dir)`:
 - `rank_heatmap.png`: intrinsic rank per layer (rows) and role (columns), numbers in the cells.
 - `rank_vs_layer.png`: median intrinsic rank per layer, attention vs FFN; beside it the share
   of gradient energy each kind carries per layer.
@@ -15,17 +21,22 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .probes.report import ProbeReport, leaf_rows, rank_grid
-from .results import atomic_write_bytes
+from ..probes.report import ProbeReport, leaf_rows, rank_grid
+from ..results import atomic_write_bytes
 
 PLOT_FILES = ("rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "update_growth.png")
 _KIND_COLORS = {"attention": "tab:blue", "ffn": "tab:orange"}
 
 
-def _plt():
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (renders to files; no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -34,12 +45,36 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
-    plt = _plt()
+def png_bytes(fig) -> bytes:
+    """Render `fig` as PNG (110 dpi, tight bounding box) and close it."""
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """Render `fig` as PNG, close it and write it to `path` atomically."""
+    return atomic_write_bytes(path, png_bytes(fig))
+
+
+def colors_by_name(names) -> dict[str, Any]:
+    """One colour per distinct name, in first-seen order (tab10, or tab20 beyond ten names)."""
+    plt = pyplot()
+    distinct = list(dict.fromkeys(names))
+    cmap = plt.get_cmap("tab10" if len(distinct) <= 10 else "tab20")
+    return {v: cmap(i % cmap.N) for i, v in enumerate(distinct)}
+
+
+def ci_halfwidth(stat) -> float:
+    """The upper half of a confidence interval (`stat.ci_high - stat.mean`), 0 when there is none."""
+    if stat.ci_high is not None:
+        return stat.ci_high - stat.mean
+    return 0.0
+
+
+# ----------------------------------------------------------------------------- probe plots
 
 
 def _title(report: ProbeReport, what: str) -> str:
@@ -47,7 +82,7 @@ def _title(report: ProbeReport, what: str) -> str:
 
 
 def heatmap_png(report: ProbeReport) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     layers, roles, grid = rank_grid(report)  # grid (L, R)
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * max(len(roles), 2), 1.0 + 0.45 * max(len(layers), 2)))
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
@@ -65,11 +100,11 @@ def heatmap_png(report: ProbeReport) -> bytes:
                             color="black" if grid[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, label="intrinsic rank")
     ax.set_title(_title(report, "Intrinsic rank"), fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def lines_png(report: ProbeReport) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     by_layer = report.summary.get("by_layer", {})
     layers = sorted(int(k) for k in by_layer)
     leaves = leaf_rows(report.modules)
@@ -96,11 +131,11 @@ def lines_png(report: ProbeReport) -> bytes:
     for ax in (a1, a2):
         ax.set_xticks(layers)
         ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     cmap = plt.get_cmap("viridis")
     layers, roles, _ = rank_grid(report)
     leaves = leaf_rows(report.modules)
@@ -128,14 +163,14 @@ def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(layers, default=0), max(layers, default=1)))
     fig.colorbar(sm, ax=axes, label="layer", shrink=0.8, aspect=30)
     fig.suptitle(_title(report, "Mean-gradient spectra (dashed grey: shuffled labels)"), fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def growth_png(report: ProbeReport) -> bytes | None:
     leaves = [m for m in leaf_rows(report.modules) if m.update_checkpoints]
     if not leaves:
         return None
-    plt = _plt()
+    plt = pyplot()
     steps = sorted({int(s) for m in leaves for s in m.update_checkpoints})
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for kind, color in _KIND_COLORS.items():
@@ -150,7 +185,7 @@ def growth_png(report: ProbeReport) -> bytes | None:
     ax.set_title(_title(report, "Update rank growth"), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_plots(report: ProbeReport, out_dir: str | Path) -> list[Path]:

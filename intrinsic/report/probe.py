@@ -1,31 +1,26 @@
-"""Markdown and HTML reports of a saved probe, embedding its plots.
+"""The report of a saved probe, as Markdown or HTML, embedding its plots.
 
 `write_report(report, out_dir, fmt)` (re)draws any missing plot and writes `report.md`
 (plots linked as files beside it) or `report.html` (one self-contained file, plots inlined as
-base64 PNG). Both carry the same sections: provenance, attention vs FFN, the rank-vs-layer
-table, the top modules by gradient energy, every module's estimators, and phase timings.
+base64 PNG). Both come from one document (`document(report, plots)`, rendered by
+`intrinsic.report.document`) with the same sections: provenance, attention vs FFN, the
+rank-vs-layer table, the top modules by gradient energy, every module's estimators, and phase
+timings.
 """
 
 from __future__ import annotations
 
-import base64
-import html
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-from .probes.report import ProbeReport, rank_grid
-from .results import atomic_write_text
+from ..probes.report import ProbeReport, rank_grid
+from ..results import atomic_write_text
+from .document import Block, Heading, Image, Paragraph, Table, render_html, render_markdown
+from .format import cell
 
 FORMATS = ("md", "html")
 _ESTIMATOR_COLUMNS = ("split_half", "noise_floor", "gavish_donoho", "energy_90", "stable_rank", "entropy_rank")
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+_fmt = partial(cell, digits=3, large="plain", bools=False)  # the probe report's numbers: 3 digits, exact counts
 
 
 def sections(report: ProbeReport) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -77,52 +72,34 @@ def _intro(report: ProbeReport) -> list[str]:
     ]
 
 
-def _plot_names(out_dir: Path) -> list[str]:
+def document(report: ProbeReport, plots: list[Path]) -> list[Block]:
+    """The probe report as document blocks; `plots` are the PNG files to show, in order."""
+    blocks: list[Block] = [Heading(1, f"Probe: {report.model} on {report.task}"), Paragraph("\n".join(_intro(report)))]
+    blocks += [Image(p, p.stem) for p in plots]
+    for title, header, rows in sections(report):
+        blocks += [Heading(2, title), Table(tuple(header), tuple(tuple(r) for r in rows))]
+    return blocks
+
+
+def _plot_paths(out_dir: Path) -> list[Path]:
     from .plots import PLOT_FILES
 
-    return [p for p in PLOT_FILES if (out_dir / p).is_file()]
-
-
-def render_markdown(report: ProbeReport, plots: list[str]) -> str:
-    lines = [f"# Probe: {report.model} on {report.task}", "", *_intro(report), ""]
-    for p in plots:
-        lines += [f"![{p[:-4]}]({p})", ""]
-    for title, header, rows in sections(report):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def render_html(report: ProbeReport, plots: dict[str, bytes]) -> str:
-    e = html.escape
-    body = [f"<h1>Probe: {e(report.model)} on {e(report.task)}</h1>"]
-    body += [f"<p>{e(t).replace('**', '')}</p>" for t in _intro(report)]
-    for name, data in plots.items():
-        b64 = base64.b64encode(data).decode("ascii")
-        body.append(f'<p><img alt="{e(name)}" src="data:image/png;base64,{b64}"></p>')
-    for title, header, rows in sections(report):
-        body.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-        body += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-        body.append("</table>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Probe {e(report.model)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return [out_dir / p for p in PLOT_FILES if (out_dir / p).is_file()]
 
 
 def write_report(report: ProbeReport, out_dir: str | Path, fmt: str = "md") -> Path:
     """Write report.md or report.html into out_dir, drawing the plots first if they are missing."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
     from .plots import write_plots
 
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     out = Path(out_dir)
-    names = _plot_names(out)
-    if "rank_heatmap.png" not in names:
+    plots = _plot_paths(out)
+    if not any(p.name == "rank_heatmap.png" for p in plots):
         write_plots(report, out)
-        names = _plot_names(out)
+        plots = _plot_paths(out)
+    blocks = document(report, plots)
     if fmt == "md":
-        return atomic_write_text(out / "report.md", render_markdown(report, names))
-    return atomic_write_text(out / "report.html", render_html(report, {n: (out / n).read_bytes() for n in names}))
+        return atomic_write_text(out / "report.md", render_markdown(blocks))
+    return atomic_write_text(out / "report.html", render_html(blocks, title=f"Probe {report.model}"))
