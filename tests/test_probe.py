@@ -252,3 +252,81 @@ def test_non_finite_loss(tiny_bert):
     finally:
         with torch.no_grad():
             w.copy_(saved)
+
+
+# ---------------------------------------------------------------------- the probe measures what rank.py defines
+
+
+def _token_capped_halves(m: int, n: int, r: int, T: int, seed: int, eps: float):
+    """Two half-mean gradients, each a sum of T rank-one token terms d_t x_t^T (rank <= T): the first r
+    tokens carry planted directions s_i u_i v_i^T (s from 4 down to 1), every token carries noise of
+    relative size eps. Plus a shuffled-label sum far above the signal (so noise_floor reads 0)."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64)).Q  # (m, r)
+    V = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64)).Q  # (n, r)
+    s = torch.from_numpy(np.geomspace(4.0, 1.0, r))
+
+    def half():
+        D = torch.randn(m, T, generator=g, dtype=torch.float64) * eps / m**0.5  # (m, T) backprops
+        X = torch.randn(n, T, generator=g, dtype=torch.float64) * eps / n**0.5  # (n, T) inputs
+        D[:, :r] += U * s
+        X[:, :r] += V
+        return (D @ X.T).float()  # (m, n), rank <= T
+
+    return half(), half(), 100 * torch.randn(m, n, generator=g)
+
+
+# (m, n, planted rank, tokens per half, eps, seed); the first two are cases where calibrating the
+# split-half null over dead k's (beyond the halves' numerical rank) changes the count.
+_CAPPED = [(64, 64, 5, 5, 1.2, 0), (64, 64, 4, 5, 0.8, 1), (64, 64, 5, 5, 0.5, 0), (48, 96, 3, 5, 0.8, 2),
+           (96, 48, 4, 4, 0.5, 1), (96, 48, 3, 3, 1.2, 0)]
+
+
+@pytest.mark.parametrize("case", _CAPPED)
+def test_probe_floors_equal_rank_py_on_token_capped_halves(case):
+    from intrinsic import rank
+
+    m, n, r, T, eps, seed = case
+    Ma, Mb, noise = _token_capped_halves(m, n, r, T, seed, eps)
+    ref = ModuleRef("layer.0.q", 0, "attention", "q", (m, n), m * n)
+    sums = GradientSums([ref], [Ma.clone()], [Mb.clone()], [noise], 1, 1, 1)
+    _, Ge, Go, _ = sums.means(0)
+    ranks = analyze_gradients(sums, tokens=2 * T, settings=ProbeSettings())[0]["grad_ranks"]
+    assert ranks["split_half"] == rank.split_half_rank(Ge, Go)
+    assert ranks["half_difference"] == rank.half_difference_rank(Ge, Go)
+    assert ranks["noise_floor"] == 0 < ranks["half_difference"]  # the two floors differ here
+
+
+def test_update_sv_is_the_spectrum_of_the_weight_update(tiny_bert):
+    """update_sv = svdvals(W_K - W_0) of a copy fine-tuned by hand the way the module docstring says:
+    AdamW (no weight decay) on every parameter but the embeddings, gradient norm clipped at 1, eval mode."""
+    import copy
+
+    from intrinsic.arch import weight_of
+
+    data, steps, lr = _task(), 3, 1e-3
+    rep = probe(tiny_bert, data, **{**FAST, "update_steps": steps, "update_lr": lr})
+    batches = make_batches(data, tiny_bert.tokenizer, num_batches=steps, batch_size=8, max_length=24, seed=0)
+    torch.manual_seed(0)
+    work = copy.deepcopy(tiny_bert.model).eval()
+    for p in work.parameters():
+        p.requires_grad_(True)
+    for mod in work.modules():
+        if isinstance(mod, torch.nn.Embedding):
+            mod.weight.requires_grad_(False)
+    refs = discover(work)
+    w0 = {r.name: weight_of(work, r).detach().clone() for r in refs}
+    trainable = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    for b in batches:
+        opt.zero_grad(set_to_none=True)
+        work(**b).loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+    by_name = {m.name: m for m in rep.modules}
+    for r in refs:
+        dw = (weight_of(work, r).detach() - w0[r.name]).double().numpy()  # (out, in)
+        want = scipy.linalg.svdvals(dw)
+        got = np.asarray(by_name[r.name].update_sv)
+        assert len(got) == len(want)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * want[0])
