@@ -37,7 +37,7 @@ def plan(
     """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.probes.report import ProbeReport
+        from intrinsic.probes.schema import ProbeReport
         from intrinsic.results import atomic_write_text, write_json
         from intrinsic.train import build_plan, resolve_placement
 

@@ -143,7 +143,7 @@ def _run(model, task_name, strategy, rank, budget_text, layers, probe_dir, max_r
 
 def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet: bool):
     """The ProbeReport for auto: --probe DIR, else OUT/probe if complete, else a quick probe saved there."""
-    from intrinsic.probes.report import ProbeReport
+    from intrinsic.probes.schema import ProbeReport
 
     if probe_dir is not None:
         return ProbeReport.load(probe_dir)

@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .probes.report import ProbeReport, rank_grid
+from .probes.schema import ProbeReport, rank_grid
 from .results import atomic_write_text
 
 FORMATS = ("md", "html")

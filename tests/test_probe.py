@@ -13,12 +13,17 @@ from intrinsic.arch import ModuleRef, discover, grad_of
 from intrinsic.errors import ConfigError, NonFiniteError
 from intrinsic.models import build_tiny_model
 from intrinsic.probes import ProbeSettings, describe, probe
-from intrinsic.probes.gradient import GradientSums, accumulate_gradients, analyze_gradients, spectrum
+from intrinsic.probes.gradient import GradientSums, accumulate_gradients, measure_sums
+from intrinsic.probes.rows import gradient_rows
+from intrinsic.spectra import spectrum
 from intrinsic.tasks import TaskData, make_batches
 
 FAST = dict(batches=4, batch_size=8, max_length=24, update_steps=None)
 
 
+def analyze(sums: GradientSums, tokens: int, settings: ProbeSettings = ProbeSettings()):
+    """The gradient probe's rows from given sums: measure the spectra, then apply the estimators."""
+    return gradient_rows(sums.refs, measure_sums(sums, tokens, settings.max_sv, settings.seed), settings.rank_estimator)
 
 
 def _task(kind: str = "planted", n: int = 96, seed: int = 0) -> TaskData:
@@ -105,18 +110,18 @@ def _synthetic_sums(signal: tuple[float, ...], n: int = 32, dim: int = 64, seed:
 
 
 def test_planted_rank_is_recovered_by_the_data_driven_floors():
-    rows = analyze_gradients(_synthetic_sums((30.0, 20.0, 12.0)), tokens=10_000, settings=ProbeSettings())
-    ranks = rows[0]["grad_ranks"]
+    rows = analyze(_synthetic_sums((30.0, 20.0, 12.0)), tokens=10_000, settings=ProbeSettings())
+    ranks = rows[0].grad_ranks
     assert ranks["half_difference"] == 3
     assert ranks["noise_floor"] == 3
     assert ranks["split_half"] == 3
-    assert rows[0]["intrinsic_rank"] == 3
-    assert rows[0]["energy_share"] == pytest.approx(1.0)
+    assert rows[0].intrinsic_rank == 3
+    assert rows[0].energy_share == pytest.approx(1.0)
 
 
 def test_pure_noise_gives_rank_near_zero():
-    rows = analyze_gradients(_synthetic_sums(()), tokens=10_000, settings=ProbeSettings())
-    ranks = rows[0]["grad_ranks"]
+    rows = analyze(_synthetic_sums(()), tokens=10_000, settings=ProbeSettings())
+    ranks = rows[0].grad_ranks
     assert ranks["split_half"] == 0
     assert ranks["half_difference"] <= 1 and ranks["noise_floor"] <= 1  # one-run max tests: P(>=1) = 1/2
 
@@ -284,16 +289,16 @@ _CAPPED = [(64, 64, 5, 5, 1.2, 0), (64, 64, 4, 5, 0.8, 1), (64, 64, 5, 5, 0.5, 0
 
 @pytest.mark.parametrize("case", _CAPPED)
 def test_probe_floors_equal_rank_py_on_token_capped_halves(case):
-    from intrinsic import rank
+    from intrinsic.rank import floors
 
     m, n, r, T, eps, seed = case
     Ma, Mb, noise = _token_capped_halves(m, n, r, T, seed, eps)
     ref = ModuleRef("layer.0.q", 0, "attention", "q", (m, n), m * n)
     sums = GradientSums([ref], [Ma.clone()], [Mb.clone()], [noise], 1, 1, 1)
     _, Ge, Go, _ = sums.means(0)
-    ranks = analyze_gradients(sums, tokens=2 * T, settings=ProbeSettings())[0]["grad_ranks"]
-    assert ranks["split_half"] == rank.split_half_rank(Ge, Go)
-    assert ranks["half_difference"] == rank.half_difference_rank(Ge, Go)
+    ranks = analyze(sums, tokens=2 * T, settings=ProbeSettings())[0].grad_ranks
+    assert ranks["split_half"] == floors.split_half_rank(Ge, Go)
+    assert ranks["half_difference"] == floors.half_difference_rank(Ge, Go)
     assert ranks["noise_floor"] == 0 < ranks["half_difference"]  # the two floors differ here
 
 
