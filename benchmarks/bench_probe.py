@@ -81,7 +81,7 @@ def main() -> None:
             mark[0] = now
 
     t0 = time.perf_counter()
-    report = probe(loaded, data, progress=on_progress, **overrides)
+    report = probe(loaded, data, s, progress=on_progress)
     total = time.perf_counter() - t0
     if args.out:
         from intrinsic.report.plots import write_plots
@@ -99,9 +99,9 @@ def main() -> None:
 
     t = report.timings
     grad_phase = t.get("gradient", 0) + t.get("noise", 0)
-    overhead = (grad_phase + t.get("spectra", 0)) / plain - 1
+    overhead = (grad_phase + t.get("spectra", 0) + t.get("estimate", 0)) / plain - 1
     grad_cpu = cpu.get("gradient", 0) + cpu.get("noise", 0)
-    overhead_cpu = (grad_cpu + cpu.get("spectra", 0)) / plain_cpu - 1
+    overhead_cpu = (grad_cpu + cpu.get("spectra", 0) + cpu.get("estimate", 0)) / plain_cpu - 1
     print(f"probe {args.model} on {args.task}: N={s.batches} batches x {s.batch_size}, max_length {s.max_length}, "
           f"K={s.update_steps} update steps, {report.tokens:,} tokens, {len(report.modules)} rows, "
           f"{torch.get_num_threads()} threads")

@@ -40,7 +40,7 @@ def plan(
     with handle_errors():
         from intrinsic.errors import ConfigError
         from intrinsic.placement import PlacementRequest, make_plan
-        from intrinsic.probes.report import ProbeReport
+        from intrinsic.probes.schema import ProbeReport
         from intrinsic.results import atomic_write_text, write_json
 
         if fmt not in FORMATS:

@@ -1,7 +1,7 @@
 """`intrinsic probe` (measure per-module intrinsic ranks) and `intrinsic report` (re-render a saved probe).
 
-Thin: parse options, call `intrinsic.probes.probe`, save, render. Option help comes from the
-`ProbeSettings` field comments (documented once, in the library).
+Thin: parse options, build one `ProbeSettings`, call `intrinsic.probes.probe`, save, render. Option
+help comes from the `ProbeSettings` field metadata (`field_help`: documented once, in the library).
 """
 
 from __future__ import annotations
@@ -17,21 +17,18 @@ from .common import JsonOpt, console, err_console, handle_errors, print_json
 
 
 def _help(field: str, fallback: str = "") -> str:
-    try:
-        from intrinsic.probes import settings_help
+    from intrinsic.fields import field_help
+    from intrinsic.probes.settings import ProbeSettings
 
-        return settings_help().get(field, fallback)
-    except Exception:  # noqa: BLE001 - help text must never break --help
-        return fallback
+    return field_help(ProbeSettings).get(field, fallback)
 
 
 def _default(field: str):
     """The library's default for a ProbeSettings field (defaults live in one place)."""
-    import dataclasses
+    from intrinsic.fields import field_defaults
+    from intrinsic.probes.settings import ProbeSettings
 
-    from intrinsic.probes import ProbeSettings
-
-    return next(f.default for f in dataclasses.fields(ProbeSettings) if f.name == field)
+    return field_defaults(ProbeSettings)[field]
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -77,6 +74,8 @@ def probe(
     """Probe MODEL on TASK: per-module mean-gradient and weight-update spectra, intrinsic ranks, plots."""
     with handle_errors():
         from intrinsic.errors import ConfigError
+        import dataclasses
+
         from intrinsic.probes import ProbeSettings, load_inputs
         from intrinsic.probes import probe as run_probe
         from intrinsic.results import ensure_writable_dir
@@ -103,8 +102,8 @@ def probe(
             from intrinsic.arch import num_layers
             from intrinsic.placement import parse_layers
 
-            kw["layers"] = tuple(parse_layers(layers, num_layers(loaded.model)))
-        report = _run_with_progress(run_probe, loaded, data, kw)
+            settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
+        report = _run_with_progress(run_probe, loaded, data, settings)
         _save(report, out)
         if as_json:
             print_json(report.to_json())
@@ -113,7 +112,7 @@ def probe(
         console.print(f"saved [bold]{out}[/] (probe.json, spectra.npz, plots, report.md, report.html)")
 
 
-def _run_with_progress(run_probe, loaded, data, kw):
+def _run_with_progress(run_probe, loaded, data, settings):
     from .common import progress
 
     with progress() as bar:
@@ -124,7 +123,7 @@ def _run_with_progress(run_probe, loaded, data, kw):
                 ids[phase] = bar.add_task(phase, total=total, info="")
             bar.update(ids[phase], completed=done, total=total)
 
-        return run_probe(loaded, data, progress=on_progress, **kw)
+        return run_probe(loaded, data, settings, progress=on_progress)
 
 
 def _save(report, out: Path) -> None:
@@ -145,7 +144,7 @@ def report(
     """Re-render a saved probe (terminal tables, plots, report.md or report.html) without recomputing."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.probes.report import ProbeReport
+        from intrinsic.probes.schema import ProbeReport
         from intrinsic.report.probe import FORMATS, write_report
 
         if fmt not in FORMATS:
@@ -179,7 +178,8 @@ def render_terminal(rep) -> None:
 
     from rich.table import Table
 
-    from intrinsic.probes.report import rank_grid
+    from intrinsic.probes.schema import rank_grid
+    from intrinsic.rank import TESTS
 
     s = rep.settings
     console.print(
@@ -215,14 +215,14 @@ def render_terminal(rep) -> None:
 
     by_name = {m.name: m for m in rep.modules}
     top = Table(title="Top modules by gradient energy", header_style="bold")
-    for c in ("module", "energy", "rank", "split_half", "noise_floor", "energy_90", "update e90"):
+    cols = (*TESTS, "energy_90")  # the noise-floor tests of the registry, and one descriptive estimator
+    for c in ("module", "energy", "rank", *cols, "update e90"):
         top.add_column(c, justify="left" if c == "module" else "right")
     for t in rep.summary.get("top_energy", [])[:8]:
         m = by_name[t["name"]]
-        gr = m.grad_ranks
         upd = (m.update_ranks or {}).get("energy_90")
-        top.add_row(m.short, f"{100 * m.energy_share:.1f}%", str(m.intrinsic_rank), f"{gr.get('split_half', 0):g}",
-                    f"{gr.get('noise_floor', 0):g}", f"{gr.get('energy_90', 0):g}", "-" if upd is None else f"{upd:g}")
+        top.add_row(m.short, f"{100 * m.energy_share:.1f}%", str(m.intrinsic_rank),
+                    *(f"{m.grad_ranks.get(c, 0):g}" for c in cols), "-" if upd is None else f"{upd:g}")
     console.print(top)
     loss = rep.summary.get("update_loss")
     if loss:

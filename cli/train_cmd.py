@@ -150,7 +150,7 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
 
 def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet: bool):
     """The ProbeReport for auto: --probe DIR, else OUT/probe if complete, else a quick probe saved there."""
-    from intrinsic.probes.report import ProbeReport
+    from intrinsic.probes.schema import ProbeReport
     from intrinsic.training.rundir import PROBE_DIR
 
     if probe_dir is not None:

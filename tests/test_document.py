@@ -77,7 +77,7 @@ def test_committed_study_report_reproduces(study, tmp_path):
 
 
 def test_committed_probe_report_reproduces():
-    from intrinsic.probes.report import ProbeReport
+    from intrinsic.probes.schema import ProbeReport
     from intrinsic.report.probe import document
     from intrinsic.report.plots import PLOT_FILES
 

@@ -13,12 +13,17 @@ from intrinsic.arch import ModuleRef, discover, grad_of
 from intrinsic.errors import ConfigError, NonFiniteError
 from intrinsic.testing import build_tiny_model
 from intrinsic.probes import ProbeSettings, describe, probe
-from intrinsic.probes.gradient import GradientSums, accumulate_gradients, analyze_gradients, spectrum
+from intrinsic.probes.gradient import GradientSums, accumulate_gradients, measure_sums
+from intrinsic.probes.rows import gradient_rows
+from intrinsic.spectra import spectrum
 from intrinsic.tasks import TaskData, make_batches
 
 FAST = dict(batches=4, batch_size=8, max_length=24, update_steps=None)
 
 
+def analyze(sums: GradientSums, tokens: int, settings: ProbeSettings = ProbeSettings()):
+    """The gradient probe's rows from given sums: measure the spectra, then apply the estimators."""
+    return gradient_rows(sums.refs, measure_sums(sums, tokens, settings.max_sv, settings.seed), settings.rank_estimator)
 
 
 def _task(kind: str = "planted", n: int = 96, seed: int = 0) -> TaskData:
@@ -105,18 +110,18 @@ def _synthetic_sums(signal: tuple[float, ...], n: int = 32, dim: int = 64, seed:
 
 
 def test_planted_rank_is_recovered_by_the_data_driven_floors():
-    rows = analyze_gradients(_synthetic_sums((30.0, 20.0, 12.0)), tokens=10_000, settings=ProbeSettings())
-    ranks = rows[0]["grad_ranks"]
+    rows = analyze(_synthetic_sums((30.0, 20.0, 12.0)), tokens=10_000, settings=ProbeSettings())
+    ranks = rows[0].grad_ranks
     assert ranks["half_difference"] == 3
     assert ranks["noise_floor"] == 3
     assert ranks["split_half"] == 3
-    assert rows[0]["intrinsic_rank"] == 3
-    assert rows[0]["energy_share"] == pytest.approx(1.0)
+    assert rows[0].intrinsic_rank == 3
+    assert rows[0].energy_share == pytest.approx(1.0)
 
 
 def test_pure_noise_gives_rank_near_zero():
-    rows = analyze_gradients(_synthetic_sums(()), tokens=10_000, settings=ProbeSettings())
-    ranks = rows[0]["grad_ranks"]
+    rows = analyze(_synthetic_sums(()), tokens=10_000, settings=ProbeSettings())
+    ranks = rows[0].grad_ranks
     assert ranks["split_half"] == 0
     assert ranks["half_difference"] <= 1 and ranks["noise_floor"] <= 1  # one-run max tests: P(>=1) = 1/2
 
@@ -252,3 +257,81 @@ def test_non_finite_loss(tiny_bert):
     finally:
         with torch.no_grad():
             w.copy_(saved)
+
+
+# ---------------------------------------------------------------------- the probe measures what rank.py defines
+
+
+def _token_capped_halves(m: int, n: int, r: int, T: int, seed: int, eps: float):
+    """Two half-mean gradients, each a sum of T rank-one token terms d_t x_t^T (rank <= T): the first r
+    tokens carry planted directions s_i u_i v_i^T (s from 4 down to 1), every token carries noise of
+    relative size eps. Plus a shuffled-label sum far above the signal (so noise_floor reads 0)."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64)).Q  # (m, r)
+    V = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64)).Q  # (n, r)
+    s = torch.from_numpy(np.geomspace(4.0, 1.0, r))
+
+    def half():
+        D = torch.randn(m, T, generator=g, dtype=torch.float64) * eps / m**0.5  # (m, T) backprops
+        X = torch.randn(n, T, generator=g, dtype=torch.float64) * eps / n**0.5  # (n, T) inputs
+        D[:, :r] += U * s
+        X[:, :r] += V
+        return (D @ X.T).float()  # (m, n), rank <= T
+
+    return half(), half(), 100 * torch.randn(m, n, generator=g)
+
+
+# (m, n, planted rank, tokens per half, eps, seed); the first two are cases where calibrating the
+# split-half null over dead k's (beyond the halves' numerical rank) changes the count.
+_CAPPED = [(64, 64, 5, 5, 1.2, 0), (64, 64, 4, 5, 0.8, 1), (64, 64, 5, 5, 0.5, 0), (48, 96, 3, 5, 0.8, 2),
+           (96, 48, 4, 4, 0.5, 1), (96, 48, 3, 3, 1.2, 0)]
+
+
+@pytest.mark.parametrize("case", _CAPPED)
+def test_probe_floors_equal_rank_py_on_token_capped_halves(case):
+    from intrinsic.rank import floors
+
+    m, n, r, T, eps, seed = case
+    Ma, Mb, noise = _token_capped_halves(m, n, r, T, seed, eps)
+    ref = ModuleRef("layer.0.q", 0, "attention", "q", (m, n), m * n)
+    sums = GradientSums([ref], [Ma.clone()], [Mb.clone()], [noise], 1, 1, 1)
+    _, Ge, Go, _ = sums.means(0)
+    ranks = analyze(sums, tokens=2 * T, settings=ProbeSettings())[0].grad_ranks
+    assert ranks["split_half"] == floors.split_half_rank(Ge, Go)
+    assert ranks["half_difference"] == floors.half_difference_rank(Ge, Go)
+    assert ranks["noise_floor"] == 0 < ranks["half_difference"]  # the two floors differ here
+
+
+def test_update_sv_is_the_spectrum_of_the_weight_update(tiny_bert):
+    """update_sv = svdvals(W_K - W_0) of a copy fine-tuned by hand the way the module docstring says:
+    AdamW (no weight decay) on every parameter but the embeddings, gradient norm clipped at 1, eval mode."""
+    import copy
+
+    from intrinsic.arch import weight_of
+
+    data, steps, lr = _task(), 3, 1e-3
+    rep = probe(tiny_bert, data, **{**FAST, "update_steps": steps, "update_lr": lr})
+    batches = make_batches(data, tiny_bert.tokenizer, num_batches=steps, batch_size=8, max_length=24, seed=0)
+    torch.manual_seed(0)
+    work = copy.deepcopy(tiny_bert.model).eval()
+    for p in work.parameters():
+        p.requires_grad_(True)
+    for mod in work.modules():
+        if isinstance(mod, torch.nn.Embedding):
+            mod.weight.requires_grad_(False)
+    refs = discover(work)
+    w0 = {r.name: weight_of(work, r).detach().clone() for r in refs}
+    trainable = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    for b in batches:
+        opt.zero_grad(set_to_none=True)
+        work(**b).loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+    by_name = {m.name: m for m in rep.modules}
+    for r in refs:
+        dw = (weight_of(work, r).detach() - w0[r.name]).double().numpy()  # (out, in)
+        want = scipy.linalg.svdvals(dw)
+        got = np.asarray(by_name[r.name].update_sv)
+        assert len(got) == len(want)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * want[0])

@@ -12,7 +12,7 @@ import torch
 from intrinsic.errors import ConfigError
 from intrinsic.testing import build_tiny_model
 from intrinsic.probes import probe
-from intrinsic.probes.report import JSON_TOP_SV, ProbeReport, rank_grid
+from intrinsic.probes.schema import JSON_TOP_SV, ProbeReport, rank_grid
 from intrinsic.tasks import TaskData
 
 PNG = b"\x89PNG\r\n\x1a\n"

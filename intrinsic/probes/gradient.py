@@ -22,19 +22,19 @@ gradient stops the probe with `NonFiniteError` naming the phase, batch and modul
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .. import rank
-from ..arch import ModuleRef, grad_of, roles_of, weight_of
-from ..errors import ConfigError, NonFiniteError
-from ..spectra import singular_values, svd_topk
-
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
-GRAM_MAX_DIM = 1024  # spectra of matrices with min(m, n) up to this go through the float64 Gram matrix
+from ..arch import ModuleRef, grad_of, weight_of
+from ..errors import ConfigError
+from ..rank import Spectra
+from ..rank.floors import Basis, split_half_kmax
+from ..spectra import spectrum
+from .base import ProbeBatches, RowKey, row_views
+from .steps import Progress, check_finite, device_of, forward_loss
 
 
 @dataclass
@@ -52,14 +52,6 @@ class GradientSums:
     @property
     def n(self) -> int:
         return self.n_even + self.n_odd
-
-    def views(self) -> Iterator[tuple[ModuleRef, str | None, str, object]]:
-        """(ref, block_of, role, rows) for every module and every role block of a fused module."""
-        for ref in self.refs:
-            yield ref, None, ref.role, slice(None)
-            if ref.blocks:
-                for role, rows in roles_of(ref):
-                    yield ref, ref.name, role, rows
 
     def means(self, i: int, rows=slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(G, G_even, G_odd, G_noise) of module i, restricted to `rows` (a slice or index list)."""
@@ -97,34 +89,6 @@ def only_probed_weights_trainable(model, refs: Sequence[ModuleRef]) -> Iterator[
         model.train(was_training)
 
 
-def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def forward_loss(model, batch: dict[str, torch.Tensor], phase: str, index: int) -> torch.Tensor:
-    """The model's loss on one batch (moved to the model's device); NonFiniteError if NaN/inf."""
-    dev = _device_of(model)
-    out = model(**{k: v.to(dev) for k, v in batch.items()})
-    loss = getattr(out, "loss", None)
-    if loss is None:
-        raise ConfigError("The model returned no loss: batches need a 'labels' entry matching its head.")
-    if not bool(torch.isfinite(loss)):
-        raise NonFiniteError(f"Non-finite loss ({loss.item()}) in {phase} batch {index}; nothing was written.")
-    return loss
-
-
-def check_finite(model, refs: Sequence[ModuleRef], phase: str, index: int) -> None:
-    """Raise NonFiniteError naming the first module whose gradient has a NaN or inf."""
-    grads = [grad_of(model, r) for r in refs]
-    total = torch.stack([g.sum() for g in grads if g is not None]).sum() if any(g is not None for g in grads) else None
-    if total is None or bool(torch.isfinite(total)):
-        return
-    for ref, g in zip(refs, grads):
-        if g is not None and not bool(torch.isfinite(g).all()):
-            raise NonFiniteError(f"Non-finite gradient in module {ref.name} at {phase} batch {index}; nothing was written.")
-    raise NonFiniteError(f"Gradient sum overflowed at {phase} batch {index}; nothing was written.")
-
-
 def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progress: Progress | None) -> None:
     """Add each batch's gradient into sums[b % len(sums)]."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -159,7 +123,7 @@ def accumulate_gradients(
         raise ConfigError(f"batches must be at least 2 (split halves need one batch each), got {len(batches)}")
     if not refs:
         raise ConfigError("No modules to probe.")
-    dev = _device_of(model)
+    dev = device_of(model)
 
     def zeros():
         return [torch.zeros(r.shape, dtype=torch.float32, device=dev) for r in refs]  # (out, in) each
@@ -172,112 +136,45 @@ def accumulate_gradients(
     return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches))
 
 
-# ---------------------------------------------------------------------- spectra and estimators
+# ---------------------------------------------------------------------- spectra
 
 
-def spectrum_size(shape: tuple[int, int], max_sv: int) -> int:
-    """Singular values to compute: max_sv, but at least the top half (the median-based estimators need it)."""
-    p = min(shape)
-    return min(p, max(max_sv, p // 2 + 1))
-
-
-def spectrum(M: torch.Tensor, max_sv: int, seed: int = 0, vectors: int = 0):
-    """Singular values of M (m, n), descending float64, and optionally top `vectors` singular bases.
-
-    Matrices with min(m, n) <= GRAM_MAX_DIM go through the float64 Gram matrix: eigh of the p x p
-    Gram (p = min(m, n)) is about twice as fast as an SVD of M on a CPU, and float64 keeps every
-    singular value above ~1e-8 * sigma_1, far below float32 round-off of the gradient itself (the
-    estimators ignore values under sigma_1 * max(m, n) * eps32 anyway); checked against
-    `spectra.singular_values` in the tests. Larger matrices use `spectra` (randomized top-k).
-    Returns sv, or (sv, U (m, vectors), V (n, vectors)) when vectors > 0.
-    """
-    m, n = M.shape
-    p = min(m, n)
-    k = spectrum_size((m, n), max_sv)
-    if p > GRAM_MAX_DIM:
-        if not vectors:
-            return singular_values(M, k, seed=seed)
-        U, S, Vh = svd_topk(M, max(k, vectors), seed=seed)
-        return S[:k], U[:, :vectors], Vh[:vectors].T
-    A = M.detach().to(torch.float64)
-    tall = m >= n
-    C = A.mT @ A if tall else A @ A.mT  # (p, p) Gram
-    if vectors:
-        evals, evecs = torch.linalg.eigh(C)  # ascending
-        W = evecs.flip(1)[:, :vectors]  # (p, vectors): top right (tall) or left (wide) singular vectors
-    else:
-        evals = torch.linalg.eigvalsh(C)
-    sv = evals.flip(0).clamp_min(0).sqrt()  # (p,) descending
-    out = sv[:k].cpu().numpy()
-    if not np.isfinite(out).all():  # the sums were checked batch by batch; this catches an overflow
-        raise NonFiniteError(f"Non-finite spectrum of a {m}x{n} matrix; nothing was written.")
-    if not vectors:
-        return out
-    scale = torch.where(sv[:vectors] > 0, 1.0 / sv[:vectors].clamp_min(1e-300), torch.zeros_like(sv[:vectors]))
-    other = (A @ W if tall else A.mT @ W) * scale  # (m or n, vectors): the other side's vectors
-    U, V = (other, W) if tall else (W, other)
-    return out, U.contiguous().cpu().numpy(), V.contiguous().cpu().numpy()  # contiguous: numpy's BLAS path
-
-
-def split_half(G_even: torch.Tensor, G_odd: torch.Tensor, max_sv: int, seed: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(split-half rank, spectrum of G_even, spectrum of G_odd), one decomposition per half.
-
-    The test of `rank.split_half_test` (kmax = min(64, p // 4), alpha = 0.01, k's beyond either
-    half's numerical rank skipped) on bases from `spectrum`, which also yields the halves' spectra.
-    """
-    shape = tuple(G_even.shape)
-    K = min(rank.KMAX_CAP, min(shape) // 4)
+def _halves(G_even: torch.Tensor, G_odd: torch.Tensor, max_sv: int, seed: int) -> tuple[Basis, Basis]:
+    """Spectra and top bases (K = rank.floors.split_half_kmax columns, none if K < 1) of the two half means."""
+    K = split_half_kmax(tuple(G_even.shape))
     if K < 1:
-        return 0, spectrum(G_even, max_sv, seed), spectrum(G_odd, max_sv, seed)
-    sa, Ua, Va = spectrum(G_even, max_sv, seed, vectors=K)
-    sb, Ub, Vb = spectrum(G_odd, max_sv, seed + 1, vectors=K)
-    res = rank.split_half_from_bases(Ua, Va, Ub, Vb, seed=seed)
-    live = min(rank.numerical_rank(sa, shape), rank.numerical_rank(sb, shape))  # skip round-off directions
-    return max((min(a, b) for k, a, b in zip(res.ks, res.left, res.right) if k <= live), default=0), sa, sb
+        m, n = G_even.shape
+        return tuple(Basis(spectrum(G, max_sv, seed), np.zeros((m, 0)), np.zeros((n, 0)))
+                     for G in (G_even, G_odd))  # no room for a test: split_half reads 0
+    return Basis(*spectrum(G_even, max_sv, seed, vectors=K)), Basis(*spectrum(G_odd, max_sv, seed + 1, vectors=K))
 
 
-def gradient_ranks(G, G_even, G_odd, noise_sv: np.ndarray, max_sv: int, seed: int):
-    """(ranks, sv, even_sv, odd_sv): every estimator on the mean gradient's spectrum plus the data floors.
-
-    split_half and noise_floor as in rank.py; half_difference = noise_floor_rank of sv against the top
-    singular value of (G_even - G_odd) / 2 (rank.half_difference_rank, reusing sv).
-    """
-    shape = tuple(G.shape)
-    sv = spectrum(G, max_sv, seed)
-    ranks = rank.estimate_all(sv, shape)
-    split, even_sv, odd_sv = split_half(G_even, G_odd, max_sv, seed)
-    ranks["split_half"] = float(split)
-    ranks["noise_floor"] = float(rank.noise_floor_rank(sv, noise_sv, shape=shape))
-    diff_top = spectrum((G_even - G_odd) / 2, 1, seed)[:1]
-    ranks["half_difference"] = float(rank.noise_floor_rank(sv, diff_top, shape=shape))
-    return ranks, sv, even_sv, odd_sv
-
-
-def analyze_gradients(sums: GradientSums, tokens: int, settings, progress: Progress | None = None) -> list[dict]:
-    """One row (ModuleProbe fields as a dict) per module and per role block of a fused module."""
-    views = list(sums.views())
+def measure_sums(sums: GradientSums, tokens: int, max_sv: int, seed: int,
+                 progress: Progress | None = None) -> dict[RowKey, Spectra]:
+    """One Spectra per module and per role block of a fused module, from the accumulated sums."""
+    views = list(row_views(sums.refs))
     index = {id(r): i for i, r in enumerate(sums.refs)}
-    rows = []
-    for v, (ref, block_of, role, sel) in enumerate(views):
+    out = {}
+    for v, (key, ref, sel) in enumerate(views):
         G, Ge, Go, Gn = sums.means(index[id(ref)], sel)  # (rows, in) each
         shape = (int(G.shape[0]), int(G.shape[1]))
-        noise_sv = spectrum(Gn, settings.max_sv, settings.seed)
-        ranks, sv, even_sv, odd_sv = gradient_ranks(G, Ge, Go, noise_sv, settings.max_sv, settings.seed)
-        rows.append(dict(
-            name=ref.name if block_of is None else f"{ref.name}:{role}", layer=ref.layer, kind=ref.kind, role=role,
-            shape=shape, params=shape[0] * shape[1], block_of=block_of, rank_cap=rank.token_cap(tokens, shape),
-            grad_norm=float(torch.linalg.vector_norm(G)), grad_sv=_tup(sv), noise_sv=_tup(noise_sv),
-            even_sv=_tup(even_sv), odd_sv=_tup(odd_sv), grad_ranks=ranks,
-            intrinsic_rank=int(round(ranks[settings.rank_estimator])),
-            update_sv=None, update_ranks=None, update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
-        ))
+        noise_sv = spectrum(Gn, max_sv, seed)
+        sv = spectrum(G, max_sv, seed)
+        halves = _halves(Ge, Go, max_sv, seed)
+        diff_top = spectrum((Ge - Go) / 2, 1, seed)[0]  # sigma_1 of the half difference
+        out[key] = Spectra(sv=sv, shape=shape, tokens=tokens, norm=float(torch.linalg.vector_norm(G)), halves=halves,
+                           noise_sv=noise_sv, diff_top=float(diff_top), seed=seed)
         if progress:
             progress("spectra", v + 1, len(views))
-    total = sum(r["grad_norm"] ** 2 for r in rows if r["block_of"] is None)
-    for r in rows:
-        r["energy_share"] = r["grad_norm"] ** 2 / total if total > 0 else 0.0
-    return rows
+    return out
 
 
-def _tup(a: np.ndarray) -> tuple[float, ...]:
-    return tuple(float(x) for x in a)
+class GradientProbe:
+    """The gradient probe as a `Probe`: accumulate, then measure the spectra (phases gradient, noise, spectra)."""
+
+    name = "gradient"
+
+    def measure(self, model, refs: Sequence[ModuleRef], batches: ProbeBatches, settings,
+                progress: Progress | None = None) -> dict[RowKey, Spectra]:
+        sums = accumulate_gradients(model, refs, batches.real, batches.shuffled, progress=progress)
+        return measure_sums(sums, batches.tokens, settings.max_sv, settings.seed, progress)

@@ -13,6 +13,9 @@ Choices, each made so that dW shows the task's update at a probe's cost:
   norm clipped at 1.0, eval mode (no dropout noise), batches seeded like the gradient probe.
 - At every step in `checkpoints` the spectrum of W_step - W_0 is taken (estimators are applied by
   the caller), so the growth of the update's rank over training is visible.
+
+`UpdateProbe.measure` returns one `rank.Spectra` per row: `sv` of the last step, `by_step` every
+checkpoint; the training losses and the SVD time stay on the probe object (`losses`, `svd_seconds`).
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .. import rank
-from ..arch import ModuleRef, roles_of, weight_of
+from ..arch import ModuleRef, weight_of
 from ..errors import ConfigError
-from .gradient import Progress, check_finite, forward_loss, spectrum
+from ..rank import Spectra
+from ..spectra import spectrum
+from .base import ProbeBatches, RowKey, row_views
+from .steps import Progress, check_finite, forward_loss
 
 CLIP_NORM = 1.0  # max global gradient norm, as in standard fine-tuning recipes
 
@@ -37,14 +42,10 @@ CLIP_NORM = 1.0  # max global gradient norm, as in standard fine-tuning recipes
 class UpdateResult:
     """Spectra of dW = W_step - W_0 for every module and role block, at every checkpoint step."""
 
-    spectra: dict[str, dict[int, np.ndarray]]  # row name -> step -> singular values (descending, float64)
+    spectra: dict[RowKey, dict[int, np.ndarray]]  # row -> step -> singular values (descending, float64)
     losses: list[float]  # training loss per step
     svd_seconds: float  # time spent on the checkpoint SVDs (part of the update phase)
-
-
-def view_key(ref: ModuleRef, role: str | None) -> str:
-    """Row name of a module (role None) or of one role block of a fused module."""
-    return ref.name if role is None else f"{ref.name}:{role}"
+    shapes: dict[RowKey, tuple[int, int]] = field(default_factory=dict)  # row -> (rows, in) of its dW
 
 
 def update_probe(
@@ -60,7 +61,7 @@ def update_probe(
 ) -> UpdateResult:
     """Fine-tune a copy of `model` for len(batches) steps; spectra of dW per module and role block.
 
-    Row names as `view_key` (fused blocks: "name:role"). The caller's model is not touched.
+    Rows keyed by `RowKey` (a module, or a role block of a fused module). The caller's model is not touched.
     """
     steps = len(batches)
     if steps < 1:
@@ -104,22 +105,26 @@ def _record(work, refs, w0, step: int, max_sv: int, seed: int, out: UpdateResult
     with torch.no_grad():
         for ref, base in zip(refs, w0):
             dw = weight_of(work, ref).detach().to(torch.float32) - base  # (out, in)
-            views = [(None, slice(None))] + (list(roles_of(ref)) if ref.blocks else [])
-            for role, rows in views:
+            for key, _, rows in row_views([ref]):
                 m = dw[rows] if isinstance(rows, slice) else dw[torch.as_tensor(rows)]  # (rows, in)
-                out.spectra.setdefault(view_key(ref, role), {})[step] = spectrum(m, max_sv, seed)
+                out.spectra.setdefault(key, {})[step] = spectrum(m, max_sv, seed)
+                out.shapes[key] = (int(m.shape[0]), int(m.shape[1]))
     out.svd_seconds += time.perf_counter() - start
 
 
-def analyze_update(rows: list[dict], result: UpdateResult) -> list[dict]:
-    """Add update_sv / update_ranks (at the last step) and per-checkpoint ranks and spectra to each row."""
-    for r in rows:
-        by_step = result.spectra.get(r["name"], {})
-        if not by_step:
-            continue
-        last = max(by_step)
-        r["update_sv"] = tuple(float(x) for x in by_step[last])
-        r["update_ranks"] = rank.estimate_all(by_step[last], r["shape"])
-        r["update_checkpoints"] = {str(s): rank.estimate_all(sv, r["shape"]) for s, sv in sorted(by_step.items())}
-        r["update_checkpoint_sv"] = {str(s): tuple(float(x) for x in sv) for s, sv in sorted(by_step.items())}
-    return rows
+class UpdateProbe:
+    """The update probe as a `Probe` (phase "update"); `losses` and `svd_seconds` are set by `measure`."""
+
+    name = "update"
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []  # training loss per step of the last measure
+        self.svd_seconds = 0.0  # time of the checkpoint SVDs within it
+
+    def measure(self, model, refs: Sequence[ModuleRef], batches: ProbeBatches, settings,
+                progress: Progress | None = None) -> dict[RowKey, Spectra]:
+        result = update_probe(model, refs, batches.update, lr=settings.update_lr, checkpoints=settings.checkpoints,
+                              max_sv=settings.max_sv, seed=settings.seed, progress=progress)
+        self.losses, self.svd_seconds = result.losses, result.svd_seconds
+        return {key: Spectra(sv=by_step[max(by_step)], shape=result.shapes[key], by_step=dict(sorted(by_step.items())))
+                for key, by_step in result.spectra.items()}

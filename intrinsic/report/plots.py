@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..probes.report import ProbeReport, leaf_rows, rank_grid
+from ..probes.schema import ProbeReport, leaf_rows, rank_grid
 from ..results import atomic_write_bytes
 
 PLOT_FILES = ("rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "update_growth.png")

@@ -13,13 +13,14 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ..probes.report import ProbeReport, rank_grid
+from ..probes.schema import ProbeReport, rank_grid
+from ..rank import TESTS
 from ..results import atomic_write_text
 from .document import Block, Heading, Image, Paragraph, Table, render_html, render_markdown
 from .format import cell
 
 FORMATS = ("md", "html")
-_ESTIMATOR_COLUMNS = ("split_half", "noise_floor", "gavish_donoho", "energy_90", "stable_rank", "entropy_rank")
+_DESCRIPTIVE_COLUMNS = ("gavish_donoho", "energy_90", "stable_rank", "entropy_rank")  # of rank.DESCRIPTIVE
 _fmt = partial(cell, digits=3, large="plain", bools=False)  # the probe report's numbers: 3 digits, exact counts
 
 
@@ -46,7 +47,9 @@ def sections(report: ProbeReport) -> list[tuple[str, list[str], list[list[str]]]
         [[t["name"], str(t["layer"]), t["role"], f"{100 * t['energy_share']:.1f}%", str(t["intrinsic_rank"])]
          for t in report.summary.get("top_energy", [])],
     ))
-    cols = [c for c in _ESTIMATOR_COLUMNS if any(c in m.grad_ranks for m in report.modules)]
+    # every noise-floor test of the registry except the designated one (the "rank" column), then a few descriptive
+    cols = [c for c in (*TESTS, *_DESCRIPTIVE_COLUMNS) if c != report.estimator
+            and any(c in m.grad_ranks for m in report.modules)]
     has_update = any(m.update_ranks for m in report.modules)
     out.append((
         "Every module (gradient estimators; update = energy-90 rank of W_K - W_0)",

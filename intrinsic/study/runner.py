@@ -117,7 +117,7 @@ class ProbeEnergy:
             self._cache[seed] = None
             path = self.out_dir / "probes" / probe_key(self.spec, seed)
             if (path / "probe.json").is_file():
-                from ..probes.report import ProbeReport
+                from ..probes.schema import ProbeReport
 
                 rep = ProbeReport.load(path)
                 gains = rep.gains()
@@ -252,7 +252,7 @@ class _Base:
         return got
 
     def _probe(self, seed: int, path: Path):
-        from ..probes.report import ProbeReport
+        from ..probes.schema import ProbeReport
 
         if (path / "probe.json").is_file():
             return ProbeReport.load(path)

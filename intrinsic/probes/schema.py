@@ -34,7 +34,6 @@ SCHEMA_VERSION = 1
 JSON_TOP_SV = 64  # singular values per spectrum kept in probe.json (the npz keeps all)
 PROBE_FILE = "probe.json"
 SPECTRA_FILE = "spectra.npz"
-ROLE_ORDER = ("q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down")  # canonical column order
 _SV_FIELDS = ("grad_sv", "noise_sv", "even_sv", "odd_sv")  # spectra of every row
 
 
@@ -49,11 +48,11 @@ class ModuleProbe:
     shape: tuple[int, int]  # (out, in) of the probed matrix (rows of the block for a fused block)
     params: int  # out * in
     grad_sv: tuple[float, ...]  # singular values of the mean gradient G, descending (at most max_sv)
-    grad_ranks: dict[str, float]  # rank.estimate_all(grad_sv) + split_half + noise_floor
+    grad_ranks: dict[str, float]  # rank.estimate of the gradient Spectra: every estimator in rank.ESTIMATORS
     noise_sv: tuple[float, ...]  # singular values of the shuffled-label mean gradient
     update_sv: tuple[float, ...] | None  # singular values of W_K - W_0 (None: update probe skipped)
-    update_ranks: dict[str, float] | None  # rank.estimate_all(update_sv)
-    update_checkpoints: dict[str, dict[str, float]]  # str(step) -> estimate_all of W_step - W_0
+    update_ranks: dict[str, float] | None  # rank.estimate(update_sv): the descriptive estimators
+    update_checkpoints: dict[str, dict[str, float]]  # str(step) -> rank.estimate of W_step - W_0
     intrinsic_rank: int  # the designated estimator's value (settings.rank_estimator)
     energy_share: float  # ||G||_F^2 of this row / sum over all modules (rows with block_of None)
     block_of: str | None = None  # fused module this block belongs to; None for a module
@@ -83,7 +82,7 @@ class ProbeReport:
     modules: tuple[ModuleProbe, ...]  # one row per module, plus role-block rows of fused modules
     summary: dict[str, Any]  # see summarize()
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
-    env: dict[str, str] = field(default_factory=dict)  # versions and device, for provenance
+    env: dict[str, Any] = field(default_factory=dict)  # intrinsic.env.environment(): versions, device, for provenance
 
     # ------------------------------------------------------------------ views
     @property
@@ -205,6 +204,13 @@ def _fix_row(m: ModuleProbe) -> ModuleProbe:
     )
 
 
+def _role_order(role: str) -> int:
+    """Position of a role in `arch.ROLE_ORDER` (unknown roles last)."""
+    from ..arch import ROLE_ORDER  # lazy: arch imports torch, and this module is on the CLI's --help path
+
+    return ROLE_ORDER.index(role) if role in ROLE_ORDER else 99
+
+
 def _median(xs) -> float:
     xs = [float(x) for x in xs]
     return float(statistics.median(xs)) if xs else 0.0
@@ -227,7 +233,7 @@ def summarize(modules, top: int = 10) -> dict[str, Any]:
     """Per-kind, per-role and per-layer medians of the intrinsic rank and energy share, and the top modules by energy."""
     leaves = leaf_rows(modules)
     kinds = [k for k in ("attention", "ffn") if any(m.kind == k for m in leaves)]
-    roles = sorted({m.role for m in leaves}, key=lambda r: ROLE_ORDER.index(r) if r in ROLE_ORDER else 99)
+    roles = sorted({m.role for m in leaves}, key=_role_order)
     layers = sorted({m.layer for m in leaves})
     by_layer = {}
     for layer in layers:
@@ -254,7 +260,7 @@ def rank_grid(report_or_modules) -> tuple[list[int], list[str], np.ndarray]:
     modules = getattr(report_or_modules, "modules", report_or_modules)
     leaves = leaf_rows(modules)
     layers = sorted({m.layer for m in leaves})
-    roles = sorted({m.role for m in leaves}, key=lambda r: ROLE_ORDER.index(r) if r in ROLE_ORDER else 99)
+    roles = sorted({m.role for m in leaves}, key=_role_order)
     grid = np.full((len(layers), len(roles)), np.nan)  # (L, R)
     for m in leaves:
         grid[layers.index(m.layer), roles.index(m.role)] = m.intrinsic_rank

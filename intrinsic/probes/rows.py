@@ -1,0 +1,65 @@
+"""Typed probe rows from measured spectra: `ModuleProbe` per module and role block, estimators applied.
+
+`gradient_rows` turns the gradient probe's `Spectra` into rows (every estimator of
+`rank.estimate`, the designated one as `intrinsic_rank`, energy shares over the modules);
+`with_update` adds the update probe's spectra and estimates to those rows with
+`dataclasses.replace` (rows are frozen; nothing is mutated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ..arch import ModuleRef
+from ..rank import Spectra, estimate
+from ..rank.descriptive import token_cap
+from .base import RowKey, row_views
+from .schema import ModuleProbe
+from .steps import Progress
+
+
+def _tup(a: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(x) for x in a)
+
+
+def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], rank_estimator: str,
+                  progress: Progress | None = None) -> list[ModuleProbe]:
+    """One row per module and role block (in `row_views` order) with every estimator of its Spectra."""
+    views = list(row_views(refs))
+    rows = []
+    for v, (key, ref, _) in enumerate(views):
+        s = spectra[key]
+        ranks = estimate(s)
+        rows.append(ModuleProbe(
+            name=key.row_name, layer=ref.layer, kind=ref.kind, role=key.block or ref.role, shape=s.shape,
+            params=s.shape[0] * s.shape[1], block_of=None if key.block is None else ref.name,
+            rank_cap=token_cap(s.tokens, s.shape), grad_norm=s.norm, grad_sv=_tup(s.sv), noise_sv=_tup(s.noise_sv),
+            even_sv=_tup(s.halves[0].sv), odd_sv=_tup(s.halves[1].sv), grad_ranks=ranks,
+            intrinsic_rank=int(round(ranks[rank_estimator])), update_sv=None, update_ranks=None,
+            update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
+        ))
+        if progress:
+            progress("estimate", v + 1, len(views))
+    total = sum(r.grad_norm ** 2 for r in rows if r.block_of is None)
+    return [replace(r, energy_share=r.grad_norm ** 2 / total if total > 0 else 0.0) for r in rows]
+
+
+def with_update(rows: list[ModuleProbe], spectra: dict[RowKey, Spectra]) -> list[ModuleProbe]:
+    """Rows with update_sv / update_ranks (last step) and per-checkpoint ranks and spectra of W_step - W_0."""
+    by_name = {key.row_name: s for key, s in spectra.items()}
+    out = []
+    for r in rows:
+        s = by_name.get(r.name)
+        if s is None:
+            out.append(r)
+            continue
+        steps = s.by_step or {}
+        out.append(replace(
+            r, update_sv=_tup(s.sv), update_ranks=estimate(Spectra(s.sv, r.shape)),
+            update_checkpoints={str(k): estimate(Spectra(sv, r.shape)) for k, sv in sorted(steps.items())},
+            update_checkpoint_sv={str(k): _tup(sv) for k, sv in sorted(steps.items())},
+        ))
+    return out

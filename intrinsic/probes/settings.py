@@ -1,0 +1,113 @@
+"""`ProbeSettings`: everything that decides a probe's result, validated, each field documented once.
+
+Imports only the standard library (and `intrinsic.errors`/`intrinsic.fields`), so the CLI can
+build its `--help` from `field_help(ProbeSettings)` without importing torch; the role and
+estimator vocabularies (`arch.ROLE_ORDER`, `rank.ESTIMATORS`) are read when a setting is validated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+from ..fields import documented
+
+# Default intrinsic rank: half_difference, the number of singular values of the mean gradient G above
+# the largest singular value of (G_even - G_odd) / 2. With equal halves that difference has exactly
+# the covariance of the sampling noise in G (anisotropy included) while any systematic part cancels,
+# so it is a noise-only copy of G measured on the same batches at no extra cost; a direction counts
+# if it beats the strongest pure-noise direction (a permutation max-statistic). The other floors
+# stay in every row: split_half also counts anisotropic noise that reproduces across halves (MiniLM
+# on Rotten Tomatoes: 10-39 per module), and noise_floor compares against shuffled labels, whose
+# gradient keeps the label-independent part (pushing the head towards the label marginal) that
+# dominates both spectra, so it reads 0 for 34 of MiniLM's 36 modules; it remains a diagnostic.
+DEFAULT_ESTIMATOR = "half_difference"
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Everything that decides a probe's result. Each field's help (`field_help`) is also its CLI help."""
+
+    batches: int = documented(32, "calibration batches N for the mean gradient (>= 2: the split halves need one each)")
+    batch_size: int = documented(16, "examples per batch")
+    max_length: int = documented(128, "tokens per example, longer texts are cut")
+    update_steps: int | None = documented(100, "fine-tuning steps K of the update probe; None skips the update probe")
+    update_lr: float = documented(5e-5, "AdamW learning rate of the update probe (constant, no weight decay)")
+    update_checkpoints: tuple[int, ...] | None = documented(None, "steps at which dW's ranks are recorded; None: K/10, K/2, K")
+    roles: tuple[str, ...] | None = documented(None, "probe only these roles (q k v o qkv up gate down gate_up); None: all")
+    layers: tuple[int, ...] | None = documented(None, "probe only these layer indices; None: all")
+    modules: str | None = documented(None, '"regex=role,..." module patterns for an architecture missing from the map')
+    rank_estimator: str = documented(DEFAULT_ESTIMATOR, "estimator reported as each module's intrinsic rank")
+    max_sv: int = documented(512, "singular values kept per spectrum (at least the top half, which Gavish-Donoho needs)")
+    seed: int = documented(0, "seeds batch order, label shuffling, head init and the update probe")
+    device: str = documented("cpu", "cpu | cuda | auto, when the model is given by name")
+    dtype: str = documented("float32", "float32 | bfloat16 | float16, when the model is given by name")
+    max_examples: int | None = documented(None, "subsample the task's training split, when the task is given by name")
+    text_column: str | None = documented(None, "text column of a local/hf task")
+    label_column: str | None = documented(None, "label column of a local/hf task")
+
+    def __post_init__(self) -> None:
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("update_checkpoints", "roles", "layers"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                put(name, tuple(v) if isinstance(v, (list, set)) else (v,))
+        for name, low in (("batches", 2), ("batch_size", 1), ("max_length", 2), ("max_sv", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                extra = " (split halves need one batch each)" if name == "batches" else ""
+                raise ConfigError(f"`{name}` must be an integer >= {low}{extra}, got {v!r}")
+        if self.update_steps is not None and (not isinstance(self.update_steps, int) or self.update_steps < 1):
+            raise ConfigError(
+                f"`update_steps` must be >= 1, got {self.update_steps!r}; to skip the update probe pass "
+                "update_steps=None (CLI: --no-update)."
+            )
+        if not (isinstance(self.update_lr, (int, float)) and math.isfinite(self.update_lr) and self.update_lr > 0):
+            raise ConfigError(f"`update_lr` must be a positive number, got {self.update_lr!r}")
+        if self.update_checkpoints is not None:
+            k = self.update_steps
+            if k is None:
+                raise ConfigError("`update_checkpoints` given but `update_steps` is None (update probe skipped).")
+            bad = [c for c in self.update_checkpoints if not isinstance(c, int) or not 1 <= c <= k]
+            if bad:
+                raise ConfigError(f"`update_checkpoints` must be steps in 1..{k} (update_steps), got {bad}")
+            put("update_checkpoints", tuple(sorted(set(self.update_checkpoints))))
+        if self.roles is not None:
+            from ..arch import ROLE_ORDER  # lazy: arch imports torch, and --help must not
+
+            bad = [r for r in self.roles if r not in ROLE_ORDER]
+            if bad or not self.roles:
+                hint = did_you_mean(bad[0], ROLE_ORDER) if bad else ""
+                raise ConfigError(f"`roles` must name roles among {', '.join(ROLE_ORDER)}, got {list(self.roles)}.{hint}")
+        if self.layers is not None and (not self.layers or any(not isinstance(x, int) or x < 0 for x in self.layers)):
+            raise ConfigError(f"`layers` must be non-negative layer indices, got {list(self.layers)}")
+        from ..rank import ESTIMATORS  # lazy: the registry imports torch
+
+        names = tuple(ESTIMATORS)
+        if self.rank_estimator not in names:
+            raise ConfigError(
+                f"`rank_estimator` must be one of {', '.join(names)}, got {self.rank_estimator!r}."
+                + did_you_mean(self.rank_estimator, names)
+            )
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        """The checkpoint steps in use (the default is K/10, K/2, K)."""
+        if self.update_steps is None:
+            return ()
+        if self.update_checkpoints is not None:
+            return tuple(sorted(set(self.update_checkpoints) | {self.update_steps}))
+        k = self.update_steps
+        return tuple(sorted({max(1, round(k / 10)), max(1, round(k / 2)), k}))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> ProbeSettings:
+        names = [f.name for f in fields(cls)]
+        for key in kwargs:
+            if key not in names:
+                raise ConfigError(f"Unknown probe setting '{key}'.{did_you_mean(key, names)}")
+        return cls(**kwargs)

@@ -1,0 +1,82 @@
+"""The estimator registry: what a probe measured for one row (`Spectra`), and every estimator by name.
+
+A probe fills one `Spectra` per row (a module or a role block of a fused module); `estimate`
+applies every estimator whose inputs the record holds and returns {name: value} in registry
+order. The registry is the single list of estimator names: the probe's `rank_estimator`
+validation, the report and CLI columns read it. Adding an estimator is one entry here.
+
+Two kinds: "descriptive" estimators describe a spectrum's shape (energy, stable, entropy,
+participation ratio, Gavish-Donoho, Marchenko-Pastur: `descriptive.py`); "test" estimators
+count directions above a noise floor measured on the same data (split-half, shuffled-label,
+half-difference: `floors.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import descriptive as D
+from . import floors as F
+from .floors import Basis
+
+
+@dataclass(frozen=True)
+class Spectra:
+    """What a probe measured for one row: the spectrum of its matrix and the noise references."""
+
+    sv: np.ndarray  # singular values of the measured matrix (mean gradient or dW), descending float64
+    shape: tuple[int, int]  # (out, in) of the measured matrix (rows of the block for a fused block)
+    tokens: int | None = None  # non-pad tokens the gradient was summed over (its rank is at most this)
+    norm: float | None = None  # Frobenius norm of the measured matrix
+    halves: tuple[Basis, Basis] | None = None  # (sv, U, V) of the even and odd half means, for split_half
+    noise_sv: np.ndarray | None = None  # singular values of the shuffled-label mean gradient
+    diff_top: float | None = None  # largest singular value of (G_even - G_odd) / 2
+    seed: int = 0  # seed of the split-half null (Monte Carlo)
+    by_step: dict[int, np.ndarray] | None = None  # update probe: spectrum of W_step - W_0 per checkpoint step
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One named rank estimator."""
+
+    name: str  # key in every ranks dict, column name in reports
+    kind: str  # "descriptive" (a spectrum's shape) | "test" (above a noise floor measured on the data)
+    needs: tuple[str, ...]  # Spectra fields it reads besides sv and shape (None there: not applicable)
+    fn: Callable[[Spectra], float]  # the value on one row
+    doc: str  # one line, for help and reports
+
+
+ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
+    Estimator("energy_90", "descriptive", (), lambda s: float(D.energy_rank(s.sv, 0.90)),
+       "smallest k keeping 90% of the squared Frobenius norm"),
+    Estimator("energy_99", "descriptive", (), lambda s: float(D.energy_rank(s.sv, 0.99)),
+       "smallest k keeping 99% of the squared Frobenius norm"),
+    Estimator("stable_rank", "descriptive", (), lambda s: D.stable_rank(s.sv), "sum s^2 / s_1^2"),
+    Estimator("entropy_rank", "descriptive", (), lambda s: D.entropy_rank(s.sv),
+       "exp(entropy of s / sum s), Roy & Vetterli 2007"),
+    Estimator("participation_ratio", "descriptive", (), lambda s: D.participation_ratio(s.sv), "(sum s^2)^2 / sum s^4"),
+    Estimator("gavish_donoho", "descriptive", (), lambda s: float(D.gavish_donoho_rank(s.sv, s.shape)),
+       "optimal hard threshold, unknown noise (Gavish & Donoho 2014)"),
+    Estimator("mp_spikes", "descriptive", (), lambda s: float(D.mp_spike_count(s.sv, s.shape)),
+       "values above the Marchenko-Pastur bulk edge + Tracy-Widom margin"),
+    Estimator("split_half", "test", ("halves",), lambda s: float(F.split_half_of(*s.halves, s.shape, seed=s.seed).rank),
+       "directions both halves of the batches reproduce beyond random subspaces"),
+    Estimator("noise_floor", "test", ("noise_sv",), lambda s: float(F.noise_floor_rank(s.sv, s.noise_sv, shape=s.shape)),
+       "singular values above the shuffled-label spectrum's largest"),
+    Estimator("half_difference", "test", ("diff_top",), lambda s: float(F.half_difference_floor(s.sv, s.diff_top, s.shape)),
+       "singular values above the largest of (G_even - G_odd) / 2"),
+)}
+DESCRIPTIVE = tuple(n for n, e in ESTIMATORS.items() if e.kind == "descriptive")  # spectrum-only names, in order
+TESTS = tuple(n for n, e in ESTIMATORS.items() if e.kind == "test")  # noise-floor names, in order
+
+
+def estimate(spectra: Spectra) -> dict[str, float]:
+    """Every estimator whose inputs `spectra` holds, by name, in registry order."""
+    s = D._sigma(spectra.sv)
+    shape = D._shape(spectra.shape, s)
+    spectra = Spectra(s, shape, spectra.tokens, spectra.norm, spectra.halves, spectra.noise_sv, spectra.diff_top,
+                      spectra.seed, spectra.by_step)
+    return {name: e.fn(spectra) for name, e in ESTIMATORS.items() if all(getattr(spectra, k) is not None for k in e.needs)}
