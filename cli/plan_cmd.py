@@ -39,28 +39,19 @@ def plan(
     """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.placement import PlacementRequest, make_plan
-        from intrinsic.probes.schema import ProbeReport
-        from intrinsic.results import atomic_write_text, write_json
+        from intrinsic.pipeline import plan_from_probe, write_plan_files
+        from intrinsic.placement import PlacementRequest
+        from intrinsic.probes import ProbeReport
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
-        if strategy.strip().lower() == "full":
-            raise ConfigError("--placement full has no plan: it trains every weight.")
         request = PlacementRequest(strategy, rank=rank, budget=budget_text(budget, budget_like), layers=layers,
                                    max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora)
         report = ProbeReport.load(probe_dir)
-        refs = refs_from_report(report)
-        base_params = base_params_of(report.model)
-        if base_params == 0 and budget and budget.strip().endswith("%"):
-            raise ConfigError(f"Budget '{budget}' is a share of the model, but model '{report.model}' of this probe "
-                              "cannot be located to count its parameters; give an absolute budget (300k) or S@R.")
-        the_plan = make_plan(refs, request, base_params=base_params, gains=report.gains)
+        the_plan = plan_from_probe(report, request)
         task_type = "CAUSAL_LM" if report.task.endswith(":lm") else "SEQ_CLS"
         out = out or Path(probe_dir) / "plan"
-        the_plan.save(Path(out) / "plan.json")
-        write_json(Path(out) / "peft_config.json", {"task_type": task_type, **the_plan.to_peft_dict()})
-        atomic_write_text(Path(out) / "lora_config.py", the_plan.to_python_snippet(task_type))
+        write_plan_files(the_plan, out, task_type)
         if as_json:
             if fmt == "json":
                 print_json(the_plan)
@@ -86,32 +77,6 @@ def render_plan(p, title: str) -> None:
     display_table(rows, title=f"{title}: {len(p.entries)} modules, {human(p.params)} params{budget}{pct}")
     if p.settings.get("gain_captured") is not None:
         console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of the gradient energy")
-
-
-def refs_from_report(report) -> list:
-    """ModuleRefs of the probed modules (fused role-block rows dropped), without loading the model."""
-    from intrinsic.arch import ModuleRef
-
-    return [ModuleRef(m.name, m.layer, m.kind, m.role, tuple(m.shape), m.params) for m in report.top_level()]
-
-
-def base_params_of(model_name: str) -> int:
-    """Backbone parameter count from the model's config alone (meta device, no weights read); 0 if unknown."""
-    try:
-        import torch
-        from transformers import AutoConfig, AutoModel
-
-        from intrinsic.models import resolve
-
-        source, path = resolve(model_name)
-        if source == "hub":
-            return 0
-        config = AutoConfig.from_pretrained(path)
-        with torch.device("meta"):
-            backbone = AutoModel.from_config(config)
-        return sum(p.numel() for p in backbone.parameters())
-    except Exception:  # noqa: BLE001 - an unknown model only disables percentage budgets
-        return 0
 
 
 def register(app: typer.Typer) -> None:

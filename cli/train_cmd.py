@@ -108,31 +108,30 @@ def train(
 
 
 def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool):
-    from intrinsic.arch import discover
-    from intrinsic.models import base_param_count, load_model
-    from intrinsic.placement import make_plan
+    from intrinsic.pipeline import Pipeline
+    from intrinsic.probes import ProbeReport
     from intrinsic.results import ensure_writable_dir
-    from intrinsic.tasks import load_task
-    from intrinsic.training import train
-    from intrinsic.training.rundir import PLAN_FILE
+    from intrinsic.training.rundir import PROBE_DIR
 
     ensure_writable_dir(out)
-    task = load_task(task_name, seed=config.seed, max_examples=config.max_examples,
-                     max_eval_examples=config.max_eval_examples)
-    loaded = load_model(model, task_kind=task.kind, num_labels=max(task.num_labels, 2), dtype=dtype,
-                        device=device, seed=config.seed)
-    refs = discover(loaded.model)
-    base_params = base_param_count(loaded.model)
+    pipe = Pipeline(model, task_name, seed=config.seed, device=device, dtype=dtype,
+                    data={"max_examples": config.max_examples, "max_eval_examples": config.max_eval_examples})
 
-    def gains():  # called by make_plan for auto only: the probe is read (or run) when a plan needs it
-        return _probe_report(loaded, task, config, probe_dir, out, quiet).gains()
+    def report():  # read or run only when the strategy is auto: --probe DIR, else OUT/probe, else a quick probe
+        if probe_dir is not None:
+            return ProbeReport.load(probe_dir)
+        with progress(transient=True) as bar:
+            job = bar.add_task("probe", total=None, info="")
 
-    plan = make_plan(refs, request, base_params=base_params, gains=gains)
-    if plan != "full":
-        plan.save(out / PLAN_FILE)
-        if not quiet:
-            err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
-                              f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(base_params)})")
+            def on_phase(phase, done, total):
+                bar.update(job, description=f"probe: {phase}", completed=done, total=total, info="")
+
+            return pipe.quick_probe(config, cache_dir=out / PROBE_DIR, progress=None if quiet else on_phase)
+
+    plan = pipe.plan(request, probe=report)
+    if plan != "full" and not quiet:
+        err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
+                          f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(pipe.base_params)})")
     with progress(transient=quiet) as bar:
         job = bar.add_task("train", total=config.steps, info="")
         last = {"eval": ""}
@@ -145,33 +144,7 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
                 last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
                 bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
 
-        return train(loaded, task, plan, config, out, callback=on_event)
-
-
-def _probe_report(loaded, task, config, probe_dir: Path | None, out: Path, quiet: bool):
-    """The ProbeReport for auto: --probe DIR, else OUT/probe if complete, else a quick probe saved there."""
-    from intrinsic.probes.schema import ProbeReport
-    from intrinsic.training.rundir import PROBE_DIR
-
-    if probe_dir is not None:
-        return ProbeReport.load(probe_dir)
-    if (out / PROBE_DIR / "probe.json").is_file():
-        return ProbeReport.load(out / PROBE_DIR)
-    from intrinsic.probes import probe
-    from intrinsic.train import PROBE_FOR_AUTO
-
-    with progress(transient=True) as bar:
-        job = bar.add_task("probe", total=None, info="")
-
-        def on_phase(phase, done, total):
-            bar.update(job, description=f"probe: {phase}", completed=done, total=total, info="")
-
-        report = probe(loaded, task, progress=None if quiet else on_phase, seed=config.seed,
-                       batch_size=config.batch_size, max_length=config.max_length, **PROBE_FOR_AUTO)
-    for p in loaded.model.parameters():  # the probe leaves gradients behind; training starts clean
-        p.grad = None
-    report.save(out / PROBE_DIR)
-    return report
+        return pipe.train(plan, config, out, callback=on_event)
 
 
 def _metric_rows(r) -> list[dict]:

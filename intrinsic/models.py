@@ -157,7 +157,8 @@ def _hub_kwargs(name: str, source: str) -> dict[str, Any]:
     return {"local_files_only": True}
 
 
-def _device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is an error."""
     import torch
 
     if device not in DEVICES:
@@ -195,7 +196,7 @@ def load_model(
     if task_kind == "classification" and num_labels < 2:
         raise ConfigError(f"num_labels must be >= 2 for classification, got {num_labels}")
     source, path = resolve(name)
-    dev, dt = _device(device), _dtype(dtype)
+    dev, dt = resolve_device(device), _dtype(dtype)
     quiet_transformers()
     hub = _hub_kwargs(name, source)
     try:
@@ -232,3 +233,21 @@ def base_param_count(model) -> int:
     base = getattr(model, "get_base_model", lambda: model)()
     backbone = getattr(base, "base_model", base)
     return sum(p.numel() for n, p in backbone.named_parameters() if "lora_" not in n)
+
+
+def base_param_count_of(name: str) -> int:
+    """Backbone parameter count from the model's config alone (meta device, no weights read); 0 if the
+    model cannot be located without the network (a percentage budget then cannot be sized)."""
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        source, path = resolve(name)
+        if source == "hub":
+            return 0
+        config = AutoConfig.from_pretrained(path)
+        with torch.device("meta"):
+            backbone = AutoModel.from_config(config)
+        return sum(p.numel() for p in backbone.parameters())
+    except Exception:  # noqa: BLE001 - an unknown model only disables percentage budgets
+        return 0

@@ -97,6 +97,12 @@ class ProbeReport:
         """Rows that are real modules (what a LoRA placement can target)."""
         return [m for m in self.modules if m.block_of is None]
 
+    def refs(self) -> list:
+        """ModuleRefs of the probed modules (what a placement can target), without loading the model."""
+        from ..arch import ModuleRef
+
+        return [ModuleRef(m.name, m.layer, m.kind, m.role, tuple(m.shape), m.params) for m in self.top_level()]
+
     def gains(self) -> dict[str, np.ndarray]:
         """sigma^2 of each module's mean gradient: the first-order gain of a rank-r update (placement input)."""
         return {m.name: np.asarray(m.grad_sv, dtype=np.float64) ** 2 for m in self.top_level()}

@@ -19,8 +19,6 @@ the classification head), so no cell sees another cell's adapters.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import shutil
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetError, ConfigError, did_you_mean
+from ..pipeline import Pipeline
 from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .spec import Cell, StudySpec, settings_hash
 
@@ -205,77 +204,36 @@ def load_results(out_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, An
 # ----------------------------------------------------------------------------- running
 
 
-class _Base:
-    """The base model and task of the current seed, loaded once and deep-copied per cell."""
+class _Seeds:
+    """The pipeline of the current seed (its base model loaded once, on the CPU, and deep-copied for
+    every probe and cell) and each seed's probe, computed once and remembered."""
 
-    def __init__(self, spec: StudySpec, say: Callable[[str], None]):
-        self.spec, self.say, self.seed, self.loaded, self.task = spec, say, None, None, None
+    def __init__(self, spec: StudySpec, out_dir: Path, say: Callable[[str], None]):
+        self.spec, self.out_dir, self.say = spec, out_dir, say
+        self.current: Pipeline | None = None
         self.probes: dict[int, Any] = {}
 
-    def get(self, seed: int):
-        if seed != self.seed:
-            from ..models import load_model
-            from ..tasks import load_task
+    def pipeline(self, seed: int) -> Pipeline:
+        if self.current is None or self.current.seed != seed:
+            self.current = None  # release the previous seed's model before loading the next
+            self.current = Pipeline(self.spec.model, self.spec.task, seed=seed, device=self.spec.device,
+                                    dtype=self.spec.dtype, data=self.spec.data, copy_per_use=True, say=self.say)
+        return self.current
 
-            self.say(f"loading {self.spec.task} and {self.spec.model} (seed {seed})")
-            self.loaded = self.task = None
-            self.task = load_task(self.spec.task, seed=seed, **self.spec.data)
-            kind = self.task.kind
-            # the base copy stays on the CPU, so a cell's measured peak GPU memory is its own, not base + copy
-            self.loaded = load_model(self.spec.model, task_kind=kind, num_labels=max(2, self.task.num_labels),
-                                     dtype=self.spec.dtype, device="cpu", seed=seed)
-            self.seed = seed
-        return self.loaded, self.task
-
-    def device(self) -> str:
-        import torch
-
-        if self.spec.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.spec.device
-
-    def fresh(self, seed: int):
-        """A deep copy of the seed's base model on the study's device (never the cached original)."""
-        loaded, task = self.get(seed)
-        return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(self.device())), task
-
-    def probe(self, seed: int, out_dir: Path):
-        """The probe report of this seed: loaded from out/probes/<hash>, or computed once and saved."""
+    def probe(self, seed: int):
+        """The probe report of this seed: read from out/probes/<hash>, or computed once and saved there."""
         if seed not in self.probes:
             try:
-                self.probes[seed] = self._probe(seed, out_dir / "probes" / probe_key(self.spec, seed))
+                self.probes[seed] = self.pipeline(seed).probe(
+                    cache_dir=self.out_dir / "probes" / probe_key(self.spec, seed),
+                    progress=lambda phase, done, total: self.say(f"probe seed {seed}: {phase} {done}/{total}"),
+                    **self.spec.probe_settings)
             except Exception as e:  # noqa: BLE001 - remembered, so a failing probe is not retried per cell
                 self.probes[seed] = e
         got = self.probes[seed]
         if isinstance(got, Exception):
             raise got
         return got
-
-    def _probe(self, seed: int, path: Path):
-        from ..probes.schema import ProbeReport
-
-        if (path / "probe.json").is_file():
-            return ProbeReport.load(path)
-        from ..probes import probe
-
-        self.say(f"probing {self.spec.model} on {self.spec.task} (seed {seed})")
-        loaded, task = self.fresh(seed)
-        rep = probe(loaded, task, seed=seed, progress=lambda phase, done, total: self.say(
-            f"probe seed {seed}: {phase} {done}/{total}"), **self.spec.probe_settings)
-        rep.save(path)
-        return rep
-
-
-def cell_plan(cell: Cell, spec: StudySpec, model, probe_fn: Callable[[], Any]):
-    """The placement of a cell ("full" for full fine-tuning). BudgetError when it cannot meet its budget."""
-    if cell.strategy == "full":
-        return "full"
-    from ..arch import discover
-    from ..models import base_param_count
-    from ..placement import make_plan
-
-    return make_plan(discover(model), spec.placement_request(cell), base_params=base_param_count(model),
-                     gains=lambda: probe_fn().gains())
 
 
 def train_config(cell: Cell):
@@ -287,10 +245,8 @@ def train_config(cell: Cell):
         raise ConfigError(f"[train] settings do not fit TrainConfig: {e}") from None
 
 
-def run_cell(cell: Cell, spec: StudySpec, base: _Base, out_dir: Path) -> None:
+def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path) -> None:
     """Train one cell into out/cells/<id>, recording failure or infeasibility instead of raising."""
-    from ..training import train
-
     cell_dir = out_dir / "cells" / cell.id
     if cell_dir.exists():
         shutil.rmtree(cell_dir)  # half-written, failed or infeasible: redo from scratch
@@ -299,9 +255,9 @@ def run_cell(cell: Cell, spec: StudySpec, base: _Base, out_dir: Path) -> None:
                                         "task": spec.task, "data": spec.data, "dtype": spec.dtype})
     try:
         config = train_config(cell)
-        loaded, task = base.fresh(cell.seed)
-        plan = cell_plan(cell, spec, loaded.model, lambda: base.probe(cell.seed, out_dir))
-        result = train(loaded, task, plan, config, cell_dir)
+        pipe = seeds.pipeline(cell.seed)
+        plan = pipe.plan(spec.placement_request(cell), probe=lambda: seeds.probe(cell.seed))
+        result = pipe.train(plan, config, cell_dir)
         if _read_run(cell_dir) is None:  # the trainer did not write it: do it here, atomically
             write_json(cell_dir / "run.json", result)
     except BudgetError as e:
@@ -370,9 +326,9 @@ def run_probes(spec: StudySpec, out_dir: str | Path, *, shard: tuple[int, int] |
     seeds = sorted({c.seed for c in spec.cells()})
     if shard is not None:
         seeds = seeds[shard[0]::shard[1]]
-    base = _Base(spec, say or (lambda _m: None))
+    probes = _Seeds(spec, out, say or (lambda _m: None))
     for seed in seeds:
-        base.probe(seed, out)
+        probes.probe(seed)
     return seeds
 
 
@@ -387,7 +343,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     say = hooks.on_message or (lambda _m: None)
     cells = shard_cells(select_cells(spec.cells(), only), shard)
     claim_dir(spec, out, force)
-    base = _Base(spec, say)
+    seeds = _Seeds(spec, out, say)
     todo = [c for c in cells if _read_run(out / "cells" / c.id) is None]
     skipped = len(cells) - len(todo)
     try:
@@ -396,10 +352,10 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
                 hooks.on_cell_start(cell, i, len(todo))
             if spec.probe_enabled and cell.strategy != "full":
                 try:
-                    base.probe(cell.seed, out)
+                    seeds.probe(cell.seed)
                 except Exception as e:  # noqa: BLE001 - auto cells will record the failure themselves
                     say(f"probe failed for seed {cell.seed}: {e}")
-            run_cell(cell, spec, base, out)
+            run_cell(cell, spec, seeds, out)
             row = next(r for r in rebuild_results(spec, out) if r["id"] == cell.id)
             if hooks.on_cell_end:
                 hooks.on_cell_end(cell, row, i, len(todo))
