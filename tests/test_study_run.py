@@ -141,7 +141,8 @@ def test_cli_refuses_unknown_key(tmp_path):
 
 def test_shards_partition_the_grid_and_together_finish_it(tiny_bert_dir, tiny_csv, tmp_path):
     """Shards K/N (one process each on a GPU host) cover every cell exactly once; probes first."""
-    from intrinsic.study.runner import load_results, parse_shard, run_probes, shard_cells
+    from intrinsic.study.rows import load_results
+    from intrinsic.study.runner import parse_shard, run_probes, shard_cells
 
     spec = parse_spec(study_text(tiny_bert_dir, tiny_csv, ["all", "ffn", "auto"], budgets='["all@1"]'))
     cells = spec.cells()

@@ -7,6 +7,7 @@ guidelines.py (sentences backed by numbers) -> report.py (the tables and plots o
 rendered to Markdown and HTML by `intrinsic.report`).
 """
 
-from .spec import Cell, GridBlock, StudySpec, load_spec, packaged_studies, parse_spec, resolve_study
+from .grid import Cell, GridBlock
+from .spec import StudySpec, load_spec, packaged_studies, parse_spec, resolve_study
 
 __all__ = ["Cell", "GridBlock", "StudySpec", "load_spec", "packaged_studies", "parse_spec", "resolve_study"]

@@ -27,7 +27,8 @@ from ..placement import Plan
 from ..results import from_dict, read_json, to_dict, write_json
 from ..training import RunResult
 from ..training.rundir import RUN_FILE
-from .spec import Cell, StudySpec, settings_hash
+from .grid import Cell, settings_hash
+from .spec import StudySpec
 
 RESULTS_SCHEMA = 1  # version of results.json (and study.json); newer files are refused with a clear error
 ROW_METRICS = ("score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params", "lora_params",

@@ -32,7 +32,8 @@ from typing import Any
 from ..errors import BudgetError, ConfigError, did_you_mean
 from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .rows import RESULTS_SCHEMA, CellRow, finished_run, probe_key, rebuild_results
-from .spec import Cell, StudySpec
+from .grid import Cell
+from .spec import StudySpec
 
 
 @dataclass(frozen=True)
