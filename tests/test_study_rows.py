@@ -29,7 +29,8 @@ UNFINISHED_KEYS = OK_KEYS[:13]
 
 CELL = Cell(id="c1", config_id="k1", strategy="auto", rank=None, budget="all@4", layers=None, seed=3,
             groups=("budget=all@4",), blocks=("budget",))
-ENTRIES = (("m.a", 3), ("m.b", 5), ("m.c", 2))  # (module, rank): min 2, max 5, neither first nor last
+ENTRIES = (("m.a", 3), ("m.b", 5), ("m.c", 2), ("m.d", 3))  # (module, rank): min 2, max 5, neither first nor
+# last, and a repeated rank
 
 
 def _plan() -> Plan:
@@ -44,7 +45,7 @@ def _run(plan: Plan | None, *, status="complete", error=None, score=0.8, untrain
         task_kind="classification", placement="full" if plan is None else plan.strategy,
         plan=None if plan is None else to_dict(plan), config={"steps": 2}, env={}, score=score,
         metrics={"accuracy": score}, best_score=score, best_step=2, baseline_score=baseline, baseline_kind="majority",
-        untrained_score=untrained, base_params=1000, trainable_params=170, lora_params=168, head_params=2,
+        untrained_score=untrained, base_params=1000, trainable_params=218, lora_params=216, head_params=2,
         trainable_pct=17.0, adapter_bytes=4096, adapter_dir=None, steps=2, train_time_s=1.5, time_per_step_s=0.75,
         train_tokens=300, tokens_per_s=200.0, eval_time_s=0.1, peak_memory_mb=12.5, memory_kind="rss")
 
@@ -57,7 +58,7 @@ class _Energy(ProbeEnergy):
 
 
 SV = {"m.a": np.array([4.0, 2.0, 1.0, 0.5]), "m.b": np.array([3.0, 3.0, 1.0, 1.0, 1.0, 0.5]),
-      "m.c": np.array([2.0, 1.5]), "m.unused": np.array([9.0])}
+      "m.c": np.array([2.0, 1.5]), "m.d": np.array([1.0, 1.0, 1.0, 1.0]), "m.unused": np.array([9.0])}
 TOTAL = 200.0
 
 
@@ -70,8 +71,8 @@ def test_finished_cell_row_from_run_and_plan(tmp_path):
         "c1", "k1", "auto budget=all@4", "auto", "all@4", 3)
     assert (row.score, row.baseline_score, row.untrained_score) == (0.8, 0.55, 0.5)
     assert row.gain == pytest.approx(0.8 - 0.5)  # over the untrained score when it was measured
-    assert (row.rank_min, row.rank_max, row.modules, row.plan_params) == (2, 5, 3, plan.params)
-    by_hand = (16 + 4 + 1) + (9 + 9 + 1 + 1 + 1) + (4 + 2.25)  # top-rank sigma^2 of m.a (3), m.b (5), m.c (2)
+    assert (row.rank_min, row.rank_max, row.modules, row.plan_params) == (2, 5, 4, plan.params)
+    by_hand = (16 + 4 + 1) + (9 + 9 + 1 + 1 + 1) + (4 + 2.25) + 3  # top-rank sigma^2 of m.a, m.b, m.c, m.d
     assert row.predicted_share == pytest.approx(by_hand / TOTAL, rel=1e-12)
     for k in ROW_METRICS:
         assert getattr(row, k) == getattr(RunResult.load(tmp_path), k)
