@@ -119,7 +119,8 @@ class CellRow:
             raise ConfigError(f"results.json row {record.get('id', '?')} is not a study row ({e}).") from None
 
 
-_UNFINISHED_KEYS = tuple(f.name for f in fields(CellRow))[: [f.name for f in fields(CellRow)].index("error") + 1]
+_NAMES = [f.name for f in fields(CellRow)]
+_UNFINISHED_KEYS = tuple(_NAMES[: _NAMES.index("error") + 1])  # what an unfinished row stores: settings, status, error
 
 
 def _settings(cell: Cell) -> dict[str, Any]:
