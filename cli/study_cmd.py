@@ -31,7 +31,7 @@ def run(
     study: str = typer.Argument(..., help="A study TOML file, or the name of a packaged study (placement-ablation, "
                                           "weight-types, rank-sweep, layer-bands)."),
     out: Path = typer.Option(None, "--out", "-o", help="Results directory [default: study-results/NAME[-quick]]."),
-    quick: bool = typer.Option(False, "--quick", help="Apply the study's [quick] overrides (1 seed, few steps, small eval)."),
+    quick: bool = typer.Option(False, "--quick", help="Apply the study's \\[quick] overrides (1 seed, few steps, small eval)."),
     only: str = typer.Option(None, "--only", help="Run only the cell (or config) whose id starts with this (see --list)."),
     force: bool = typer.Option(False, "--force", help="Reuse a results directory made by a different study definition."),
     list_cells: bool = typer.Option(False, "--list", help="List the grid's cells and their status; train nothing."),
@@ -43,10 +43,9 @@ def run(
 ) -> None:
     """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report."""
     with handle_errors():
-        from intrinsic.study.runner import Hooks, cell_row, run_study
+        from intrinsic.study.rows import cell_row
+        from intrinsic.study.runner import Hooks, parse_shard, run_probes, run_study
         from intrinsic.study.spec import load_spec, resolve_study
-
-        from intrinsic.study.runner import parse_shard, run_probes
 
         spec = load_spec(resolve_study(study), quick=quick)
         out = out or _default_out(spec)
@@ -61,7 +60,7 @@ def run(
             return
         cells = spec.cells()
         if list_cells:
-            rows = [cell_row(c, out / "cells" / c.id) for c in cells]
+            rows = [cell_row(c, out / "cells" / c.id).to_record() for c in cells]
             cols = ["id", "label", "seed", "status", "score", "error"]
             display_table([{**r, "groups": ", ".join(r["groups"])} for r in rows], columns=cols, as_json=as_json,
                           json_obj={"study": spec.name, "definition_hash": spec.definition_hash, "out": str(out),
@@ -79,8 +78,8 @@ def run(
 
             def end(cell, row, i, n):
                 bar.update(task, completed=i + 1)
-                if row["status"] != "ok" and not as_json:
-                    err_console.print(f"[yellow]{row['status']}[/] {cell.label} seed {cell.seed}: {row.get('error')}")
+                if not row.ok and not as_json:
+                    err_console.print(f"[yellow]{row.status}[/] {cell.label} seed {cell.seed}: {row.error}")
 
             summary = run_study(spec, out, only=only, force=force, shard=shard_kn,
                                 hooks=Hooks(on_cell_start=start, on_cell_end=end,

@@ -65,6 +65,7 @@ def test_resume_after_kill_and_partial_dir(tiny_bert_dir, tiny_csv, tmp_path, mo
     monkeypatch.setattr(train_mod, "train", flaky)
 
     def kill_after_q(cell, row, i, n):
+        assert row.id == cell.id
         if cell.strategy == "q":
             raise Killed()
 
@@ -140,7 +141,8 @@ def test_cli_refuses_unknown_key(tmp_path):
 
 def test_shards_partition_the_grid_and_together_finish_it(tiny_bert_dir, tiny_csv, tmp_path):
     """Shards K/N (one process each on a GPU host) cover every cell exactly once; probes first."""
-    from intrinsic.study.runner import load_results, parse_shard, run_probes, shard_cells
+    from intrinsic.study.rows import load_results
+    from intrinsic.study.runner import parse_shard, run_probes, shard_cells
 
     spec = parse_spec(study_text(tiny_bert_dir, tiny_csv, ["all", "ffn", "auto"], budgets='["all@1"]'))
     cells = spec.cells()
@@ -152,7 +154,7 @@ def test_shards_partition_the_grid_and_together_finish_it(tiny_bert_dir, tiny_cs
     for k in range(2):
         run_study(spec, out, shard=(k, 2))
     _, rows = load_results(out)
-    assert sorted(r["id"] for r in rows) == sorted(c.id for c in cells)
-    assert all(r["status"] == "ok" for r in rows)
+    assert sorted(r.id for r in rows) == sorted(c.id for c in cells)
+    assert all(r.status == "ok" for r in rows)
     with pytest.raises(ConfigError, match="K/N"):
         parse_shard("2/2")

@@ -14,6 +14,7 @@ from scipy import stats as sps
 from intrinsic.study.analysis import analyze, frontier, summarize_configs
 from intrinsic.study.guidelines import NEGATIVE, SUPPORTED, WEAK, generate
 from intrinsic.study.report import tables, write_report
+from intrinsic.study.rows import CellRow, read_results
 from intrinsic.study.stats import paired_bootstrap, paired_ttest, spearman, summarize
 
 FIXTURE = Path(__file__).parent / "data" / "study_fixture"
@@ -84,8 +85,8 @@ def test_spearman_exact_p_for_small_n():
 
 
 def _row(label, cost, score, seed=0):
-    return {"id": f"{label}{seed}", "config_id": label, "label": label, "variant": label, "strategy": label,
-            "groups": ["g"], "status": "ok", "seed": seed, "score": score, "trainable_params": cost}
+    return CellRow(id=f"{label}{seed}", config_id=label, label=label, variant=label, strategy=label,
+                   groups=("g",), status="ok", seed=seed, score=score, trainable_params=cost)
 
 
 def test_pareto_frontier_hand_made_points():
@@ -103,8 +104,7 @@ def test_pareto_frontier_equal_points_both_on_front():
 
 def _fixture():
     study = json.loads((FIXTURE / "study.json").read_text())
-    rows = json.loads((FIXTURE / "results.json").read_text())["rows"]
-    return study, rows
+    return study, read_results(FIXTURE / "results.json")
 
 
 def test_analysis_of_fixture_matches_scipy():
@@ -134,7 +134,7 @@ def test_guidelines_hedge_when_evidence_is_weak():
     assert {g.strength for g in gl} <= {SUPPORTED, WEAK, NEGATIVE, "info"}
     assert any(g.strength == WEAK and "too weak to say" in g.text for g in gl)
     # single-seed version of the same study: nothing may be called supported by a paired test
-    one = [r for r in rows if r["seed"] == 0]
+    one = [r for r in rows if r.seed == 0]
     gl1 = generate(analyze(one, study))
     assert not any(g.topic == "comparison" and g.strength == SUPPORTED for g in gl1)
 

@@ -1,8 +1,7 @@
 """Analysis of a study's results: per-config statistics over seeds, paired comparisons against `all`,
 Pareto frontiers, and the check of the probe's prediction against measured gains.
 
-Input is the list of result rows that the runner writes to results.json (one row per cell; see
-`runner.cell_row`). A *config* is a cell without its seed; its seeds are replicates. A *group*
+Input is the list of typed result rows (`rows.CellRow`, one per cell, as in results.json). A *config* is a cell without its seed; its seeds are replicates. A *group*
 ("rank=8", "budget=all@8") is a controlled comparison: configs that share a rank or a budget.
 """
 
@@ -10,10 +9,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..pareto import pareto_front
+from .rows import CellRow, status_counts
 from .stats import Correlation, PairedTest, Summary, paired_bootstrap, paired_ttest, spearman, summarize
 
 REFERENCE = "all"  # the variant every other placement is compared against
@@ -101,24 +102,24 @@ class StudyAnalysis:
         return next(c for c in self.configs if c.label == label)
 
 
-def _ranks_text(rows: list[dict]) -> str:
-    lo = [r["rank_min"] for r in rows if r.get("rank_min") is not None]
-    hi = [r["rank_max"] for r in rows if r.get("rank_max") is not None]
+def _ranks_text(rows: Sequence[CellRow]) -> str:
+    lo = [r.rank_min for r in rows if r.rank_min is not None]
+    hi = [r.rank_max for r in rows if r.rank_max is not None]
     if not lo:
         return "-"
     a, b = min(lo), max(hi)
     return str(a) if a == b else f"{a}-{b}"
 
 
-def summarize_configs(rows: list[dict]) -> list[ConfigSummary]:
+def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
     """Group rows by config id (first-seen order) and summarize each over its seeds."""
-    by_cfg: dict[str, list[dict]] = {}
+    by_cfg: dict[str, list[CellRow]] = {}
     for r in rows:
-        by_cfg.setdefault(r["config_id"], []).append(r)
+        by_cfg.setdefault(r.config_id, []).append(r)
     out = []
     for cid, rs in by_cfg.items():
-        ok = [r for r in rs if r["status"] == "ok"]
-        statuses = {r["status"] for r in rs}
+        ok = [r for r in rs if r.status == "ok"]
+        statuses = {r.status for r in rs}
         if len(ok) == len(rs):
             status = "ok"
         elif ok:
@@ -132,19 +133,19 @@ def summarize_configs(rows: list[dict]) -> list[ConfigSummary]:
         first = rs[0]
 
         def s(key: str) -> Summary:
-            return summarize([r.get(key) for r in ok])
+            return summarize([getattr(r, key) for r in ok])
 
         out.append(ConfigSummary(
-            config_id=cid, label=first["label"], variant=first["variant"], strategy=first["strategy"],
-            rank=first.get("rank"), budget=first.get("budget"), groups=tuple(first.get("groups", ())),
+            config_id=cid, label=first.label, variant=first.variant, strategy=first.strategy,
+            rank=first.rank, budget=first.budget, groups=tuple(first.groups),
             n_cells=len(rs), n_ok=len(ok), status=status,
-            errors=tuple(dict.fromkeys(r["error"] for r in rs if r.get("error"))),
+            errors=tuple(dict.fromkeys(r.error for r in rs if r.error)),
             score=s("score"), gain=s("gain"), trainable_params=s("trainable_params"),
             peak_memory_mb=s("peak_memory_mb"), train_time_s=s("train_time_s"),
             time_per_step_s=s("time_per_step_s"), adapter_bytes=s("adapter_bytes"),
             predicted_share=s("predicted_share"), ranks=_ranks_text(ok),
-            memory_kind=next((r.get("memory_kind") for r in ok if r.get("memory_kind")), None),
-            scores_by_seed={int(r["seed"]): float(r["score"]) for r in ok if r.get("score") is not None},
+            memory_kind=next((r.memory_kind for r in ok if r.memory_kind), None),
+            scores_by_seed={int(r.seed): float(r.score) for r in ok if r.score is not None},
         ))
     return out
 
@@ -221,14 +222,11 @@ def prediction(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]],
     return Prediction(overall, by_group, tuple(pts), on_front, best)
 
 
-def analyze(rows: list[dict], study: dict[str, Any]) -> StudyAnalysis:
-    """Everything the report needs, from results.json rows and the study record."""
+def analyze(rows: Sequence[CellRow], study: dict[str, Any]) -> StudyAnalysis:
+    """Everything the report needs, from the study's rows and its record (study.json)."""
     configs = summarize_configs(rows)
     groups = group_index(configs)
     metrics = [m for m in study.get("metrics", COST_LABELS) if m in COST_LABELS]
     fronts = [frontier(configs, m) for m in metrics]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
     return StudyAnalysis(study, tuple(configs), groups, tuple(comparisons(configs, groups)), tuple(fronts),
-                         prediction(configs, groups, fronts), counts)
+                         prediction(configs, groups, fronts), status_counts(rows))

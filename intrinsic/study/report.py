@@ -18,6 +18,7 @@ from ..report.plots import ci_halfwidth, colors_by_name, pyplot, save_png
 from ..results import atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
 from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
+from .rows import CellRow, load_results
 
 TableRows = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows): a table before formatting
 
@@ -264,12 +265,10 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
     return blocks
 
 
-def write_report(out_dir: str | Path, rows: list[dict] | None = None, study: dict | None = None,
+def write_report(out_dir: str | Path, rows: list[CellRow] | None = None, study: dict | None = None,
                  dest: str | Path | None = None) -> tuple[ReportFiles, StudyAnalysis, list[Guideline]]:
     """Analyze a results directory and write report.md, report.html, analysis.json and the plots to `dest`
     (default: the results directory)."""
-    from .runner import load_results
-
     if rows is None or study is None:
         study, rows = load_results(out_dir)
     dest = Path(dest or out_dir)

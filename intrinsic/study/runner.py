@@ -19,7 +19,6 @@ the classification head), so no cell sees another cell's adapters.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -31,12 +30,9 @@ from typing import Any
 from ..errors import BudgetError, ConfigError, did_you_mean
 from ..pipeline import Pipeline
 from ..results import ensure_writable_dir, read_json, to_dict, write_json
-from .spec import Cell, StudySpec, settings_hash
-
-RESULTS_SCHEMA = 1
-ROW_METRICS = ("score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params", "lora_params",
-               "trainable_pct", "peak_memory_mb", "memory_kind", "train_time_s", "time_per_step_s", "tokens_per_s",
-               "adapter_bytes")
+from .rows import RESULTS_SCHEMA, CellRow, finished_run, probe_key, rebuild_results
+from .grid import Cell
+from .spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ class Hooks:
     """Callbacks for progress displays (and tests). Any may be None."""
 
     on_cell_start: Callable[[Cell, int, int], None] | None = None  # (cell, index, total)
-    on_cell_end: Callable[[Cell, dict, int, int], None] | None = None  # (cell, row, index, total)
+    on_cell_end: Callable[[Cell, CellRow, int, int], None] | None = None  # (cell, row, index, total)
     on_message: Callable[[str], None] | None = None  # phase messages ("loading model", "probing seed 0")
 
 
@@ -84,121 +80,6 @@ def claim_dir(spec: StudySpec, out_dir: Path, force: bool) -> None:
                 f"{old.get('definition_hash')}; this one is {spec.definition_hash}). Use another --out, "
                 "or --force to reuse it (cells with identical settings are kept).")
     write_json(rec_path, study_record(spec))
-
-
-# ----------------------------------------------------------------------------- rows
-
-
-def _read_run(cell_dir: Path) -> dict | None:
-    """The cell's run.json if it records a complete run, else None (missing, unreadable or failed)."""
-    path = cell_dir / "run.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(data, dict) and data.get("status", "complete") == "complete" and data.get("score") is not None
-    return data if ok else None
-
-
-def probe_key(spec: StudySpec, seed: int) -> str:
-    return settings_hash({"model": spec.model, "task": spec.task, "dtype": spec.dtype, "data": spec.data,
-                          "probe": spec.probe_settings, "seed": seed})
-
-
-class ProbeEnergy:
-    """Per-seed probe spectra, loaded lazily: predicted energy share of a plan."""
-
-    def __init__(self, spec: StudySpec, out_dir: Path):
-        self.spec, self.out_dir, self._cache = spec, out_dir, {}
-
-    def gains(self, seed: int) -> tuple[dict[str, Any], float] | None:
-        if seed not in self._cache:
-            self._cache[seed] = None
-            path = self.out_dir / "probes" / probe_key(self.spec, seed)
-            if (path / "probe.json").is_file():
-                from ..probes.schema import ProbeReport
-
-                rep = ProbeReport.load(path)
-                gains = rep.gains()
-                total = sum(float(m.grad_norm) ** 2 if m.grad_norm > 0 else float(gains[m.name].sum())
-                            for m in rep.top_level())
-                self._cache[seed] = (gains, total)
-        return self._cache[seed]
-
-    def share(self, seed: int, plan: Any) -> float | None:
-        """Sum over adapted modules of sum_{i<=rank} sigma_i^2, over the total energy (full: 1.0)."""
-        if _is_full(plan):
-            return 1.0
-        g = self.gains(seed)
-        if g is None or not isinstance(plan, dict) or not plan.get("entries"):
-            return None
-        gains, total = g
-        got = sum(float(gains[e["name"]][: int(e["rank"])].sum()) for e in plan["entries"] if e["name"] in gains)
-        return got / total if total > 0 else None
-
-
-def _is_full(plan: Any) -> bool:
-    return plan == "full" or (isinstance(plan, dict) and plan.get("strategy") == "full")
-
-
-def cell_row(cell: Cell, cell_dir: Path, energy: ProbeEnergy | None = None) -> dict[str, Any]:
-    """One results row: the cell's settings plus its outcome (ok | failed | infeasible | pending)."""
-    row: dict[str, Any] = {"id": cell.id, "config_id": cell.config_id, "label": cell.label, "variant": cell.variant,
-                           "strategy": cell.strategy, "rank": cell.rank, "budget": cell.budget, "layers": cell.layers,
-                           "seed": cell.seed, "groups": list(cell.groups), "blocks": list(cell.blocks),
-                           "status": "pending", "error": None}
-    run = _read_run(cell_dir)
-    if run is not None:
-        row["status"] = "ok"
-        row.update({k: run.get(k) for k in ROW_METRICS})
-        # gain over the untrained model when it was scored, else over the trainer's baseline (majority class)
-        base = run.get("untrained_score") if run.get("untrained_score") is not None else run.get("baseline_score")
-        row["gain"] = run["score"] - base if run.get("score") is not None and base is not None else None
-        plan = "full" if run.get("placement") == "full" else run.get("plan")
-        ranks = [int(e["rank"]) for e in plan.get("entries", [])] if isinstance(plan, dict) else []
-        row["rank_min"], row["rank_max"] = (min(ranks), max(ranks)) if ranks else (None, None)
-        row["modules"] = len(ranks) if ranks else None
-        row["plan_params"] = plan.get("params") if isinstance(plan, dict) else None
-        row["predicted_share"] = energy.share(cell.seed, plan) if energy else None
-        return row
-    failed_run = cell_dir / "run.json"
-    if failed_run.is_file():  # the trainer recorded a failed run (non-finite loss, out of memory)
-        try:
-            row["status"], row["error"] = "failed", json.loads(failed_run.read_text()).get("error")
-        except ValueError:
-            pass
-    status = cell_dir / "status.json"
-    if status.is_file():
-        try:
-            st = json.loads(status.read_text())
-            row["status"], row["error"] = st.get("status", "failed"), st.get("error")
-        except ValueError:
-            pass
-    return row
-
-
-def rebuild_results(spec: StudySpec, out_dir: Path) -> list[dict[str, Any]]:
-    """Rebuild results.json from the cell directories (one row per grid cell, grid order)."""
-    energy = ProbeEnergy(spec, out_dir)
-    rows = [cell_row(c, out_dir / "cells" / c.id, energy) for c in spec.cells()]
-    write_json(out_dir / "results.json", {"schema_version": RESULTS_SCHEMA, "study": spec.name,
-                                          "definition_hash": spec.definition_hash, "rows": rows})
-    return rows
-
-
-def load_results(out_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(study record, rows) of a results directory; rows are rebuilt from cells/ when present."""
-    out = Path(out_dir)
-    if not (out / "study.json").is_file():
-        raise ConfigError(f"{out} is not a study results directory (no study.json; run `intrinsic study run` first).")
-    record = read_json(out / "study.json")
-    if (out / "cells").is_dir() and record.get("spec"):
-        from .spec import spec_from_record
-
-        return record, rebuild_results(spec_from_record(record), out)
-    if not (out / "results.json").is_file():
-        raise ConfigError(f"{out} has no results.json yet.")
-    return record, read_json(out / "results.json")["rows"]
 
 
 # ----------------------------------------------------------------------------- running
@@ -258,7 +139,7 @@ def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path) -> None:
         pipe = seeds.pipeline(cell.seed)
         plan = pipe.plan(spec.placement_request(cell), probe=lambda: seeds.probe(cell.seed))
         result = pipe.train(plan, config, cell_dir)
-        if _read_run(cell_dir) is None:  # the trainer did not write it: do it here, atomically
+        if finished_run(cell_dir) is None:  # the trainer did not write it: do it here, atomically
             write_json(cell_dir / "run.json", result)
     except BudgetError as e:
         write_json(cell_dir / "status.json", {"status": "infeasible", "error": str(e)})
@@ -344,7 +225,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     cells = shard_cells(select_cells(spec.cells(), only), shard)
     claim_dir(spec, out, force)
     seeds = _Seeds(spec, out, say)
-    todo = [c for c in cells if _read_run(out / "cells" / c.id) is None]
+    todo = [c for c in cells if finished_run(out / "cells" / c.id) is None]
     skipped = len(cells) - len(todo)
     try:
         for i, cell in enumerate(todo):
@@ -356,7 +237,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
                 except Exception as e:  # noqa: BLE001 - auto cells will record the failure themselves
                     say(f"probe failed for seed {cell.seed}: {e}")
             run_cell(cell, spec, seeds, out)
-            row = next(r for r in rebuild_results(spec, out) if r["id"] == cell.id)
+            row = next(r for r in rebuild_results(spec, out) if r.id == cell.id)
             if hooks.on_cell_end:
                 hooks.on_cell_end(cell, row, i, len(todo))
     finally:
@@ -364,7 +245,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     sel = {c.id for c in cells}
     counts: dict[str, int] = {}
     for r in rows:
-        if r["id"] in sel:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        if r.id in sel:
+            counts[r.status] = counts.get(r.status, 0) + 1
     return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), len(todo), skipped, counts,
                       time.perf_counter() - t0)

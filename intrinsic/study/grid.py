@@ -1,0 +1,121 @@
+"""A study's grid: the `[[grid]]` blocks (`GridBlock`), their expansion into training runs (`Cell`),
+and the short settings hashes that name cells, configs, probes and the definition.
+
+Normalisation (so equal settings get equal ids and are trained once):
+- `full` ignores rank and budget;
+- `auto` at rank r means auto under the budget of `all` at rank r (`all@r`, same layers);
+- a fixed strategy S under budget "S@r" is S at rank r.
+
+Cell ids are hashes of every setting that can change a result (not the device, not prose), so
+a finished cell is recognised on resume and never trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..placement.strategies import canonical
+
+if TYPE_CHECKING:
+    from .spec import StudySpec
+
+HASH_LEN = 12
+
+
+@dataclass(frozen=True)
+class GridBlock:
+    """One `[[grid]]` table: a product of strategies, ranks or budgets, layer selections and seeds."""
+
+    name: str  # label used in the report, e.g. "equal-rank"
+    strategies: tuple[str, ...]  # all | attention | ffn | role list "q,v" | auto | full
+    ranks: tuple[int, ...]  # uniform LoRA ranks (empty when budgets are given)
+    budgets: tuple[str, ...]  # parameter budgets "300k" | "0.5%" | "all@8" (empty when ranks are given)
+    layers: tuple[str | None, ...]  # layer selections ("lower", "0-2"); None = every layer
+    seeds: tuple[int, ...]  # replicate seeds
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: a placement configuration at one seed."""
+
+    id: str  # hash of every result-relevant setting, incl. the seed
+    config_id: str  # the same hash without the seed: cells of one config are replicates
+    strategy: str  # all | attention | ffn | "q,v" | auto | full
+    rank: int | None  # uniform rank of a fixed strategy; None for auto, full and budget cells
+    budget: str | None  # budget text for auto and budget cells; None otherwise
+    layers: str | None  # layer selection text; None = every layer
+    seed: int  # replicate seed (data order, adapter and head init, probe batches)
+    groups: tuple[str, ...]  # comparison groups it belongs to: "rank=8", "budget=all@8"
+    blocks: tuple[str, ...]  # grid blocks that asked for it
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (seed excluded)
+
+    @property
+    def variant(self) -> str:
+        """Strategy plus layer selection: the row label within a comparison group."""
+        return f"{self.strategy}[{self.layers}]" if self.layers else self.strategy
+
+    @property
+    def label(self) -> str:
+        """Human-readable config label without the seed, e.g. 'ffn budget=all@8'."""
+        size = f"r={self.rank}" if self.rank is not None else (f"budget={self.budget}" if self.budget else "")
+        return f"{self.variant} {size}".strip()
+
+
+def settings_hash(obj: Any) -> str:
+    """Short stable hash of JSON-able settings (sorted keys, so dict order never matters)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+
+
+def _normalise(strategy: str, rank: int | None, budget: str | None, layers: str | None) -> tuple[int | None, str | None]:
+    """Map equivalent requests onto one (rank, budget) pair (see the module docstring)."""
+    if strategy == "full":
+        return None, None
+    if strategy == "auto":
+        return None, (f"all@{rank}" if rank is not None else budget)
+    if budget is not None and layers is None:  # "S@r" budgets count every layer
+        m = re.fullmatch(r"(.+)@(\d+)", budget)
+        if m and canonical(m.group(1)) == strategy:
+            return int(m.group(2)), None
+    return rank, budget
+
+
+def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train) -> dict[str, Any]:
+    payload = {"model": spec.model, "task": spec.task, "dtype": spec.dtype, "data": spec.data, "train": train,
+               "strategy": strategy, "rank": rank, "budget": budget, "layers": layers}
+    if strategy == "auto":
+        payload["probe"] = spec.probe_settings
+    if strategy != "full":
+        payload["placement"] = spec.placement
+    return payload
+
+
+def expand(spec: StudySpec) -> list[Cell]:
+    found: dict[str, dict[str, Any]] = {}  # cell id -> fields, in first-seen order
+    for block in spec.grid:
+        sizes: list[tuple[int | None, str | None]] = [(r, None) for r in block.ranks] + [(None, b) for b in block.budgets]
+        for strategy in block.strategies:
+            train = {**spec.train, **spec.train_overrides.get(strategy, {})}
+            for rank, budget in sizes or [(None, None)]:
+                group = f"rank={rank}" if rank is not None else (f"budget={budget}" if budget else "full")
+                for layers in block.layers:
+                    lay = None if strategy == "full" else layers
+                    r, b = _normalise(strategy, rank, budget, lay)
+                    base = _cell_payload(spec, strategy, r, b, lay, train)
+                    config_id = settings_hash(base)
+                    for seed in block.seeds:
+                        cid = settings_hash({**base, "seed": seed})
+                        f = found.setdefault(cid, dict(id=cid, config_id=config_id, strategy=strategy, rank=r,
+                                                      budget=b, layers=lay, seed=seed, groups=[], blocks=[],
+                                                      train=train))
+                        if group not in f["groups"]:
+                            f["groups"].append(group)
+                        if block.name not in f["blocks"]:
+                            f["blocks"].append(block.name)
+    cells = [Cell(**{**f, "groups": tuple(f["groups"]), "blocks": tuple(f["blocks"])}) for f in found.values()]
+    order = {s: i for i, s in enumerate(sorted({c.seed for c in cells}))}
+    return sorted(cells, key=lambda c: order[c.seed])  # stable: grid order within a seed
