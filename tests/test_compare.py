@@ -17,7 +17,7 @@ RUNS = {
     "small": ("complete", 0.80, 1_000),     # smallest complete run: on the front
     "mid": ("complete", 0.70, 2_000),       # small beats it on both: off
     "big": ("complete", 0.90, 5_000),       # best score: on the front
-    "broken": ("failed", None, 500),        # failed, fewest params: never on the front, dominates nothing
+    "broken": ("failed", 0.95, 500),        # failed (with a stale score): never on the front, dominates nothing
     "twin": ("complete", 0.80, 1_000),      # equal to small: equal points do not dominate, both on
     "huge": ("complete", 0.90, 9_000),      # same score as big with more params: off
 }
