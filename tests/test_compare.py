@@ -25,12 +25,13 @@ ON_FRONT = {"small": True, "mid": False, "big": True, "broken": False, "twin": T
 
 
 def run_json(status: str, score: float | None, params: int) -> dict:
-    """A run.json with every RunResult field (values beyond status/score/params are placeholders)."""
+    """A run.json with every RunResult field (values beyond status/score/params are placeholders; the best
+    score is 1 - score, so ranking by it instead of the final score would move the front)."""
     return {
         "schema_version": 1, "status": status, "error": None if status == "complete" else "boom",
         "model": "tiny", "model_type": "bert", "task": "toy", "task_kind": "classification",
         "placement": "all", "plan": None, "config": {}, "env": {}, "score": score, "metrics": {},
-        "best_score": score, "best_step": 10, "baseline_score": 0.5, "baseline_kind": "majority",
+        "best_score": None if score is None else round(1 - score, 2), "best_step": 10, "baseline_score": 0.5, "baseline_kind": "majority",
         "untrained_score": None, "base_params": 100_000, "trainable_params": params, "lora_params": params,
         "head_params": 0, "trainable_pct": params / 1000, "adapter_bytes": 4 * params, "adapter_dir": None,
         "steps": 10, "train_time_s": 2.0, "time_per_step_s": 0.2, "train_tokens": 640, "tokens_per_s": 320.0,
@@ -59,7 +60,7 @@ def test_rows_copy_run_json_fields(run_dirs):
     rows = {r.run: r for r in compare_runs([*run_dirs[:2], run_dirs[2] / "run.json"])}
     assert set(rows) == {"small", "mid", "big"}  # a run.json file is named by its directory
     big = rows["big"]
-    assert big.path.endswith("big/run.json") and big.score == 0.90 and big.best == 0.90
+    assert big.path.endswith("big/run.json") and big.score == 0.90 and big.best == 0.10
     assert big.trainable_params == 5_000 and big.adapter_bytes == 20_000 and big.trainable_pct == 5.0
     assert big.memory_kind == "rss" and big.peak_memory_mb == 12.5 and big.tokens_per_s == 320.0
     assert rows["mid"].pareto is False and rows["small"].pareto is True
