@@ -1,4 +1,4 @@
-"""Typer entry point: one sub-command module per noun, registered here.
+"""Typer entry point: every command of `intrinsic`, registered here by name (one module per noun).
 
 Heavy imports (torch, transformers) stay inside command bodies so `intrinsic --help`
 answers instantly.
@@ -6,9 +6,13 @@ answers instantly.
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from .inventory import modules, tasks
+from .plan_cmd import plan
+from .probe_cmd import probe, report
+from .study_cmd import study_app
+from .train_cmd import compare, train
 
 app = typer.Typer(
     name="intrinsic",
@@ -23,11 +27,14 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# Each module defines `register(app: typer.Typer) -> None`.
-_COMMAND_MODULES = ("inventory", "probe_cmd", "plan_cmd", "train_cmd", "study_cmd")
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"{__package__}.{_name}").register(app)
+app.command("modules")(modules)
+app.command("tasks")(tasks)
+app.command("probe")(probe)
+app.command("report")(report)
+app.command("plan")(plan)
+app.command("train")(train)
+app.command("compare")(compare)
+app.add_typer(study_app, name="study")
 
 
 def main() -> None:

@@ -1,4 +1,12 @@
-"""Shared CLI helpers: one-line errors, the `--json` switch, rich tables, progress bars.
+"""Shared CLI pieces: option types declared once, one-line errors, the `--json` switch, rich tables,
+progress bars.
+
+Options used by several commands are `Annotated` types declared here once (`ModelArg`, `TaskArg`,
+`DeviceOpt`, `LayersOpt`, the placement options ...). An option that mirrors a field of a library
+config (`ProbeSettings`, `TrainConfig`, `PlacementRequest`) takes its help from that field's
+documentation through `config_help` / `config_option`, which also state the library's default: the
+option itself defaults to None and only given values are passed on, so every default lives in the
+library, once. The config modules imported here are stdlib-only, so `--help` imports no torch.
 
 Every command body runs inside `handle_errors()`, which turns an `IntrinsicError` into one
 red line on stderr and exit code 2. `display_table` renders rows as a rich table, or prints
@@ -11,18 +19,70 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from intrinsic.fields import field_defaults, field_help
+from intrinsic.placement.request import PlacementRequest
+from intrinsic.probes.settings import ProbeSettings
 from intrinsic.report.format import cell
 
 console = Console()
 err_console = Console(stderr=True)
 
+
+def config_help(cls: type, name: str, lead: str = "") -> str:
+    """The help of an option mirroring field `name` of config `cls`: `lead` (how to spell the value on the
+    command line), the field's own help, and the field's default when it has one worth showing."""
+    default = field_defaults(cls).get(name)
+    text = lead + field_help(cls)[name]
+    if default is None or isinstance(default, bool):
+        return text
+    return text + f" \\[default: {default}]"  # rich markup: an escaped bracket
+
+
+def config_option(cls: type, name: str, *flags: str, lead: str = "") -> Any:
+    """A typer option (for `Annotated`, default None) documented by field `name` of config `cls`."""
+    return typer.Option(*flags, help=config_help(cls, name, lead), show_default=False)
+
+
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables.")
+
+# ------------------------------------------------------------------ inputs
+
+ModelArg = Annotated[str, typer.Argument(help="Packaged alias (minilm, smollm2), local directory, or Hugging Face "
+                                              "Hub id.", show_default=False)]
+TaskArg = Annotated[str, typer.Argument(help="Task: rotten-tomatoes, NAME:lm, hf:NAME[:CONFIG], or a "
+                                             ".csv/.jsonl/.parquet file; see `intrinsic tasks`.", show_default=False)]
+ModulesOpt = Annotated[Optional[str], config_option(ProbeSettings, "modules", "--modules",
+                                                    lead="Map by hand, roles q k v o qkv up gate down gate_up: ")]
+# the model's device and weights dtype; each command gives its own default (probe: cpu, train: auto)
+DeviceOpt = Annotated[str, typer.Option("--device", help=field_help(ProbeSettings)["device"])]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help=field_help(ProbeSettings)["dtype"])]
+
+# ------------------------------------------------------------------ placement (PlacementRequest)
+
+# --placement: each command gives its own default (plan: auto, train: all)
+PlacementOpt = Annotated[str, typer.Option("--placement", "-p", help=config_help(PlacementRequest, "strategy"))]
+RankOpt = Annotated[Optional[int], config_option(PlacementRequest, "rank", "--rank", "-r")]
+BudgetOpt = Annotated[Optional[str], config_option(PlacementRequest, "budget", "--budget", "-b")]
+BudgetLikeOpt = Annotated[Optional[str], typer.Option("--budget-like", help="Budget equal to STRATEGY@RANK's "
+                                                      "parameters, e.g. all@8 (the same as --budget all@8).")]
+LayersOpt = Annotated[Optional[str], config_option(PlacementRequest, "layers", "--layers")]
+MaxRankOpt = Annotated[Optional[int], config_option(PlacementRequest, "max_rank", "--max-rank")]
+GranularityOpt = Annotated[Optional[int], config_option(PlacementRequest, "granularity", "--granularity")]
+AlphaMultOpt = Annotated[Optional[float], config_option(PlacementRequest, "alpha_mult", "--alpha-mult")]
+RsloraOpt = Annotated[bool, typer.Option("--rslora", help=config_help(PlacementRequest, "rslora"))]
+
+
+def placement_request(strategy: str, *, rank: int | None, budget: str | None, budget_like: str | None,
+                      layers: str | None, **knobs: Any) -> PlacementRequest:
+    """The `PlacementRequest` of the placement options; knobs left at None take the library's defaults."""
+    return PlacementRequest(strategy, rank=rank, budget=budget_text(budget, budget_like), layers=layers,
+                            **{k: v for k, v in knobs.items() if v is not None})
 
 
 @contextlib.contextmanager
@@ -95,14 +155,6 @@ def progress(transient: bool = False):
         console=err_console,
         transient=transient,
     )
-
-
-def placement_option(name: str, flag: str) -> Any:
-    """A typer option for the `PlacementRequest` field `name`: its default and help come from the dataclass."""
-    from intrinsic.fields import field_defaults, field_help
-    from intrinsic.placement.request import PlacementRequest
-
-    return typer.Option(field_defaults(PlacementRequest)[name], flag, help=field_help(PlacementRequest)[name])
 
 
 def budget_text(budget: str | None, budget_like: str | None) -> str | None:

@@ -8,14 +8,12 @@ import typer
 
 from intrinsic.report.format import human
 
-from .common import JsonOpt, console, display_table, handle_errors, print_json
+from .common import JsonOpt, ModelArg, ModulesOpt, console, display_table, handle_errors, print_json
 
 
 def modules(
-    model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
-    modules_override: str = typer.Option(
-        None, "--modules", help="Map an unknown architecture by hand: 'regex=role,...', roles q k v o qkv up gate down gate_up."
-    ),
+    model: ModelArg,
+    modules_override: ModulesOpt = None,
     lm: bool = typer.Option(False, "--lm", help="Load with a causal-LM head instead of a classification head."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -84,7 +82,3 @@ def tasks(as_json: bool = JsonOpt) -> None:
             "and local [bold].csv/.jsonl/.parquet[/] files (--text-column/--label-column)."
         )
 
-
-def register(app: typer.Typer) -> None:
-    app.command("modules")(modules)
-    app.command("tasks")(tasks)

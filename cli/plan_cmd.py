@@ -13,24 +13,38 @@ import typer
 
 from intrinsic.report.format import human
 
-from .common import JsonOpt, budget_text, console, display_table, handle_errors, placement_option, print_json
+from .common import (
+    AlphaMultOpt,
+    BudgetLikeOpt,
+    BudgetOpt,
+    GranularityOpt,
+    JsonOpt,
+    LayersOpt,
+    MaxRankOpt,
+    PlacementOpt,
+    RankOpt,
+    RsloraOpt,
+    console,
+    display_table,
+    handle_errors,
+    placement_request,
+    print_json,
+)
 
 FORMATS = ("json", "peft", "python")
 
 
 def plan(
     probe_dir: Path = typer.Argument(..., help="Directory of a saved probe (probe.json), from `intrinsic probe`."),
-    budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 1.5M, 0.5% (of the base model)."),
-    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, "
-                                    "e.g. all@8."),
-    strategy: str = typer.Option("auto", "--placement", "-p", help="auto, or a fixed placement (all, attention, ffn, "
-                                 "q,v, ...) sized by --rank or the budget."),
-    rank: int = typer.Option(None, "--rank", "-r", help="Uniform rank of a fixed placement."),
-    layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
-    max_rank: int = placement_option("max_rank", "--max-rank"),
-    granularity: int = placement_option("granularity", "--granularity"),
-    alpha_mult: float = placement_option("alpha_mult", "--alpha-mult"),
-    rslora: bool = placement_option("rslora", "--rslora"),
+    budget: BudgetOpt = None,
+    budget_like: BudgetLikeOpt = None,
+    strategy: PlacementOpt = "auto",
+    rank: RankOpt = None,
+    layers: LayersOpt = None,
+    max_rank: MaxRankOpt = None,
+    granularity: GranularityOpt = None,
+    alpha_mult: AlphaMultOpt = None,
+    rslora: RsloraOpt = False,
     fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
                             "kwargs) | python (a LoraConfig snippet). All three files are written either way."),
     out: Path = typer.Option(None, "--out", "-o", help="Where to write the files \\[default: PROBE_DIR/plan]."),
@@ -39,17 +53,16 @@ def plan(
     """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.pipeline import plan_from_probe, write_plan_files
-        from intrinsic.placement import PlacementRequest
+        from intrinsic.pipeline import peft_task_type, plan_from_probe, write_plan_files
         from intrinsic.probes import ProbeReport
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
-        request = PlacementRequest(strategy, rank=rank, budget=budget_text(budget, budget_like), layers=layers,
-                                   max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora)
+        request = placement_request(strategy, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
+                                    max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora)
         report = ProbeReport.load(probe_dir)
         the_plan = plan_from_probe(report, request)
-        task_type = "CAUSAL_LM" if report.task.endswith(":lm") else "SEQ_CLS"
+        task_type = peft_task_type(report.task)
         out = out or Path(probe_dir) / "plan"
         write_plan_files(the_plan, out, task_type)
         if as_json:
@@ -78,6 +91,3 @@ def render_plan(p, title: str) -> None:
     if p.settings.get("gain_captured") is not None:
         console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of the gradient energy")
 
-
-def register(app: typer.Typer) -> None:
-    app.command("plan")(plan)

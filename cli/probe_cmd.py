@@ -1,34 +1,43 @@
 """`intrinsic probe` (measure per-module intrinsic ranks) and `intrinsic report` (re-render a saved probe).
 
-Thin: parse options, build one `ProbeSettings`, call `intrinsic.probes.probe`, save, render. Option
-help comes from the `ProbeSettings` field metadata (`field_help`: documented once, in the library).
+Thin: parse options, build one `ProbeSettings`, call `intrinsic.probes.probe`, save, render. Options
+that mirror a `ProbeSettings` field take its help and default from the library (`common.config_option`);
+options not given are left to `ProbeSettings`' defaults.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from intrinsic.fields import field_defaults
+from intrinsic.probes.settings import ProbeSettings
 from intrinsic.report.format import human
 
-from .common import JsonOpt, console, err_console, handle_errors, print_json
+from .common import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelArg,
+    ModulesOpt,
+    TaskArg,
+    config_option,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+)
 
 
-def _help(field: str, fallback: str = "") -> str:
-    from intrinsic.fields import field_help
-    from intrinsic.probes.settings import ProbeSettings
-
-    return field_help(ProbeSettings).get(field, fallback)
+def _opt(name: str, *flags: str, lead: str = ""):
+    """An option documented by the `ProbeSettings` field `name` (help and default from the library)."""
+    return config_option(ProbeSettings, name, *flags, lead=lead)
 
 
-def _default(field: str):
-    """The library's default for a ProbeSettings field (defaults live in one place)."""
-    from intrinsic.fields import field_defaults
-    from intrinsic.probes.settings import ProbeSettings
-
-    return field_defaults(ProbeSettings)[field]
+_DEFAULT = field_defaults(ProbeSettings)
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -48,48 +57,50 @@ def _slug(name: str) -> str:
 
 
 def probe(
-    model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
-    task: str = typer.Argument(..., help="Task: rotten-tomatoes, NAME:lm, hf:NAME[:CONFIG], or a .csv/.jsonl/.parquet file."),
-    out: Path = typer.Option(None, "--out", help="Output directory (default: runs/probe-MODEL-TASK)."),
-    batches: int = typer.Option(_default("batches"), "--batches", help=_help("batches")),
-    batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help=_help("batch_size")),
-    max_length: int = typer.Option(_default("max_length"), "--max-length", help=_help("max_length")),
-    update_steps: int = typer.Option(_default("update_steps"), "--update-steps", help=_help("update_steps")),
+    model: ModelArg,
+    task: TaskArg,
+    out: Path = typer.Option(None, "--out", help="Output directory \\[default: runs/probe-MODEL-TASK]."),
+    batches: Annotated[Optional[int], _opt("batches", "--batches")] = None,
+    batch_size: Annotated[Optional[int], _opt("batch_size", "--batch-size")] = None,
+    max_length: Annotated[Optional[int], _opt("max_length", "--max-length")] = None,
+    update_steps: Annotated[Optional[int], _opt("update_steps", "--update-steps")] = None,
     no_update: bool = typer.Option(False, "--no-update", help="Skip the weight-update probe (gradient probe only)."),
-    update_checkpoints: str = typer.Option(None, "--update-checkpoints", help="Comma list, e.g. 10,50,100. " + _help("update_checkpoints")),
-    update_lr: float = typer.Option(_default("update_lr"), "--update-lr", help=_help("update_lr")),
-    roles: str = typer.Option(None, "--roles", help="Comma list, e.g. q,v. " + _help("roles")),
-    layers: str = typer.Option(None, "--layers", help="0-2, 1,3,5 or lower|middle|upper. " + _help("layers")),
-    estimator: str = typer.Option(None, "--estimator", help=_help("rank_estimator") + f" (default: {_default('rank_estimator')})"),
-    seed: int = typer.Option(_default("seed"), "--seed", help=_help("seed")),
-    device: str = typer.Option(_default("device"), "--device", help=_help("device")),
-    dtype: str = typer.Option(_default("dtype"), "--dtype", help=_help("dtype")),
-    max_examples: int = typer.Option(None, "--max-examples", help=_help("max_examples")),
-    text_column: str = typer.Option(None, "--text-column", help=_help("text_column")),
-    label_column: str = typer.Option(None, "--label-column", help=_help("label_column")),
-    modules: str = typer.Option(None, "--modules", help=_help("modules")),
+    update_checkpoints: Annotated[Optional[str], _opt("update_checkpoints", "--update-checkpoints",
+                                                      lead="Comma list, e.g. 10,50,100: ")] = None,
+    update_lr: Annotated[Optional[float], _opt("update_lr", "--update-lr")] = None,
+    roles: Annotated[Optional[str], _opt("roles", "--roles", lead="Comma list, e.g. q,v: ")] = None,
+    layers: Annotated[Optional[str], _opt("layers", "--layers", lead="0-2, 1,3,5 or lower|middle|upper: ")] = None,
+    estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator")] = None,
+    seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
+    device: DeviceOpt = _DEFAULT["device"],
+    dtype: DtypeOpt = _DEFAULT["dtype"],
+    max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
+    text_column: Annotated[Optional[str], _opt("text_column", "--text-column")] = None,
+    label_column: Annotated[Optional[str], _opt("label_column", "--label-column")] = None,
+    modules: ModulesOpt = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a probe already saved in the output directory."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Probe MODEL on TASK: per-module mean-gradient and weight-update spectra, intrinsic ranks, plots."""
     with handle_errors():
-        from intrinsic.errors import ConfigError
         import dataclasses
 
-        from intrinsic.probes import ProbeSettings, load_inputs
+        from intrinsic.errors import ConfigError
+        from intrinsic.probes import load_inputs
         from intrinsic.probes import probe as run_probe
         from intrinsic.results import ensure_writable_dir
 
-        kw = dict(
-            batches=batches, batch_size=batch_size, max_length=max_length,
-            update_steps=None if no_update else update_steps, update_lr=update_lr,
+        given = dict(
+            batches=batches, batch_size=batch_size, max_length=max_length, update_steps=update_steps,
+            update_lr=update_lr,
             update_checkpoints=None if no_update else _ints(update_checkpoints, "--update-checkpoints"),
             roles=tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None,
-            modules=modules, seed=seed, device=device, dtype=dtype, max_examples=max_examples,
-            text_column=text_column, label_column=label_column,
+            rank_estimator=estimator or None, modules=modules, seed=seed, device=device, dtype=dtype,
+            max_examples=max_examples, text_column=text_column, label_column=label_column,
         )
-        if estimator:
-            kw["rank_estimator"] = estimator
+        kw = {k: v for k, v in given.items() if v is not None}  # the rest: ProbeSettings' defaults
+        if no_update:
+            kw.update(update_steps=None, update_checkpoints=None)
         settings = ProbeSettings(**kw)  # validate every option before any loading
         out = out or Path("runs") / f"probe-{_slug(model)}-{_slug(task)}"
         if (out / "probe.json").exists() and not overwrite:
@@ -230,7 +241,3 @@ def render_terminal(rep) -> None:
     if rep.timings:
         console.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in rep.timings.items()))
 
-
-def register(app: typer.Typer) -> None:
-    app.command("probe")(probe)
-    app.command("report")(report)

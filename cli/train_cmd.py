@@ -1,40 +1,50 @@
 """`intrinsic train` (one LoRA or full fine-tuning run) and `intrinsic compare` (runs side by side).
 
-Thin: parse options, call `intrinsic.training`, render. Option help for training settings comes
-from the field documentation of `TrainConfig` (`field_help`), so each setting is documented once.
+Thin: parse options, call `intrinsic.pipeline` / `intrinsic.training.compare`, render. Options that
+mirror a `TrainConfig` or `PlacementRequest` field take its help and default from the library
+(`common.config_option`); options not given are left to the library's defaults.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from intrinsic.report.format import human
+from intrinsic.training.config import TrainConfig
 
 from .common import (
+    BudgetLikeOpt,
+    BudgetOpt,
+    DeviceOpt,
+    DtypeOpt,
+    GranularityOpt,
     JsonOpt,
-    budget_text,
+    LayersOpt,
+    MaxRankOpt,
+    ModelArg,
+    PlacementOpt,
+    RankOpt,
+    RsloraOpt,
+    TaskArg,
+    config_help,
+    config_option,
     console,
     display_table,
     err_console,
     handle_errors,
-    placement_option,
+    placement_request,
     print_json,
     progress,
 )
 
 
-def _h(name: str) -> str:
-    """Help for a TrainConfig option: its field help, plus its default (rich markup: escaped bracket).
-
-    `intrinsic.training.config` is stdlib-only at import: no torch for `--help`."""
-    from intrinsic.fields import field_defaults, field_help
-    from intrinsic.training.config import TrainConfig
-
-    default = field_defaults(TrainConfig)[name]
-    return field_help(TrainConfig)[name] + ("" if default is None else f" \\[default: {default}]")
+def _opt(name: str, *flags: str):
+    """An option documented by the `TrainConfig` field `name` (help and default from the library)."""
+    return config_option(TrainConfig, name, *flags)
 
 
 def _default_out(model: str, task: str, placement: str, seed: int | None) -> Path:
@@ -43,36 +53,32 @@ def _default_out(model: str, task: str, placement: str, seed: int | None) -> Pat
 
 
 def train(
-    model: str = typer.Argument(..., help="Packaged alias (minilm, smollm2), local directory, or Hugging Face Hub id."),
-    task: str = typer.Argument(..., help="Task name (rotten-tomatoes, NAME:lm, hf:NAME, path.csv); "
-                               "see `intrinsic tasks`."),
-    placement: str = typer.Option("all", "--placement", "-p", help="all | attention | ffn | auto | full | a role list "
-                                  "such as q,v (roles: q k v o qkv up gate down gate_up)."),
-    rank: int = typer.Option(None, "--rank", "-r", help="Uniform LoRA rank of a fixed placement \\[default: 8]."),
-    budget: str = typer.Option(None, "--budget", "-b", help="Parameter budget: 300k, 0.5% (of the base model); "
-                               "fixed placements take the largest uniform rank that fits \\[auto default: all@8]."),
-    budget_like: str = typer.Option(None, "--budget-like", help="Budget equal to STRATEGY@RANK's parameters, "
-                                    "e.g. all@8."),
-    layers: str = typer.Option(None, "--layers", help="Adapt only these layers: 0-2, 1,3, lower|middle|upper."),
+    model: ModelArg,
+    task: TaskArg,
+    placement: PlacementOpt = "all",
+    rank: RankOpt = None,
+    budget: BudgetOpt = None,
+    budget_like: BudgetLikeOpt = None,
+    layers: LayersOpt = None,
     probe_dir: Path = typer.Option(None, "--probe", help="Probe report directory for auto \\[default: reuse OUT/probe "
                                    "or run a quick gradient probe there]."),
-    max_rank: int = placement_option("max_rank", "--max-rank"),
-    granularity: int = placement_option("granularity", "--granularity"),
-    steps: int = typer.Option(None, "--steps", help=_h("steps")),
-    lr: float = typer.Option(None, "--lr", help=_h("lr")),
-    batch_size: int = typer.Option(None, "--batch-size", help=_h("batch_size")),
-    max_length: int = typer.Option(None, "--max-length", help=_h("max_length")),
-    seed: int = typer.Option(None, "--seed", help=_h("seed")),
-    eval_every: int = typer.Option(None, "--eval-every", help=_h("eval_every")),
-    max_examples: int = typer.Option(None, "--max-examples", help=_h("max_examples")),
-    max_eval_examples: int = typer.Option(None, "--max-eval-examples",
-                                          help=_h("max_eval_examples")),
-    all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split."),
-    mixed_precision: str = typer.Option(None, "--mixed-precision", help=_h("mixed_precision")),
-    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
-    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32 | bfloat16 | float16."),
-    rslora: bool = placement_option("rslora", "--rslora"),
-    save_model: bool = typer.Option(False, "--save-model", help=_h("save_full_model")),
+    max_rank: MaxRankOpt = None,
+    granularity: GranularityOpt = None,
+    steps: Annotated[Optional[int], _opt("steps", "--steps")] = None,
+    lr: Annotated[Optional[float], _opt("lr", "--lr")] = None,
+    batch_size: Annotated[Optional[int], _opt("batch_size", "--batch-size")] = None,
+    max_length: Annotated[Optional[int], _opt("max_length", "--max-length")] = None,
+    seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
+    eval_every: Annotated[Optional[int], _opt("eval_every", "--eval-every")] = None,
+    max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
+    max_eval_examples: Annotated[Optional[int], _opt("max_eval_examples", "--max-eval-examples")] = None,
+    all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split "
+                                  "(max_eval_examples None)."),
+    mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    rslora: RsloraOpt = False,
+    save_model: bool = typer.Option(False, "--save-model", help=config_help(TrainConfig, "save_full_model")),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory \\[default: runs/MODEL-TASK-PLACEMENT-sSEED]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT (start fresh)."),
     resume: bool = typer.Option(False, "--resume", help="Return OUT's run if it is complete; otherwise train from "
@@ -82,13 +88,12 @@ def train(
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
     with handle_errors():
         from intrinsic.errors import ConfigError
-        from intrinsic.placement import PlacementRequest
-        from intrinsic.training import TrainConfig, prepare_out_dir
+        from intrinsic.training import prepare_out_dir
 
         if overwrite and resume:
             raise ConfigError("Give --overwrite or --resume, not both.")
-        request = PlacementRequest(placement, rank=rank, budget=budget_text(budget, budget_like), layers=layers,
-                                   max_rank=max_rank, granularity=granularity, rslora=rslora)
+        request = placement_request(placement, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
+                                    max_rank=max_rank, granularity=granularity, rslora=rslora)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision)
         settings = {k: v for k, v in given.items() if v is not None}
@@ -189,19 +194,21 @@ def compare(
 ) -> None:
     """Show runs side by side (score, params, time, memory) and mark the Pareto-optimal ones (score vs params)."""
     with handle_errors():
-        rows = compare_rows(runs)
+        from intrinsic.training.compare import compare_runs
+
+        rows = compare_runs(runs)
         if as_json:
             print_json(rows)
             return
-        tasks = sorted({f"{r['model']} / {r['task']}" for r in rows})
-        shown = [{"": "★" if r["pareto"] else "", "run": r["run"], "placement": r["placement"], "status": r["status"],
-                  "score": _f(r["score"], ".4f"), "params": human(r["trainable_params"]),
-                  "% base": _f(r["trainable_pct"], ".3g"), "train s": _f(r["train_time_s"], ".1f"),
-                  "ms/step": _f(1000 * r["time_per_step_s"], ".0f"),
-                  "peak MiB": _f(r["peak_memory_mb"], ".0f") + (" (gpu)" if r["memory_kind"] == "cuda" else "")}
+        tasks = sorted({f"{r.model} / {r.task}" for r in rows})
+        shown = [{"": "★" if r.pareto else "", "run": r.run, "placement": r.placement, "status": r.status,
+                  "score": _f(r.score, ".4f"), "params": human(r.trainable_params),
+                  "% base": _f(r.trainable_pct, ".3g"), "train s": _f(r.train_time_s, ".1f"),
+                  "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
+                  "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else "")}
                  for r in rows]
         cols = ["", "run", "placement", "score", "params", "% base", "train s", "ms/step", "peak MiB"]
-        if any(r["status"] != "complete" for r in rows):
+        if any(r.status != "complete" for r in rows):
             cols.insert(3, "status")
         display_table(shown, columns=cols, title=f"{len(rows)} runs — {'; '.join(tasks)}", styles={"": "bold green"})
         console.print("★ Pareto-optimal: no other run scores as high with as few trainable params.")
@@ -211,32 +218,3 @@ def compare(
 
 def _f(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
-
-
-def compare_rows(runs: list[Path]) -> list[dict]:
-    from intrinsic.errors import ConfigError
-    from intrinsic.pareto import pareto_front
-    from intrinsic.training import RunResult
-    from intrinsic.training.rundir import RUN_FILE
-
-    if not runs:
-        raise ConfigError("compare needs at least one run directory.")
-    results = [RunResult.load(p) for p in runs]
-    names = [(p.parent if p.name == RUN_FILE else p).name for p in runs]
-    nan = float("nan")
-    points = [(r.score if r.status == "complete" and r.score is not None else nan, float(r.trainable_params))
-              for r in results]
-    front = set(pareto_front(points))
-    return [
-        {"run": name, "path": str(path), "model": r.model, "task": r.task, "placement": r.placement,
-         "status": r.status, "score": r.score, "best": r.best_score, "trainable_params": r.trainable_params,
-         "trainable_pct": r.trainable_pct, "adapter_bytes": r.adapter_bytes, "train_time_s": r.train_time_s,
-         "time_per_step_s": r.time_per_step_s, "tokens_per_s": r.tokens_per_s, "peak_memory_mb": r.peak_memory_mb,
-         "memory_kind": r.memory_kind, "pareto": i in front}
-        for i, (name, path, r) in enumerate(zip(names, runs, results, strict=True))
-    ]
-
-
-def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("compare")(compare)

@@ -150,6 +150,11 @@ def plan_from_probe(report, request):
     return make_plan(report.refs(), request, base_params=base_params, gains=report.gains)
 
 
+def peft_task_type(task: str) -> str:
+    """PEFT's `task_type` for a task name as a probe records it: "CAUSAL_LM" for NAME:lm, else "SEQ_CLS"."""
+    return "CAUSAL_LM" if task.endswith(":lm") else "SEQ_CLS"
+
+
 def write_plan_files(plan, out_dir: str | Path, task_type: str) -> None:
     """OUT/plan.json (the Plan), OUT/peft_config.json (LoraConfig kwargs) and OUT/lora_config.py (a snippet)."""
     from .results import atomic_write_text, write_json
