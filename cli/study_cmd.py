@@ -127,7 +127,8 @@ def report_cmd(
             print_json({"files": files, "analysis": analysis, "guidelines": guidelines})
             return
         s = analysis.study
-        console.print(f"[bold]{s.get('name')}[/]{' (quick)' if s.get('quick') else ''}: {s.get('question')}")
+        console.print(f"[bold]{escape(str(s.get('name')))}[/]{' (quick)' if s.get('quick') else ''}: "
+                      f"{escape(str(s.get('question')))}")
         for title, cols, rows in tables(analysis, guidelines):
             if rows:
                 narrow = (cols if console.width >= 160 or not title.startswith("Comparison") else
