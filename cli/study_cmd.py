@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from .common import JsonOpt, console, display_table, err_console, handle_errors, print_json, progress
 
@@ -41,7 +42,8 @@ def run(
     probes_only: bool = typer.Option(False, "--probes-only", help="Only compute the probes (of shard K/N's seeds)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report."""
+    """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report.
+    Exits 1 when a cell failed (infeasible budgets are results, not failures), 2 on a bad definition."""
     with handle_errors():
         from intrinsic.study.rows import cell_row
         from intrinsic.study.runner import Hooks, parse_shard, run_probes, run_study
@@ -59,6 +61,10 @@ def run(
                 console.print(f"probes ready for seeds {seeds} under {out / 'probes'}")
             return
         cells = spec.cells()
+        if not list_cells:
+            from intrinsic.study.check import check_resources
+
+            check_resources(spec)  # before the header: a bad model or task is one line, nothing written
         if list_cells:
             rows = [cell_row(c, out / "cells" / c.id).to_record() for c in cells]
             cols = ["id", "label", "seed", "status", "score", "error"]
@@ -68,7 +74,7 @@ def run(
                           title=f"{spec.name}: {len(cells)} cells, definition {spec.definition_hash}")
             return
         if not as_json:
-            console.print(f"[bold]{spec.name}[/]{' (quick)' if quick else ''}: {spec.question}")
+            console.print(f"[bold]{escape(spec.name)}[/]{' (quick)' if quick else ''}: {escape(spec.question)}")
             console.print(f"{len(cells)} cells -> {out}")
         with progress(transient=as_json) as bar:
             task = bar.add_task(spec.name, total=None, info="")
@@ -79,7 +85,8 @@ def run(
             def end(cell, row, i, n):
                 bar.update(task, completed=i + 1)
                 if not row.ok and not as_json:
-                    err_console.print(f"[yellow]{row.status}[/] {cell.label} seed {cell.seed}: {row.error}")
+                    err_console.print(f"[yellow]{row.status}[/] {escape(cell.label)} seed {cell.seed}: "
+                                      f"{escape(str(row.error))}", highlight=False)
 
             summary = run_study(spec, out, only=only, force=force, shard=shard_kn,
                                 hooks=Hooks(on_cell_start=start, on_cell_end=end,
@@ -91,12 +98,18 @@ def run(
             files, _, _ = write_report(out)
         if as_json:
             print_json({"summary": summary, "report": files})
-            return
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
-        console.print(f"ran {summary.ran}, skipped {summary.skipped} finished; now {counts}; "
-                      f"{summary.wall_s:.0f} s")
-        if files:
-            console.print(f"report: {files.markdown}, {files.html}")
+        else:
+            counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
+            console.print(f"ran {summary.ran}, skipped {summary.skipped} finished; now {counts}; "
+                          f"{summary.wall_s:.0f} s")
+            if files:
+                console.print(f"report: {files.markdown}, {files.html}")
+        failed = summary.counts.get("failed", 0)
+        if failed:
+            err_console.print(f"[bold red]error:[/] {failed} of {summary.cells} cells failed; their errors are in "
+                              f"{escape(str(out / 'results.json'))} (`intrinsic study run ... --list` shows them).",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1)
 
 
 @study_app.command("report")
@@ -114,7 +127,8 @@ def report_cmd(
             print_json({"files": files, "analysis": analysis, "guidelines": guidelines})
             return
         s = analysis.study
-        console.print(f"[bold]{s.get('name')}[/]{' (quick)' if s.get('quick') else ''}: {s.get('question')}")
+        console.print(f"[bold]{escape(str(s.get('name')))}[/]{' (quick)' if s.get('quick') else ''}: "
+                      f"{escape(str(s.get('question')))}")
         for title, cols, rows in tables(analysis, guidelines):
             if rows:
                 narrow = (cols if console.width >= 160 or not title.startswith("Comparison") else

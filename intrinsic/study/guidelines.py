@@ -3,12 +3,13 @@
 Every sentence carries a strength: "supported" (a paired test or a CI backs it), "too weak to
 say" (CIs overlap, p >= 0.05, or a single seed), "negative" (the evidence contradicts the tool's
 own prediction), or "info" (a measurement, no claim). Nothing here claims a difference that the
-seeds do not support.
+seeds do not support. A `--quick` run (one seed, few steps) claims nothing: what would have been
+"supported" or "negative" is "no claim (quick run)" there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..report.format import human
@@ -16,6 +17,7 @@ from .analysis import COST_LABELS, REFERENCE, StudyAnalysis
 from .stats import ALPHA, Summary, intervals_overlap
 
 SUPPORTED, WEAK, NEGATIVE, INFO = "supported", "too weak to say", "negative", "info"
+QUICK = "no claim (quick run)"  # the strength of every claim of a --quick run
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class Guideline:
 
     topic: str  # "baseline", a cost metric (frontier advice), "comparison", "auto", "prediction", "memory"
     text: str  # the sentence, numbers included
-    strength: str  # supported | too weak to say | negative | info
+    strength: str  # supported | too weak to say | negative | info | no claim (quick run)
     evidence: dict[str, Any] = field(default_factory=dict)  # the numbers, machine-readable
 
 
@@ -234,6 +236,10 @@ def auto_guidelines(a: StudyAnalysis) -> list[Guideline]:
 
 
 def generate(a: StudyAnalysis) -> list[Guideline]:
-    """All guidelines, most decision-relevant first."""
-    return (baseline_guidelines(a) + frontier_guidelines(a) + group_guidelines(a) + auto_guidelines(a)
-            + prediction_guidelines(a) + memory_guideline(a))
+    """All guidelines, most decision-relevant first; a quick run's claims demoted to QUICK."""
+    out = (baseline_guidelines(a) + frontier_guidelines(a) + group_guidelines(a) + auto_guidelines(a)
+           + prediction_guidelines(a) + memory_guideline(a))
+    if not a.study.get("quick"):
+        return out
+    return [replace(g, strength=QUICK, evidence={**g.evidence, "strength_if_not_quick": g.strength})
+            if g.strength in (SUPPORTED, NEGATIVE) else g for g in out]

@@ -19,10 +19,11 @@ the classification head), so no cell sees another cell's adapters.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..pipeline import Pipeline
 from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .rows import RESULTS_SCHEMA, CellRow, finished_run, probe_key, rebuild_results
 from .grid import Cell
+from .check import check_resources
 from .spec import StudySpec
 
 
@@ -69,12 +71,14 @@ def study_record(spec: StudySpec) -> dict[str, Any]:
 
 
 def claim_dir(spec: StudySpec, out_dir: Path, force: bool) -> None:
-    """Write study.json, refusing a directory made by a different definition unless `force`."""
+    """Write study.json, refusing a directory made by a different definition unless `force` (or unless
+    it holds no finished cell: then nothing would be lost, e.g. a definition whose every cell failed)."""
     ensure_writable_dir(out_dir)
     rec_path = out_dir / "study.json"
     if rec_path.exists():
         old = read_json(rec_path)
-        if old.get("definition_hash") != spec.definition_hash and not force:
+        finished = any(finished_run(d) is not None for d in (out_dir / "cells").glob("*/"))
+        if old.get("definition_hash") != spec.definition_hash and finished and not force:
             raise ConfigError(
                 f"{out_dir} holds results of a different study definition ('{old.get('name')}', hash "
                 f"{old.get('definition_hash')}; this one is {spec.definition_hash}). Use another --out, "
@@ -203,13 +207,14 @@ def run_probes(spec: StudySpec, out_dir: str | Path, *, shard: tuple[int, int] |
 
     Run this before launching parallel shards, so that no two processes probe the same seed."""
     out = Path(out_dir)
-    claim_dir(spec, out, force)
+    check_resources(spec)
     seeds = sorted({c.seed for c in spec.cells()})
     if shard is not None:
         seeds = seeds[shard[0]::shard[1]]
-    probes = _Seeds(spec, out, say or (lambda _m: None))
-    for seed in seeds:
-        probes.probe(seed)
+    with _claimed(spec, out, force):
+        probes = _Seeds(spec, out, say or (lambda _m: None))
+        for seed in seeds:
+            probes.probe(seed)
     return seeds
 
 
@@ -217,16 +222,29 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
               hooks: Hooks | None = None, shard: tuple[int, int] | None = None) -> RunSummary:
     """Run every unfinished cell of the grid (or the `only` selection, or one shard of it) and
     rebuild results.json. Shards of one study may run concurrently in separate processes (on one
-    or several GPUs): each cell belongs to exactly one shard and writes only its own directory."""
+    or several GPUs): each cell belongs to exactly one shard and writes only its own directory.
+    The model and task are checked before the results directory is written."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     hooks = hooks or Hooks()
-    say = hooks.on_message or (lambda _m: None)
     cells = shard_cells(select_cells(spec.cells(), only), shard)
-    claim_dir(spec, out, force)
+    check_resources(spec)
+    with _claimed(spec, out, force):
+        todo = [c for c in cells if finished_run(out / "cells" / c.id) is None]
+        rows = _run_cells(spec, out, todo, hooks)
+    sel = {c.id for c in cells}
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.id in sel:
+            counts[r.status] = counts.get(r.status, 0) + 1
+    return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), len(todo), len(cells) - len(todo),
+                      counts, time.perf_counter() - t0)
+
+
+def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> list[CellRow]:
+    """Train `todo` in order (each seed's probe first when the study probes), then the rebuilt rows."""
+    say = hooks.on_message or (lambda _m: None)
     seeds = _Seeds(spec, out, say)
-    todo = [c for c in cells if finished_run(out / "cells" / c.id) is None]
-    skipped = len(cells) - len(todo)
     try:
         for i, cell in enumerate(todo):
             if hooks.on_cell_start:
@@ -242,10 +260,27 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
                 hooks.on_cell_end(cell, row, i, len(todo))
     finally:
         rows = rebuild_results(spec, out)
-    sel = {c.id for c in cells}
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r.id in sel:
-            counts[r.status] = counts.get(r.status, 0) + 1
-    return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), len(todo), skipped, counts,
-                      time.perf_counter() - t0)
+    return rows
+
+
+@contextlib.contextmanager
+def _claimed(spec: StudySpec, out: Path, force: bool) -> Iterator[None]:
+    """claim_dir, and on any failure inside (Ctrl-C included) remove `out` again when this call
+    created it and it holds no result yet: an early failure leaves no empty results folder."""
+    created = not out.exists()
+    try:
+        claim_dir(spec, out, force)
+        yield
+    except BaseException:
+        if created and out.is_dir() and not _holds_results(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _holds_results(out: Path) -> bool:
+    """Whether a results directory holds anything worth keeping: a cell's run or status, or a probe."""
+    cells = out / "cells"
+    if any((d / name).exists() for d in cells.glob("*/") for name in ("run.json", "status.json")):
+        return True
+    probes = out / "probes"
+    return probes.is_dir() and any(p.is_file() for p in probes.rglob("*"))

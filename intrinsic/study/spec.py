@@ -26,17 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
+from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
             "train_overrides", "probe", "placement", "grid", "quick")
-DATA_KEYS = ("max_examples", "max_eval_examples", "text_column", "label_column")
 PLACEMENT_KEYS = KNOBS
 GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds")
 QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid")
-PROBE_META_KEYS = ("enabled",)  # probe keys the runner consumes; the rest go to probe(**settings)
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 
@@ -180,52 +180,14 @@ def _table(ctx, table, data, key) -> dict[str, Any]:
     return v
 
 
-def _check_strategy(ctx: _Ctx, table: str, s: str) -> str:
+def _check_strategy(ctx: _Ctx, table: str, s: str, key: str = "strategies") -> str:
     """The canonical strategy, validated by placement itself (so a study accepts what placement accepts)."""
     try:
         return check_strategy(s)
     except ConfigError as e:
         msg = str(e)
-        raise ctx.fail(table, "strategies", msg[:1].lower() + msg[1:]) from None
-
-
-def _train_fields() -> tuple[str, ...] | None:
-    """TrainConfig field names, or None when the trainer is not importable (validated later)."""
-    try:
-        import dataclasses
-
-        from ..training import TrainConfig
-    except ImportError:
-        return None
-    return tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-PROBE_FROM_STUDY = ("seed", "device", "dtype", "max_examples", "text_column", "label_column")  # set by the study
-
-
-def _check_probe(ctx: _Ctx, table: str, probe: dict) -> None:
-    try:
-        import dataclasses
-
-        from ..probes import ProbeSettings
-    except ImportError:
-        return
-    allowed = tuple(f.name for f in dataclasses.fields(ProbeSettings) if f.name not in PROBE_FROM_STUDY)
-    ctx.check_keys(table, probe, allowed + PROBE_META_KEYS)
-    if "enabled" in probe and not isinstance(probe["enabled"], bool):
-        raise _type_error(ctx, table, "enabled", "true or false", probe["enabled"])
-
-
-def _check_train(ctx: _Ctx, table: str, train: dict) -> dict:
-    if "seed" in train:
-        raise ctx.fail(table, "seed", f"'seed' cannot be set in [{table}]: seeds come from the grid (`seeds = [...]`).")
-    allowed = _train_fields()
-    if allowed is not None:
-        ctx.check_keys(table, train, tuple(k for k in allowed if k != "seed"))
-    for k, v in train.items():
-        if isinstance(v, (dict, list)):
-            raise _type_error(ctx, table, k, "a number, string or boolean", v)
-    return dict(train)
+        where = "" if key == "strategies" else f"[{table}]: "
+        raise ctx.fail(table, key, where + msg[:1].lower() + msg[1:]) from None
 
 
 def _parse_grid(ctx: _Ctx, table: str, blocks: Any, seeds: tuple[int, ...]) -> tuple[GridBlock, ...]:
@@ -273,19 +235,17 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     ctx.check_keys("", raw, TOP_KEYS)
     q = _table(ctx, "", raw, "quick")
     ctx.check_keys("quick", q, QUICK_KEYS)
-    for key, allowed in (("data", DATA_KEYS), ("placement", PLACEMENT_KEYS)):
-        ctx.check_keys(key, _table(ctx, "", raw, key), allowed)
-        ctx.check_keys(f"quick.{key}", _table(ctx, "quick", q, key), allowed)
-    _check_probe(ctx, "probe", _table(ctx, "", raw, "probe"))
-    _check_probe(ctx, "quick.probe", _table(ctx, "quick", q, "probe"))
-    _check_train(ctx, "train", _table(ctx, "", raw, "train"))
-    _check_train(ctx, "quick.train", _table(ctx, "quick", q, "train"))
     for pre, src in (("", raw), ("quick.", q)):
-        for strat, tbl in _table(ctx, pre.rstrip("."), src, "train_overrides").items():
+        parent = pre.rstrip(".")
+        ctx.check_keys(f"{pre}placement", _table(ctx, parent, src, "placement"), PLACEMENT_KEYS)
+        check_data_table(ctx, f"{pre}data", _table(ctx, parent, src, "data"))
+        check_probe_table(ctx, f"{pre}probe", _table(ctx, parent, src, "probe"))
+        check_train_table(ctx, f"{pre}train", _table(ctx, parent, src, "train"))
+        for strat, tbl in _table(ctx, parent, src, "train_overrides").items():
             if not isinstance(tbl, dict):
                 raise _type_error(ctx, f"{pre}train_overrides", strat, "a table", tbl)
-            _check_strategy(ctx, f"{pre}train_overrides", strat)
-            _check_train(ctx, f"{pre}train_overrides.{strat}", tbl)
+            _check_strategy(ctx, f"{pre}train_overrides", strat, key=strat)
+            check_train_table(ctx, f"{pre}train_overrides.{strat}", tbl)
     if "grid" in q:
         _parse_grid(ctx, "quick.grid", q["grid"], (0,))  # validate even when not applied
 
@@ -320,9 +280,11 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
             raise _type_error(ctx, "placement", k, knob_problem(k, placement[k]), placement[k])
     overrides = {canonical(k): dict(v) for k, v in _table(ctx, "", eff, "train_overrides").items()}
     data = dict(_table(ctx, "", eff, "data"))
-    for k in ("max_examples", "max_eval_examples"):
-        if k in data and (not isinstance(data[k], int) or data[k] < 1):
-            raise _type_error(ctx, "data", k, "an integer >= 1", data[k])
+    dtype, device = _str(ctx, "", eff, "dtype", default="float32"), _str(ctx, "", eff, "device", default="auto")
+    for key, value, allowed in (("dtype", dtype, DTYPES), ("device", device, DEVICES)):
+        if value not in allowed:
+            raise ctx.fail("", key, f"'{key}' must be one of {', '.join(allowed)}, got {value!r}."
+                                    f"{did_you_mean(value, allowed)}")
     spec = StudySpec(
         name=name,
         question=_str(ctx, "", eff, "question", required=True),
@@ -330,8 +292,8 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         task=_str(ctx, "", eff, "task", required=True),
         seeds=seeds,
         metrics=tuple(metrics),
-        dtype=_str(ctx, "", eff, "dtype", default="float32"),
-        device=_str(ctx, "", eff, "device", default="auto"),
+        dtype=dtype,
+        device=device,
         data=data,
         train=dict(_table(ctx, "", eff, "train")),
         train_overrides=overrides,
@@ -344,6 +306,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     cells = spec.cells()
     if not cells:
         raise ConfigError(f"{ctx.source}: the grid expands to no cell.")
+    check_settings(ctx, spec, raw, q)
     for cell in {c.config_id: c for c in cells}.values():
         try:
             spec.placement_request(cell)
