@@ -135,7 +135,3 @@ def report_cmd(
                           [c for c in cols if c not in _WIDE_ONLY])
                 display_table(rows, title=title, columns=narrow)
         console.print(f"report: {files.markdown}, {files.html} ({len(files.plots)} plots)")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(study_app, name="study")
