@@ -126,12 +126,15 @@ class Pipeline:
 
     def train(self, plan, config=None, out_dir: str | Path | None = None, *, callback=None):
         """Train `plan` ("full" or a Plan, also written to OUT/plan.json) and return the RunResult."""
-        from .training import train
+        from .training import TrainConfig, train
+        from .training.memory import check_run_fits
         from .training.rundir import PLAN_FILE
 
+        work = self.working()
+        check_run_fits(work.model, plan, config or TrainConfig())  # refuse before anything is written
         if plan != "full" and out_dir is not None:
             plan.save(Path(out_dir) / PLAN_FILE)
-        return train(self.working(), self.task_data, plan, config, out_dir, callback=callback)
+        return train(work, self.task_data, plan, config, out_dir, callback=callback)
 
 
 def plan_from_probe(report, request):

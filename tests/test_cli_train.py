@@ -141,3 +141,43 @@ def test_auto_without_probe_dir_probes_first(assets, tmp_path):
     out = train_json(assets, tmp_path / "auto", "--placement", "auto", "--budget-like", "q,v@2")
     assert out["placement"] == "auto" and (tmp_path / "auto" / "probe" / "probe.json").is_file()
     assert out["lora_params"] <= out["plan"]["budget"]
+
+
+# ----------------------------------------------------------------------------- sizes that cannot fit (issue 15.1)
+
+
+def _no_run_left(out):
+    return not any((out / name).exists() for name in ("run.json", "plan.json", "adapter"))
+
+
+def test_rank_or_budget_too_large_for_the_model_is_exit_2(assets, tmp_path):
+    from intrinsic.probes import probe
+
+    model, csv = assets
+    for extra, needle in [(["--rank", "100000"], "rank 100000 is above 32 = min(out, in)"),
+                          (["--rank", "33"], "rank 33 is above 32"),
+                          (["--budget", "200%"], "more than the base model")]:
+        out = tmp_path / f"big{extra[1]}"
+        result = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "all", *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert needle in result.output and "Traceback" not in result.output and _no_run_left(out)
+    probe(str(model), str(csv), batches=2, batch_size=8, max_length=16, update_steps=None).save(tmp_path / "probe")
+    result = invoke(["plan", tmp_path / "probe", "--placement", "all", "--rank", "100000"])
+    assert result.exit_code == 2 and "--rank 32 or less" in result.output
+    assert not (tmp_path / "probe" / "plan").exists()
+
+
+def test_run_that_cannot_fit_in_memory_is_refused_before_it_starts(assets, tmp_path, monkeypatch):
+    import intrinsic.training.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**20)  # 1 MiB left
+    model, csv = assets
+    out = tmp_path / "oom"
+    result = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "all", "--rank", "4",
+                     "--batch-size", "64", "--max-length", "128"])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "needs about" in line and "only 1.0 MiB" in line and "Traceback" not in result.output
+    for option in ("--rank", "--batch-size", "--max-length", "--mixed-precision"):
+        assert option in line
+    assert _no_run_left(out)

@@ -280,3 +280,19 @@ def test_peak_memory_of_a_run_counts_training_not_evaluation():
 
     r = train(loaded, toy_task(32, 8), plan, TrainConfig(steps=4, eval_every=2, **FAST), callback=planted)
     assert r.memory_kind == "rss" and 40 < r.peak_memory_mb < 150
+
+
+def test_memory_estimate_refuses_before_adapters_are_built(monkeypatch):
+    import intrinsic.training.memory as memory
+    from intrinsic.training import TrainingOOMError
+
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "all", 4)
+    config = TrainConfig(steps=1, **FAST)
+    parts = memory.estimate_run_bytes(loaded.model, plan, config)
+    assert parts["adapters"] == 4 * plan.params and parts["gradients and optimizer state"] == 12 * plan.params
+    assert parts["activations"] == 8 * 16 * 32 * 2 * memory.ACTIVATION_FLOATS * 4  # batch, length, hidden, layers
+    monkeypatch.setattr(memory, "available_bytes", lambda device: sum(parts.values()) - 1)
+    with pytest.raises(TrainingOOMError, match="--batch-size"):
+        train(loaded, toy_task(), plan, config)
+    assert not actual_adapters(loaded.model)  # refused before PEFT touched the model

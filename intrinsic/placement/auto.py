@@ -21,8 +21,9 @@ from .request import KNOB_DEFAULTS, parse_budget_text
 
 def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
     """Parameter budget from "300k", "1.5M", "12000", "0.5%" (of base_params) or "STRATEGY@RANK"
-    ("all@8" = what strategy `all` costs at rank 8). BudgetError if even the cheapest rank-1
-    adapter (min over refs of out + in) does not fit."""
+    ("all@8" = what strategy `all` costs at rank 8, counted over `refs`: every module of the
+    model). BudgetError if even the cheapest rank-1 adapter (min over refs of out + in) does not
+    fit, or if the budget is more than the base model (when `base_params` is known)."""
     s = str(text).strip()
     form, value = parse_budget_text(s)
     if form == "like":
@@ -32,6 +33,9 @@ def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
         if base_params <= 0:
             raise ConfigError(f"Budget '{s}' is a share of the model, but the base parameter count is unknown.")
         value = int(value * base_params / 100)
+    if base_params > 0 and value > base_params:
+        raise BudgetError(f"Budget '{s}' ({value:,} params) is more than the base model ({base_params:,} params): "
+                          "LoRA adapters are meant to be a small part of the model; give a smaller --budget.")
     if refs:
         cheapest = min(refs, key=lambda r: r.shape[0] + r.shape[1])
         minimum = cheapest.shape[0] + cheapest.shape[1]

@@ -98,7 +98,7 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     """
     import torch
 
-    from .memory import PeakMemory
+    from .memory import PeakMemory, check_run_fits
 
     config = config or TrainConfig()
     if plan != "full" and not hasattr(plan, "to_peft_config"):
@@ -109,6 +109,7 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
             return done
     if loaded.task_kind != task.kind:
         raise ConfigError(f"Model was loaded for '{loaded.task_kind}' but task '{task.name}' is '{task.kind}'.")
+    check_run_fits(loaded.model, plan, config)  # before the adapters, gradients and batches are allocated
     run = _setup(loaded, task, plan, config, out_dir, callback or (lambda event: None))
     state = RunState()
     if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm":
