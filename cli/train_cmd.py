@@ -132,6 +132,8 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
     if plan != "full" and not quiet:
         err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
                           f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(pipe.base_params)})")
+        if plan.unspent_note():
+            err_console.print(plan.unspent_note())
     with progress(transient=quiet) as bar:
         job = bar.add_task("train", total=config.steps, info="")
         last = {"eval": ""}

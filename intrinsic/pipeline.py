@@ -119,7 +119,9 @@ class Pipeline:
         from .placement import make_plan
 
         def gains():
-            return (probe() if callable(probe) else probe).gains()
+            report = probe() if callable(probe) else probe
+            check_probe_matches(report, self.refs, self.loaded.name, self.task_data.name)
+            return report.gains()
 
         return make_plan(self.refs, request, base_params=self.base_params,
                          gains=gains if probe is not None else None)
@@ -150,7 +152,61 @@ def plan_from_probe(report, request):
     if base_params == 0 and request.budget and request.budget.endswith("%"):
         raise ConfigError(f"Budget '{request.budget}' is a share of the model, but model '{report.model}' of this "
                           "probe cannot be located to count its parameters; give an absolute budget (300k) or S@R.")
-    return make_plan(report.refs(), request, base_params=base_params, gains=report.gains)
+    return make_plan(report.refs(), request, base_params=base_params, gains=report.gains,
+                     model_refs=_model_refs(report, request))
+
+
+def check_probe_matches(report, refs, model: str, task: str) -> None:
+    """ConfigError unless `report` (a ProbeReport) was made for this model and task: every probed
+    module exists among `refs` with the same shape, and the task names agree (a path in either form)."""
+    from .errors import ConfigError
+
+    shapes = {r.name: tuple(r.shape) for r in refs}
+    fix = f"give --probe a probe of {model} on {task} (intrinsic probe {model} {task}) or leave --probe out"
+    for m in report.top_level():
+        if shapes.get(m.name) != tuple(m.shape):
+            here = "is not in" if m.name not in shapes else f"is {'x'.join(map(str, shapes[m.name]))} in"
+            raise ConfigError(f"The probe report was made for model '{report.model}', not '{model}': its module "
+                              f"{m.name} ({m.shape[0]}x{m.shape[1]}) {here} this model; {fix}.")
+    if not _same_name(report.task, task):
+        raise ConfigError(f"The probe report was made on task '{report.task}', not '{task}'; {fix}.")
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Equal names, or two spellings of one existing file."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _model_refs(report, request) -> list | None:
+    """Every target module of the probed model, for a STRATEGY@RANK budget of a probe that covered a
+    subset (--layers / --roles); the probed modules when it covered all; read from the model's config
+    on the meta device (no weights)."""
+    from .errors import ConfigError
+
+    subset = report.settings.get("layers") is not None or report.settings.get("roles") is not None
+    if not subset or request.budget is None or "@" not in request.budget:
+        return None
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        from .arch import discover, parse_module_patterns
+        from .models import resolve
+
+        source, path = resolve(report.model)
+        config = AutoConfig.from_pretrained(path, local_files_only=source == "hub")
+        auto = AutoModelForCausalLM if report.task.endswith(":lm") else AutoModelForSequenceClassification
+        with torch.device("meta"):
+            model = auto.from_config(config)
+        patterns = report.settings.get("modules")
+        return discover(model, patterns=parse_module_patterns(patterns) if patterns else None)
+    except Exception:  # noqa: BLE001 - the model cannot be listed here: say so below
+        raise ConfigError(f"Budget '{request.budget}' counts {request.budget.split('@')[0]} over every module of "
+                          f"the model, but this probe covers a subset and model '{report.model}' cannot be located "
+                          "to list the rest; give an absolute budget (--budget 300k).") from None
 
 
 def write_plan_files(plan, out_dir: str | Path, task_type: str) -> None:

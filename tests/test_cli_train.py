@@ -181,3 +181,51 @@ def test_run_that_cannot_fit_in_memory_is_refused_before_it_starts(assets, tmp_p
     for option in ("--rank", "--batch-size", "--max-length", "--mixed-precision"):
         assert option in line
     assert _no_run_left(out)
+
+
+# ----------------------------------------------------------------------------- auto's probe and budget (issue 15.8)
+
+
+def test_auto_refuses_a_probe_of_another_model_or_task(assets, tmp_path):
+    from intrinsic.probes import probe
+    from intrinsic.testing import build_tiny_model
+
+    model, csv = assets
+    other = build_tiny_model("roberta")
+    other.model.save_pretrained(tmp_path / "roberta")
+    other.tokenizer.save_pretrained(tmp_path / "roberta")
+    other_csv = tmp_path / "other.csv"
+    other_csv.write_text(csv.read_text())
+    small = dict(batches=2, batch_size=8, max_length=16, update_steps=None)
+    probe(str(tmp_path / "roberta"), str(csv), **small).save(tmp_path / "p-model")
+    probe(str(model), str(other_csv), **small).save(tmp_path / "p-task")
+    for probe_dir, needle in [("p-model", "was made for model"), ("p-task", "was made on task")]:
+        out = tmp_path / f"run-{probe_dir}"
+        result = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "auto",
+                         "--probe", tmp_path / probe_dir])
+        assert result.exit_code == 2, result.output
+        line = " ".join(result.output.split())
+        assert needle in line and "--probe" in line and "Traceback" not in result.output
+        assert _no_run_left(out)
+
+
+def test_budget_like_means_the_same_in_plan_and_train_and_unspent_is_said(assets, tmp_path):
+    from intrinsic.arch import discover
+    from intrinsic.models import load_model
+    from intrinsic.placement import fixed_plan
+    from intrinsic.probes import probe
+
+    model, csv = assets
+    all_at_2 = fixed_plan(discover(load_model(str(model)).model), "all", 2).params  # over every module
+    probe(str(model), str(csv), batches=2, batch_size=8, max_length=16, update_steps=None,
+          layers=(1,)).save(tmp_path / "sub")  # a subset probe: layer 1 only
+    planned = invoke(["plan", tmp_path / "sub", "--budget-like", "all@2", "--max-rank", "1", "--json"])
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.stdout)
+    trained = train_json(assets, tmp_path / "run", "--placement", "auto", "--probe", tmp_path / "sub",
+                         "--budget-like", "all@2", "--max-rank", "1")
+    assert plan["budget"] == trained["plan"]["budget"] == all_at_2
+    assert plan["entries"] == trained["plan"]["entries"]
+    assert plan["settings"]["unspent"] == all_at_2 - plan["params"] > 0  # rank cap 1 on layer 1 cannot spend it
+    text = invoke(["plan", tmp_path / "sub", "--budget-like", "all@2", "--max-rank", "1", "--out", tmp_path / "p"])
+    assert text.exit_code == 0 and "unspent" in text.stdout

@@ -57,7 +57,8 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
     Greedy: repeatedly take the step with the largest gain per parameter (a heap; ties go to the
     module listed first in `refs`); a step that no longer fits the remaining budget retires its
     module (its later steps cost the same); stop when no step fits. Steps with zero gain are never
-    bought (a spectrum shorter than the rank cap adds nothing), so the budget may be left unspent.
+    bought (a spectrum shorter than the rank cap adds nothing), so the budget may be left unspent:
+    `settings["unspent"]` says how much.
     Modules that end at rank 0 get no adapter; modules absent from `gains` are not candidates.
 
     Why greedy is right here: sigma is sorted, so each module's step gains are non-increasing
@@ -116,8 +117,10 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
         raise ConfigError("Strategy auto placed no adapter: every module's gains are zero.")
     total_gain = sum(float(np.sum(np.asarray(gains[r.name], dtype=np.float64))) for r in cands)
     got = sum(float(s[: r // g].sum()) for s, r in zip(steps, ranks))
+    params = sum(e.params for e in entries)
     settings = {"max_rank": max_rank, "granularity": g, "candidates": len(cands),
-                "gain_captured": got / total_gain if total_gain > 0 else 0.0}
-    return Plan(strategy="auto", entries=entries, budget=budget, params=sum(e.params for e in entries),
+                "gain_captured": got / total_gain if total_gain > 0 else 0.0,
+                "unspent": budget - params}  # left when every candidate is at its cap or has no gain left
+    return Plan(strategy="auto", entries=entries, budget=budget, params=params,
                 base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
 
