@@ -160,6 +160,7 @@ def check_probe_matches(report, refs, model: str, task: str) -> None:
     """ConfigError unless `report` (a ProbeReport) was made for this model and task: every probed
     module exists among `refs` with the same shape, and the task names agree (a path in either form)."""
     from .errors import ConfigError
+    from .training.rundir import _same_name
 
     shapes = {r.name: tuple(r.shape) for r in refs}
     fix = f"give --probe a probe of {model} on {task} (intrinsic probe {model} {task}) or leave --probe out"
@@ -170,14 +171,6 @@ def check_probe_matches(report, refs, model: str, task: str) -> None:
                               f"{m.name} ({m.shape[0]}x{m.shape[1]}) {here} this model; {fix}.")
     if not _same_name(report.task, task):
         raise ConfigError(f"The probe report was made on task '{report.task}', not '{task}'; {fix}.")
-
-
-def _same_name(a: str, b: str) -> bool:
-    """Equal names, or two spellings of one existing file."""
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _model_refs(report, request) -> list | None:

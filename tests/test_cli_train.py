@@ -229,3 +229,30 @@ def test_budget_like_means_the_same_in_plan_and_train_and_unspent_is_said(assets
     assert plan["settings"]["unspent"] == all_at_2 - plan["params"] > 0  # rank cap 1 on layer 1 cannot spend it
     text = invoke(["plan", tmp_path / "sub", "--budget-like", "all@2", "--max-rank", "1", "--out", tmp_path / "p"])
     assert text.exit_code == 0 and "unspent" in text.stdout
+
+
+# ----------------------------------------------------------------------------- --resume checks what it returns (issue 15.3)
+
+
+def test_resume_refuses_a_run_with_other_settings(assets, runs, tmp_path):
+    model, csv = assets
+    out, data = runs["qv"]  # q,v at rank 2 with FAST
+    before = (out / "run.json").read_text()
+    other_csv = tmp_path / "other.csv"
+    other_csv.write_text(csv.read_text())
+    cases = [
+        (["--placement", "all", "--rank", "2"], "placement 'q,v' (asked: 'all')"),
+        (["--placement", "q,v", "--rank", "3"], "plan"),
+        (["--placement", "q,v", "--rank", "2", "--steps", "13"], "steps 12 (asked: 13)"),
+        (["--placement", "q,v", "--rank", "2", "--lr", "2e-2"], "lr 0.01 (asked: 0.02)"),
+    ]
+    for extra, needle in cases:
+        result = invoke(["train", model, csv, "--out", out, *FAST, *extra, "--resume"])
+        assert result.exit_code == 2, (extra, result.output)
+        line = " ".join(result.output.split())
+        assert needle in line and "--overwrite" in line and "Traceback" not in result.output, (extra, line)
+    result = invoke(["train", model, other_csv, "--out", out, *FAST, "--placement", "q,v", "--rank", "2", "--resume"])
+    assert result.exit_code == 2 and "task" in result.output
+    assert (out / "run.json").read_text() == before  # nothing touched
+    same = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "q,v", "--rank", "2", "--resume", "--json"])
+    assert same.exit_code == 0 and json.loads(same.stdout)["created"] == data["created"]

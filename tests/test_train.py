@@ -189,6 +189,12 @@ def test_existing_out_dir_is_refused_unless_overwrite_or_resume(tmp_path):
     with pytest.raises(ConfigError, match="--overwrite"):
         run()
     assert run(resume=True).created == first.created  # complete run returned, not retrained
+    with pytest.raises(ConfigError, match=r"holds a run with other settings: steps 2 \(asked: 3\)"):
+        train(build_tiny_model("bert"), task, fixed_plan(discover(build_tiny_model("bert").model), "q,v", 2),
+              TrainConfig(steps=3, **FAST), tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"plan: 4 module\(s\) differ, e.g. .*: rank 2 \(asked: 3\)"):
+        loaded = build_tiny_model("bert")
+        train(loaded, task, fixed_plan(discover(loaded.model), "q,v", 3), config, tmp_path, resume=True)
     assert run(overwrite=True).status == "complete"
 
 

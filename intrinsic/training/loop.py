@@ -104,7 +104,9 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     if plan != "full" and not hasattr(plan, "to_peft_config"):
         raise ConfigError(f"plan must be a placement Plan or 'full', got {plan!r}")
     if out_dir is not None:
-        done = prepare_out_dir(out_dir, overwrite=overwrite, resume=resume)
+        expected = dict(model=loaded.name, task=task.name, placement="full" if plan == "full" else plan.strategy,
+                        config=config, plan=plan)
+        done = prepare_out_dir(out_dir, overwrite=overwrite, resume=resume, expected=expected)
         if done is not None:
             return done
     if loaded.task_kind != task.kind:
