@@ -12,7 +12,8 @@ how a run starts are decided in one place.
 The model and task are loaded once, lazily. With `copy_per_use` (the study runner) the base model
 stays on the CPU and every probe and training run gets a fresh deep copy on the device, so no
 run sees another run's adapters and a run's peak GPU memory is its own. Without it (the CLI) the
-loaded model is used in place: a probe leaves its weights as they were, training modifies them.
+loaded model is used in place: a probe leaves its weights as they were, training modifies them, so
+a second `train` on such a pipeline is refused (use `copy_per_use=True` to train several plans).
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ class Pipeline:
         """Train `plan` ("full" or a Plan, also written to OUT/plan.json) and return the RunResult."""
         from .training import TrainConfig, train
         from .training.memory import check_run_fits
+        from .training.model import check_unadapted
         from .training.rundir import PLAN_FILE
 
         work = self.working()
-        check_run_fits(work.model, plan, config or TrainConfig())  # refuse before anything is written
+        check_unadapted(work)  # refuse before anything is written
+        check_run_fits(work.model, plan, config or TrainConfig())
         if plan != "full" and out_dir is not None:
             plan.save(Path(out_dir) / PLAN_FILE)
         return train(work, self.task_data, plan, config, out_dir, callback=callback)

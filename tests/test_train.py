@@ -302,3 +302,26 @@ def test_memory_estimate_refuses_before_adapters_are_built(monkeypatch):
     with pytest.raises(TrainingOOMError, match="--batch-size"):
         train(loaded, toy_task(), plan, config)
     assert not actual_adapters(loaded.model)  # refused before PEFT touched the model
+
+
+# ----------------------------------------------------------------------------- the Python API (issue 15.14)
+
+
+def test_second_train_on_the_same_loaded_model_is_refused_clearly():
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "q,v", 2)
+    config = TrainConfig(steps=1, **FAST)
+    train(loaded, toy_task(16, 8), plan, config)
+    with pytest.raises(ConfigError, match="already carries LoRA adapters.*copy_per_use"):
+        train(loaded, toy_task(16, 8), plan, config)
+
+
+def test_building_the_peft_model_leaks_no_future_warning():
+    import warnings
+
+    from intrinsic.training.model import build_model
+
+    loaded = build_tiny_model("bert")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        build_model(loaded, fixed_plan(discover(loaded.model), "q,v", 2))

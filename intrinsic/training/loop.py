@@ -94,11 +94,16 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     """Train `loaded.model` on `task` with placement `plan` (a Plan, or "full"); see the module docstring.
 
     `callback` receives {"event": "start"|"step"|"eval", ...} dicts (step, steps, loss, lr, metrics)
-    for progress display. The model is modified in place. Returns the RunResult also written to run.json.
+    for progress display. Returns the RunResult also written to run.json.
+
+    `loaded.model` is modified in place: LoRA adapters are injected (or, for "full", every weight is
+    trained), so a second `train` on the same LoadedModel is refused (ConfigError); load the model
+    again, or use `Pipeline(..., copy_per_use=True)`, which trains a fresh copy for every run.
     """
     import torch
 
     from .memory import PeakMemory, check_run_fits
+    from .model import check_unadapted
 
     config = config or TrainConfig()
     if plan != "full" and not hasattr(plan, "to_peft_config"):
@@ -111,6 +116,7 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
             return done
     if loaded.task_kind != task.kind:
         raise ConfigError(f"Model was loaded for '{loaded.task_kind}' but task '{task.name}' is '{task.kind}'.")
+    check_unadapted(loaded)
     check_run_fits(loaded.model, plan, config)  # before the adapters, gradients and batches are allocated
     run = _setup(loaded, task, plan, config, out_dir, callback or (lambda event: None))
     state = RunState()
