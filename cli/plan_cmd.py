@@ -90,4 +90,6 @@ def render_plan(p, title: str) -> None:
     display_table(rows, title=f"{title}: {len(p.entries)} modules, {human(p.params)} params{budget}{pct}")
     if p.settings.get("gain_captured") is not None:
         console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of the gradient energy")
+    if p.unspent_note():
+        console.print(p.unspent_note())
 

@@ -101,11 +101,17 @@ def train(
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
         config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
         out = out or _default_out(model, task, request.strategy, config.seed)
-        done = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        expected = dict(model=model, task=task, placement=request.strategy, config=config)
+        done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
         if done is None:
             done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json)
-        elif not as_json:
-            err_console.print(f"[dim]{out} holds a complete run; returning it (--resume).[/]")
+        else:  # same model, task, placement and config: compare the plan too (it needs the model)
+            from intrinsic.training.rundir import refuse_other_run
+
+            _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json)
+            refuse_other_run(out, done, config=config, plan=the_plan)
+            if not as_json:
+                err_console.print(f"[dim]{out} holds a complete run with these settings; returning it (--resume).[/]")
         if as_json:
             print_json(done)
         else:
@@ -113,6 +119,29 @@ def train(
 
 
 def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool):
+    pipe, plan = _plan(model, task_name, request, probe_dir, config, device, dtype, out, quiet)
+    if plan != "full" and not quiet:
+        err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
+                          f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(pipe.base_params)})")
+        if plan.unspent_note():
+            err_console.print(plan.unspent_note())
+    with progress(transient=quiet) as bar:
+        job = bar.add_task("train", total=config.steps, info="")
+        last = {"eval": ""}
+
+        def on_event(ev):
+            if ev["event"] == "step":
+                bar.update(job, completed=ev["step"], info=f"loss {ev['loss']:.4f}{last['eval']}")
+            elif ev["event"] == "eval":
+                m = ev["metrics"]
+                last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
+                bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
+
+        return pipe.train(plan, config, out, callback=on_event)
+
+
+def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool):
+    """(Pipeline, Plan or "full") of this request; auto reads --probe DIR, else OUT/probe, else probes there."""
     from intrinsic.pipeline import Pipeline
     from intrinsic.probes import ProbeReport
     from intrinsic.results import ensure_writable_dir
@@ -133,23 +162,7 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
 
             return pipe.quick_probe(config, cache_dir=out / PROBE_DIR, progress=None if quiet else on_phase)
 
-    plan = pipe.plan(request, probe=report)
-    if plan != "full" and not quiet:
-        err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
-                          f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(pipe.base_params)})")
-    with progress(transient=quiet) as bar:
-        job = bar.add_task("train", total=config.steps, info="")
-        last = {"eval": ""}
-
-        def on_event(ev):
-            if ev["event"] == "step":
-                bar.update(job, completed=ev["step"], info=f"loss {ev['loss']:.4f}{last['eval']}")
-            elif ev["event"] == "eval":
-                m = ev["metrics"]
-                last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
-                bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
-
-        return pipe.train(plan, config, out, callback=on_event)
+    return pipe, pipe.plan(request, probe=report)
 
 
 def _metric_rows(r) -> list[dict]:

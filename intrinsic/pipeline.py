@@ -12,7 +12,8 @@ how a run starts are decided in one place.
 The model and task are loaded once, lazily. With `copy_per_use` (the study runner) the base model
 stays on the CPU and every probe and training run gets a fresh deep copy on the device, so no
 run sees another run's adapters and a run's peak GPU memory is its own. Without it (the CLI) the
-loaded model is used in place: a probe leaves its weights as they were, training modifies them.
+loaded model is used in place: a probe leaves its weights as they were, training modifies them, so
+a second `train` on such a pipeline is refused (use `copy_per_use=True` to train several plans).
 """
 
 from __future__ import annotations
@@ -119,19 +120,26 @@ class Pipeline:
         from .placement import make_plan
 
         def gains():
-            return (probe() if callable(probe) else probe).gains()
+            report = probe() if callable(probe) else probe
+            check_probe_matches(report, self.refs, self.loaded.name, self.task_data.name)
+            return report.gains()
 
         return make_plan(self.refs, request, base_params=self.base_params,
                          gains=gains if probe is not None else None)
 
     def train(self, plan, config=None, out_dir: str | Path | None = None, *, callback=None):
         """Train `plan` ("full" or a Plan, also written to OUT/plan.json) and return the RunResult."""
-        from .training import train
+        from .training import TrainConfig, train
+        from .training.memory import check_run_fits
+        from .training.model import check_unadapted
         from .training.rundir import PLAN_FILE
 
+        work = self.working()
+        check_unadapted(work)  # refuse before anything is written
+        check_run_fits(work.model, plan, config or TrainConfig())
         if plan != "full" and out_dir is not None:
             plan.save(Path(out_dir) / PLAN_FILE)
-        return train(self.working(), self.task_data, plan, config, out_dir, callback=callback)
+        return train(work, self.task_data, plan, config, out_dir, callback=callback)
 
 
 def plan_from_probe(report, request):
@@ -147,7 +155,54 @@ def plan_from_probe(report, request):
     if base_params == 0 and request.budget and request.budget.endswith("%"):
         raise ConfigError(f"Budget '{request.budget}' is a share of the model, but model '{report.model}' of this "
                           "probe cannot be located to count its parameters; give an absolute budget (300k) or S@R.")
-    return make_plan(report.refs(), request, base_params=base_params, gains=report.gains)
+    return make_plan(report.refs(), request, base_params=base_params, gains=report.gains,
+                     model_refs=_model_refs(report, request))
+
+
+def check_probe_matches(report, refs, model: str, task: str) -> None:
+    """ConfigError unless `report` (a ProbeReport) was made for this model and task: every probed
+    module exists among `refs` with the same shape, and the task names agree (a path in either form)."""
+    from .errors import ConfigError
+    from .training.rundir import _same_name
+
+    shapes = {r.name: tuple(r.shape) for r in refs}
+    fix = f"give --probe a probe of {model} on {task} (intrinsic probe {model} {task}) or leave --probe out"
+    for m in report.top_level():
+        if shapes.get(m.name) != tuple(m.shape):
+            here = "is not in" if m.name not in shapes else f"is {'x'.join(map(str, shapes[m.name]))} in"
+            raise ConfigError(f"The probe report was made for model '{report.model}', not '{model}': its module "
+                              f"{m.name} ({m.shape[0]}x{m.shape[1]}) {here} this model; {fix}.")
+    if not _same_name(report.task, task):
+        raise ConfigError(f"The probe report was made on task '{report.task}', not '{task}'; {fix}.")
+
+
+def _model_refs(report, request) -> list | None:
+    """Every target module of the probed model, for a STRATEGY@RANK budget of a probe that covered a
+    subset (--layers / --roles); the probed modules when it covered all; read from the model's config
+    on the meta device (no weights)."""
+    from .errors import ConfigError
+
+    subset = report.settings.get("layers") is not None or report.settings.get("roles") is not None
+    if not subset or request.budget is None or "@" not in request.budget:
+        return None
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        from .arch import discover, parse_module_patterns
+        from .models import resolve
+
+        source, path = resolve(report.model)
+        config = AutoConfig.from_pretrained(path, local_files_only=source == "hub")
+        auto = AutoModelForCausalLM if report.task.endswith(":lm") else AutoModelForSequenceClassification
+        with torch.device("meta"):
+            model = auto.from_config(config)
+        patterns = report.settings.get("modules")
+        return discover(model, patterns=parse_module_patterns(patterns) if patterns else None)
+    except Exception:  # noqa: BLE001 - the model cannot be listed here: say so below
+        raise ConfigError(f"Budget '{request.budget}' counts {request.budget.split('@')[0]} over every module of "
+                          f"the model, but this probe covers a subset and model '{report.model}' cannot be located "
+                          "to list the rest; give an absolute budget (--budget 300k).") from None
 
 
 def peft_task_type(task: str) -> str:

@@ -141,3 +141,118 @@ def test_auto_without_probe_dir_probes_first(assets, tmp_path):
     out = train_json(assets, tmp_path / "auto", "--placement", "auto", "--budget-like", "q,v@2")
     assert out["placement"] == "auto" and (tmp_path / "auto" / "probe" / "probe.json").is_file()
     assert out["lora_params"] <= out["plan"]["budget"]
+
+
+# ----------------------------------------------------------------------------- sizes that cannot fit (issue 15.1)
+
+
+def _no_run_left(out):
+    return not any((out / name).exists() for name in ("run.json", "plan.json", "adapter"))
+
+
+def test_rank_or_budget_too_large_for_the_model_is_exit_2(assets, tmp_path):
+    from intrinsic.probes import probe
+
+    model, csv = assets
+    for extra, needle in [(["--rank", "100000"], "rank 100000 is above 32 = min(out, in)"),
+                          (["--rank", "33"], "rank 33 is above 32"),
+                          (["--budget", "200%"], "more than the base model")]:
+        out = tmp_path / f"big{extra[1]}"
+        result = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "all", *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert needle in result.output and "Traceback" not in result.output and _no_run_left(out)
+    probe(str(model), str(csv), batches=2, batch_size=8, max_length=16, update_steps=None).save(tmp_path / "probe")
+    result = invoke(["plan", tmp_path / "probe", "--placement", "all", "--rank", "100000"])
+    assert result.exit_code == 2 and "--rank 32 or less" in result.output
+    assert not (tmp_path / "probe" / "plan").exists()
+
+
+def test_run_that_cannot_fit_in_memory_is_refused_before_it_starts(assets, tmp_path, monkeypatch):
+    import intrinsic.training.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**20)  # 1 MiB left
+    model, csv = assets
+    out = tmp_path / "oom"
+    result = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "all", "--rank", "4",
+                     "--batch-size", "64", "--max-length", "128"])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "needs about" in line and "only 1.0 MiB" in line and "Traceback" not in result.output
+    for option in ("--rank", "--batch-size", "--max-length", "--mixed-precision"):
+        assert option in line
+    assert _no_run_left(out)
+
+
+# ----------------------------------------------------------------------------- auto's probe and budget (issue 15.8)
+
+
+def test_auto_refuses_a_probe_of_another_model_or_task(assets, tmp_path):
+    from intrinsic.probes import probe
+    from intrinsic.testing import build_tiny_model
+
+    model, csv = assets
+    other = build_tiny_model("roberta")
+    other.model.save_pretrained(tmp_path / "roberta")
+    other.tokenizer.save_pretrained(tmp_path / "roberta")
+    other_csv = tmp_path / "other.csv"
+    other_csv.write_text(csv.read_text())
+    small = dict(batches=2, batch_size=8, max_length=16, update_steps=None)
+    probe(str(tmp_path / "roberta"), str(csv), **small).save(tmp_path / "p-model")
+    probe(str(model), str(other_csv), **small).save(tmp_path / "p-task")
+    for probe_dir, needle in [("p-model", "was made for model"), ("p-task", "was made on task")]:
+        out = tmp_path / f"run-{probe_dir}"
+        result = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "auto",
+                         "--probe", tmp_path / probe_dir])
+        assert result.exit_code == 2, result.output
+        line = " ".join(result.output.split())
+        assert needle in line and "--probe" in line and "Traceback" not in result.output
+        assert _no_run_left(out)
+
+
+def test_budget_like_means_the_same_in_plan_and_train_and_unspent_is_said(assets, tmp_path):
+    from intrinsic.arch import discover
+    from intrinsic.models import load_model
+    from intrinsic.placement import fixed_plan
+    from intrinsic.probes import probe
+
+    model, csv = assets
+    all_at_2 = fixed_plan(discover(load_model(str(model)).model), "all", 2).params  # over every module
+    probe(str(model), str(csv), batches=2, batch_size=8, max_length=16, update_steps=None,
+          layers=(1,)).save(tmp_path / "sub")  # a subset probe: layer 1 only
+    planned = invoke(["plan", tmp_path / "sub", "--budget-like", "all@2", "--max-rank", "1", "--json"])
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.stdout)
+    trained = train_json(assets, tmp_path / "run", "--placement", "auto", "--probe", tmp_path / "sub",
+                         "--budget-like", "all@2", "--max-rank", "1")
+    assert plan["budget"] == trained["plan"]["budget"] == all_at_2
+    assert plan["entries"] == trained["plan"]["entries"]
+    assert plan["settings"]["unspent"] == all_at_2 - plan["params"] > 0  # rank cap 1 on layer 1 cannot spend it
+    text = invoke(["plan", tmp_path / "sub", "--budget-like", "all@2", "--max-rank", "1", "--out", tmp_path / "p"])
+    assert text.exit_code == 0 and "unspent" in text.stdout
+
+
+# ----------------------------------------------------------------------------- --resume checks what it returns (issue 15.3)
+
+
+def test_resume_refuses_a_run_with_other_settings(assets, runs, tmp_path):
+    model, csv = assets
+    out, data = runs["qv"]  # q,v at rank 2 with FAST
+    before = (out / "run.json").read_text()
+    other_csv = tmp_path / "other.csv"
+    other_csv.write_text(csv.read_text())
+    cases = [
+        (["--placement", "all", "--rank", "2"], "placement 'q,v' (asked: 'all')"),
+        (["--placement", "q,v", "--rank", "3"], "plan"),
+        (["--placement", "q,v", "--rank", "2", "--steps", "13"], "steps 12 (asked: 13)"),
+        (["--placement", "q,v", "--rank", "2", "--lr", "2e-2"], "lr 0.01 (asked: 0.02)"),
+    ]
+    for extra, needle in cases:
+        result = invoke(["train", model, csv, "--out", out, *FAST, *extra, "--resume"])
+        assert result.exit_code == 2, (extra, result.output)
+        line = " ".join(result.output.split())
+        assert needle in line and "--overwrite" in line and "Traceback" not in result.output, (extra, line)
+    result = invoke(["train", model, other_csv, "--out", out, *FAST, "--placement", "q,v", "--rank", "2", "--resume"])
+    assert result.exit_code == 2 and "task" in result.output
+    assert (out / "run.json").read_text() == before  # nothing touched
+    same = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "q,v", "--rank", "2", "--resume", "--json"])
+    assert same.exit_code == 0 and json.loads(same.stdout)["created"] == data["created"]

@@ -100,7 +100,9 @@ def test_make_plan_fixed_rank():
     plan = plan_of("V, Q", rank=2, alpha_mult=1.5, rslora=True)
     assert ranks(plan) == {f"l{i}.{r}": (2, 3.0) for i in range(2) for r in "qv"}
     assert plan.strategy == "v,q" and plan.rslora and plan.alpha_mult == 1.5
-    assert plan_of("ffn").params == 8 * 4 * 12  # default rank 8 on up and down of both layers
+    assert plan_of("ffn", rank=4).params == 4 * 4 * 12  # up and down of both layers
+    with pytest.raises(ConfigError, match="rank 8 is above 4"):
+        plan_of("ffn")  # the default rank 8 does not fit this toy model's 4-wide weights
 
 
 def test_make_plan_fixed_budget():
@@ -205,3 +207,24 @@ def test_study_cell_request_carries_the_knobs():
     assert got["auto"] == PlacementRequest("auto", budget="all@4", max_rank=16, alpha_mult=1.0)
     assert got["q,v"] == PlacementRequest("q,v", rank=4, max_rank=16, alpha_mult=1.0)
     assert spec.placement == {"max_rank": 16, "granularity": 1, "alpha_mult": 1, "rslora": False}  # raw: hashes stay
+
+
+# ----------------------------------------------------------------------------- sizes a model cannot take (issue 15.1)
+
+
+def test_rank_above_a_target_side_is_refused():
+    with pytest.raises(ConfigError, match=r"rank 5 is above 4 = min\(out, in\) of l0.q \(4x4\).*--rank 4"):
+        plan_of("all", rank=5)
+    assert plan_of("all", rank=4).params == 4 * 112  # the largest rank every module can take
+    with pytest.raises(ConfigError, match=r"rank 10 is above 4 = min\(out, in\) of l0.q.*at most 256"):
+        plan_of("attention", budget="600")  # 600 // 64 per rank = rank 9 on 4x4 weights
+
+
+def test_budget_or_plan_above_the_base_model_is_refused():
+    with pytest.raises(BudgetError, match=r"Budget '200%' \(20,000 params\) is more than the base model \(10,000"):
+        plan_of("all", budget="200%", base_params=10_000)
+    with pytest.raises(BudgetError, match="more than the base model"):
+        plan_of("auto", gains={r.name: np.ones(4) for r in REFS}, budget="20k", base_params=10_000)
+    with pytest.raises(BudgetError, match=r"224 LoRA params, more than the base model \(100 params\).*--rank"):
+        plan_of("all", rank=2, base_params=100)
+    assert plan_of("all", rank=2, base_params=0).params == 224  # unknown base size: nothing to compare with

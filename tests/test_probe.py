@@ -335,3 +335,19 @@ def test_update_sv_is_the_spectrum_of_the_weight_update(tiny_bert):
         got = np.asarray(by_name[r.name].update_sv)
         assert len(got) == len(want)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * want[0])
+
+
+def test_probe_report_save_is_data_only_and_write_report_adds_plots(tmp_path):
+    from intrinsic.probes import probe
+    from intrinsic.testing import build_tiny_model
+    from intrinsic.tasks import TaskData
+
+    texts = tuple(("good " if i % 2 else "bad ") + "movie plot" for i in range(48))
+    labels = tuple(i % 2 for i in range(48))
+    task = TaskData("toy", "classification", ("neg", "pos"), texts, labels, texts[:8], labels[:8])
+    report = probe(build_tiny_model("bert"), task, batches=2, batch_size=8, max_length=16, update_steps=None)
+    report.save(tmp_path / "data")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["probe.json", "spectra.npz"]
+    path = report.write_report(tmp_path / "full")
+    assert path == tmp_path / "full" / "report.md" and path.is_file()
+    assert (tmp_path / "full" / "probe.json").is_file() and (tmp_path / "full" / "rank_heatmap.png").is_file()

@@ -189,6 +189,12 @@ def test_existing_out_dir_is_refused_unless_overwrite_or_resume(tmp_path):
     with pytest.raises(ConfigError, match="--overwrite"):
         run()
     assert run(resume=True).created == first.created  # complete run returned, not retrained
+    with pytest.raises(ConfigError, match=r"holds a run with other settings: steps 2 \(asked: 3\)"):
+        train(build_tiny_model("bert"), task, fixed_plan(discover(build_tiny_model("bert").model), "q,v", 2),
+              TrainConfig(steps=3, **FAST), tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"plan: 4 module\(s\) differ, e.g. .*: rank 2 \(asked: 3\)"):
+        loaded = build_tiny_model("bert")
+        train(loaded, task, fixed_plan(discover(loaded.model), "q,v", 3), config, tmp_path, resume=True)
     assert run(overwrite=True).status == "complete"
 
 
@@ -280,3 +286,42 @@ def test_peak_memory_of_a_run_counts_training_not_evaluation():
 
     r = train(loaded, toy_task(32, 8), plan, TrainConfig(steps=4, eval_every=2, **FAST), callback=planted)
     assert r.memory_kind == "rss" and 40 < r.peak_memory_mb < 150
+
+
+def test_memory_estimate_refuses_before_adapters_are_built(monkeypatch):
+    import intrinsic.training.memory as memory
+    from intrinsic.training import TrainingOOMError
+
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "all", 4)
+    config = TrainConfig(steps=1, **FAST)
+    parts = memory.estimate_run_bytes(loaded.model, plan, config)
+    assert parts["adapters"] == 4 * plan.params and parts["gradients and optimizer state"] == 12 * plan.params
+    assert parts["activations"] == 8 * 16 * 32 * 2 * memory.ACTIVATION_FLOATS * 4  # batch, length, hidden, layers
+    monkeypatch.setattr(memory, "available_bytes", lambda device: sum(parts.values()) - 1)
+    with pytest.raises(TrainingOOMError, match="--batch-size"):
+        train(loaded, toy_task(), plan, config)
+    assert not actual_adapters(loaded.model)  # refused before PEFT touched the model
+
+
+# ----------------------------------------------------------------------------- the Python API (issue 15.14)
+
+
+def test_second_train_on_the_same_loaded_model_is_refused_clearly():
+    loaded = build_tiny_model("bert")
+    plan = fixed_plan(discover(loaded.model), "q,v", 2)
+    config = TrainConfig(steps=1, **FAST)
+    train(loaded, toy_task(16, 8), plan, config)
+    with pytest.raises(ConfigError, match="already carries LoRA adapters.*copy_per_use"):
+        train(loaded, toy_task(16, 8), plan, config)
+
+
+def test_building_the_peft_model_leaks_no_future_warning():
+    import warnings
+
+    from intrinsic.training.model import build_model
+
+    loaded = build_tiny_model("bert")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        build_model(loaded, fixed_plan(discover(loaded.model), "q,v", 2))

@@ -21,8 +21,9 @@ from .request import KNOB_DEFAULTS, parse_budget_text
 
 def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
     """Parameter budget from "300k", "1.5M", "12000", "0.5%" (of base_params) or "STRATEGY@RANK"
-    ("all@8" = what strategy `all` costs at rank 8). BudgetError if even the cheapest rank-1
-    adapter (min over refs of out + in) does not fit."""
+    ("all@8" = what strategy `all` costs at rank 8, counted over `refs`: every module of the
+    model). BudgetError if even the cheapest rank-1 adapter (min over refs of out + in) does not
+    fit, or if the budget is more than the base model (when `base_params` is known)."""
     s = str(text).strip()
     form, value = parse_budget_text(s)
     if form == "like":
@@ -32,6 +33,9 @@ def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
         if base_params <= 0:
             raise ConfigError(f"Budget '{s}' is a share of the model, but the base parameter count is unknown.")
         value = int(value * base_params / 100)
+    if base_params > 0 and value > base_params:
+        raise BudgetError(f"Budget '{s}' ({value:,} params) is more than the base model ({base_params:,} params): "
+                          "LoRA adapters are meant to be a small part of the model; give a smaller --budget.")
     if refs:
         cheapest = min(refs, key=lambda r: r.shape[0] + r.shape[1])
         minimum = cheapest.shape[0] + cheapest.shape[1]
@@ -53,7 +57,8 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
     Greedy: repeatedly take the step with the largest gain per parameter (a heap; ties go to the
     module listed first in `refs`); a step that no longer fits the remaining budget retires its
     module (its later steps cost the same); stop when no step fits. Steps with zero gain are never
-    bought (a spectrum shorter than the rank cap adds nothing), so the budget may be left unspent.
+    bought (a spectrum shorter than the rank cap adds nothing), so the budget may be left unspent:
+    `settings["unspent"]` says how much.
     Modules that end at rank 0 get no adapter; modules absent from `gains` are not candidates.
 
     Why greedy is right here: sigma is sorted, so each module's step gains are non-increasing
@@ -112,8 +117,10 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
         raise ConfigError("Strategy auto placed no adapter: every module's gains are zero.")
     total_gain = sum(float(np.sum(np.asarray(gains[r.name], dtype=np.float64))) for r in cands)
     got = sum(float(s[: r // g].sum()) for s, r in zip(steps, ranks))
+    params = sum(e.params for e in entries)
     settings = {"max_rank": max_rank, "granularity": g, "candidates": len(cands),
-                "gain_captured": got / total_gain if total_gain > 0 else 0.0}
-    return Plan(strategy="auto", entries=entries, budget=budget, params=sum(e.params for e in entries),
+                "gain_captured": got / total_gain if total_gain > 0 else 0.0,
+                "unspent": budget - params}  # left when every candidate is at its cap or has no gain left
+    return Plan(strategy="auto", entries=entries, budget=budget, params=params,
                 base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
 

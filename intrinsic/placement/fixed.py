@@ -20,9 +20,19 @@ def fixed_plan(refs: list[ModuleRef], strategy: str, rank: int, *, layers: list[
         raise ConfigError(f"alpha_mult must be > 0 (got {alpha_mult}).")
     chosen = select_modules(refs, strategy, layers)
     entries = tuple(plan_entry(ref, rank, alpha_mult, note) for ref, note in chosen)
+    check_ranks(entries, f"use --rank {min(min(e.shape) for e in entries)} or less")
     return Plan(strategy=canonical(strategy), entries=entries, budget=budget, params=sum(e.params for e in entries),
                 base_params=base_params, rslora=rslora, layers=tuple(layers) if layers is not None else None,
                 alpha_mult=alpha_mult)
+
+
+def check_ranks(entries, hint: str) -> None:
+    """ConfigError when an entry's rank exceeds min(out, in) of its weight (an adapter of higher rank
+    than the matrix it updates only adds parameters); `hint` names the option that helps."""
+    for e in entries:
+        if e.rank > min(e.shape):
+            raise ConfigError(f"LoRA rank {e.rank} is above {min(e.shape)} = min(out, in) of {e.name} "
+                              f"({e.shape[0]}x{e.shape[1]}), the most a rank can be: {hint}.")
 
 
 def fixed_plan_for_budget(refs: list[ModuleRef], strategy: str, budget: int, *, layers: list[int] | None = None,
@@ -49,6 +59,9 @@ def fixed_plan_for_budget(refs: list[ModuleRef], strategy: str, budget: int, *, 
         r = rank + 1 if step <= left else rank
         left -= step * (r - rank)
         entries.append(plan_entry(ref, r, alpha_mult, note))
+    top = min(min(ref.shape) for ref, _ in chosen)
+    check_ranks(entries, f"strategy '{strategy}' at rank {top} costs {top * per_rank:,} params: give a budget of "
+                         f"at most {top * per_rank:,} (--budget)")
     return Plan(strategy=canonical(strategy), entries=tuple(entries), budget=budget,
                 params=sum(e.params for e in entries), base_params=base_params, rslora=rslora,
                 layers=tuple(layers) if layers is not None else None, alpha_mult=alpha_mult)

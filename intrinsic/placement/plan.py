@@ -79,6 +79,14 @@ class Plan:
         """LoRA parameters as a percentage of the base model (nan when base_params is unknown)."""
         return 100.0 * self.params / self.base_params if self.base_params else float("nan")
 
+    def unspent_note(self) -> str:
+        """A sentence saying how much of auto's budget was left unspent ('' when none was)."""
+        left = int(self.settings.get("unspent", 0))
+        if left <= 0 or not self.budget:
+            return ""
+        return (f"{left:,} params of the {self.budget:,} budget ({100 * left / self.budget:.1f}%) left unspent: no "
+                "candidate module could take another rank step (at its --max-rank cap, no gain left, or too costly).")
+
     @property
     def ranks(self) -> dict[str, int]:
         return {e.name: e.rank for e in self.entries}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError
+from ..errors import BudgetError, ConfigError
 from ..fields import documented, field_defaults
 from .strategies import SPECIAL_STRATEGIES, check_strategy
 
@@ -129,25 +129,39 @@ def parse_budget_text(text: str) -> tuple[str, Any]:
 
 
 def make_plan(refs: list[ModuleRef], request: PlacementRequest, *, base_params: int,
-              gains: Callable[[], Mapping[str, Any]] | Mapping[str, Any] | None = None) -> Plan | Literal["full"]:
+              gains: Callable[[], Mapping[str, Any]] | Mapping[str, Any] | None = None,
+              model_refs: list[ModuleRef] | None = None) -> Plan | Literal["full"]:
     """The Plan of `request` on a model's ModuleRefs, or "full" for full fine-tuning.
 
     `base_params` sizes percentage budgets (0 = unknown). `gains` (only read by auto) maps module
     names to sigma^2 of their mean gradients, or is a function returning that, called once and only
     for auto, e.g. `lambda: ProbeReport.load(d).gains()`. auto's candidates are the modules of the
-    selected layers.
+    selected layers. A STRATEGY@RANK budget ("all@8") always means what that strategy costs over
+    every module of the model: `model_refs` lists them when `refs` are fewer (a probe of a subset).
+
+    Refused (ConfigError / BudgetError): a rank above min(out, in) of a target module, a budget
+    above `base_params`, and a plan with more parameters than `base_params` (when known).
     """
+
+    if request.strategy == "full":
+        return "full"
+    plan = _make_plan(refs, request, base_params, gains, model_refs or refs)
+    if base_params > 0 and plan.params > base_params:
+        raise BudgetError(f"Plan '{plan.strategy}' has {plan.params:,} LoRA params, more than the base model "
+                          f"({base_params:,} params): use a smaller --rank or --budget.")
+    return plan
+
+
+def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_refs) -> Plan:
     from .auto import auto_plan, parse_budget
     from .fixed import fixed_plan, fixed_plan_for_budget
     from .strategies import parse_layers
 
-    if request.strategy == "full":
-        return "full"
     chosen = parse_layers(request.layers, max(r.layer for r in refs) + 1) if request.layers else None
     common = dict(alpha_mult=request.alpha_mult, base_params=base_params, rslora=request.rslora)
     if request.rank is not None:
         return fixed_plan(refs, request.strategy, request.rank, layers=chosen, **common)
-    amount = parse_budget(request.budget, base_params=base_params, refs=refs)
+    amount = parse_budget(request.budget, base_params=base_params, refs=model_refs)
     if request.strategy != "auto":
         return fixed_plan_for_budget(refs, request.strategy, amount, layers=chosen, **common)
     if gains is None:

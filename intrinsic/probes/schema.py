@@ -134,12 +134,23 @@ class ProbeReport:
         return data
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write spectra.npz, then probe.json (last, so its presence means a complete probe)."""
+        """Write the data only: spectra.npz, then probe.json (last, so its presence means a complete
+        probe). For the plots and report.md too (what `intrinsic probe` writes), use `write_report`."""
         out = Path(out_dir)
         buf = io.BytesIO()
         np.savez_compressed(buf, **_spectra_arrays(self.modules))
         atomic_write_bytes(out / SPECTRA_FILE, buf.getvalue())
         return write_json(out / PROBE_FILE, self.to_json())
+
+    def write_report(self, out_dir: str | Path, fmt: str = "md") -> Path:
+        """Save the data (`save`), draw the plots and write report.md (fmt "md") or report.html into
+        `out_dir`, as `intrinsic probe` does; returns the report's path."""
+        from ..report.plots import write_plots
+        from ..report.probe import write_report
+
+        self.save(out_dir)
+        write_plots(self, out_dir)
+        return write_report(self, out_dir, fmt)
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeReport:

@@ -94,21 +94,30 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     """Train `loaded.model` on `task` with placement `plan` (a Plan, or "full"); see the module docstring.
 
     `callback` receives {"event": "start"|"step"|"eval", ...} dicts (step, steps, loss, lr, metrics)
-    for progress display. The model is modified in place. Returns the RunResult also written to run.json.
+    for progress display. Returns the RunResult also written to run.json.
+
+    `loaded.model` is modified in place: LoRA adapters are injected (or, for "full", every weight is
+    trained), so a second `train` on the same LoadedModel is refused (ConfigError); load the model
+    again, or use `Pipeline(..., copy_per_use=True)`, which trains a fresh copy for every run.
     """
     import torch
 
-    from .memory import PeakMemory
+    from .memory import PeakMemory, check_run_fits
+    from .model import check_unadapted
 
     config = config or TrainConfig()
     if plan != "full" and not hasattr(plan, "to_peft_config"):
         raise ConfigError(f"plan must be a placement Plan or 'full', got {plan!r}")
     if out_dir is not None:
-        done = prepare_out_dir(out_dir, overwrite=overwrite, resume=resume)
+        expected = dict(model=loaded.name, task=task.name, placement="full" if plan == "full" else plan.strategy,
+                        config=config, plan=plan)
+        done = prepare_out_dir(out_dir, overwrite=overwrite, resume=resume, expected=expected)
         if done is not None:
             return done
     if loaded.task_kind != task.kind:
         raise ConfigError(f"Model was loaded for '{loaded.task_kind}' but task '{task.name}' is '{task.kind}'.")
+    check_unadapted(loaded)
+    check_run_fits(loaded.model, plan, config)  # before the adapters, gradients and batches are allocated
     run = _setup(loaded, task, plan, config, out_dir, callback or (lambda event: None))
     state = RunState()
     if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm":

@@ -120,3 +120,59 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+# ----------------------------------------------------------------------------- the estimate before a run
+
+ACTIVATION_FLOATS = 4  # floats kept per token, hidden unit and layer for the backward pass (a low count:
+# a transformer layer keeps ~15-35, so the estimate errs towards running rather than refusing)
+
+
+def available_bytes(device: str) -> int:
+    """Memory a run can still take: free memory of the CUDA device, or the RAM available (psutil) on the CPU."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def estimate_run_bytes(model, plan, config) -> dict[str, int]:
+    """A conservative estimate of the memory a run takes beyond the loaded model's weights, by part:
+    adapters (fp32), gradients + AdamW's two moments of every trainable parameter, and activations
+    (batch x length x hidden x layers x ACTIVATION_FLOATS, at 2 bytes under GPU mixed precision)."""
+    weights = list(model.parameters())
+    on_gpu = weights[0].device.type == "cuda"
+    full = plan == "full"
+    trainable = sum(p.numel() for p in weights) if full else plan.params
+    cfg = model.config
+    hidden = next((getattr(cfg, k) for k in ("hidden_size", "n_embd", "dim", "d_model") if getattr(cfg, k, None)), 0)
+    layers = next((getattr(cfg, k) for k in ("num_hidden_layers", "n_layer", "n_layers") if getattr(cfg, k, None)), 0)
+    act_bytes = 2 if on_gpu and config.mixed_precision != "no" else 4
+    return {"adapters": 0 if full else 4 * plan.params,
+            "gradients and optimizer state": 3 * 4 * trainable,
+            "activations": config.batch_size * config.max_length * hidden * layers * ACTIVATION_FLOATS * act_bytes}
+
+
+def check_run_fits(model, plan, config) -> None:
+    """Refuse (TrainingOOMError) a run whose estimate (`estimate_run_bytes`) exceeds the memory
+    available on the model's device, before anything large is allocated."""
+    from .config import TrainingOOMError
+
+    device = str(next(model.parameters()).device)
+    parts = estimate_run_bytes(model, plan, config)
+    need, have = sum(parts.values()), available_bytes(device)
+    if need <= have:
+        return
+    where = "free on the GPU" if device.startswith("cuda") else "of RAM available"
+    detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
+    raise TrainingOOMError(
+        f"This run needs about {_gib(need)} beyond the model ({detail}) but only {_gib(have)} is {where}: "
+        "use a smaller --rank or --budget, --batch-size or --max-length"
+        + (", or --mixed-precision bf16." if device.startswith("cuda") else " (or a GPU with --mixed-precision bf16)."))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / MIB:.1f} MiB"

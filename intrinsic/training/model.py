@@ -4,6 +4,8 @@ groups counted in a run, and the `accelerate` setup."""
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 
 def head_module_names(model) -> list[str]:
     """Top-level children of a task model outside its backbone that hold parameters.
@@ -23,11 +25,15 @@ def head_module_names(model) -> list[str]:
 def build_model(loaded, plan, seed: int = 0):
     """The trainable model: a PEFT LoRA model checked against `plan`, or the model itself for "full".
 
-    The model is modified in place (adapters injected); the head trains via modules_to_save.
+    The model is modified in place (adapters injected); the head trains via modules_to_save. A model
+    that already carries adapters (an earlier `train` on the same object) is refused.
     """
+    import warnings
+
     import torch
 
     model = loaded.model
+    check_unadapted(loaded)
     if plan == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -40,9 +46,23 @@ def build_model(loaded, plan, seed: int = 0):
     heads = head_module_names(model) if loaded.task_kind == "classification" else None
     peft_config = plan.to_peft_config(task_type, modules_to_save=heads)
     torch.manual_seed(seed)  # LoRA A matrices are initialised from the global generator
-    peft_model = get_peft_model(model, peft_config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated alias is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, peft_config)
     verify_peft_model(peft_model, plan)
     return peft_model
+
+
+def check_unadapted(loaded) -> None:
+    """ConfigError when PEFT has already injected adapters into `loaded.model` (an earlier `train` on
+    the same LoadedModel): a second run would stack on the first one's adapters."""
+    from peft.tuners.lora import LoraLayer
+
+    model = loaded.model
+    if hasattr(model, "peft_config") or any(isinstance(m, LoraLayer) for m in model.modules()):
+        raise ConfigError(f"Model '{loaded.name}' already carries LoRA adapters from an earlier train(): training "
+                          "changes loaded.model in place, so load the model again for another run (or use "
+                          "Pipeline(..., copy_per_use=True), which trains a fresh copy every time).")
 
 
 def adapter_param_names(model) -> set[str]:
