@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from intrinsic.probes.settings import ProbeSettings
 from intrinsic.report.format import human
 from intrinsic.training.config import TrainConfig
 
@@ -75,6 +76,8 @@ def train(
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split "
                                   "(max_eval_examples None)."),
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
+    text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
+    label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     rslora: RsloraOpt = False,
@@ -101,14 +104,15 @@ def train(
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
         config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
         out = out or _default_out(model, task, request.strategy, config.seed)
+        columns = {"text_column": text_column, "label_column": label_column}
         expected = dict(model=model, task=task, placement=request.strategy, config=config)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
         if done is None:
-            done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json)
+            done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json, columns)
         else:  # same model, task, placement and config: compare the plan too (it needs the model)
             from intrinsic.training.rundir import refuse_other_run
 
-            _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json)
+            _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json, columns)
             refuse_other_run(out, done, config=config, plan=the_plan)
             if not as_json:
                 err_console.print(f"[dim]{out} holds a complete run with these settings; returning it (--resume).[/]")
@@ -118,8 +122,8 @@ def train(
             _render_run(done, out)
 
 
-def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool):
-    pipe, plan = _plan(model, task_name, request, probe_dir, config, device, dtype, out, quiet)
+def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool, columns: dict):
+    pipe, plan = _plan(model, task_name, request, probe_dir, config, device, dtype, out, quiet, columns)
     if plan != "full" and not quiet:
         err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
                           f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(pipe.base_params)})")
@@ -140,7 +144,7 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
         return pipe.train(plan, config, out, callback=on_event)
 
 
-def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool):
+def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool, columns: dict):
     """(Pipeline, Plan or "full") of this request; auto reads --probe DIR, else OUT/probe, else probes there."""
     from intrinsic.pipeline import Pipeline
     from intrinsic.probes import ProbeReport
@@ -149,7 +153,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
 
     ensure_writable_dir(out)
     pipe = Pipeline(model, task_name, seed=config.seed, device=device, dtype=dtype,
-                    data={"max_examples": config.max_examples, "max_eval_examples": config.max_eval_examples})
+                    data={"max_examples": config.max_examples, "max_eval_examples": config.max_eval_examples,
+                          **columns})
 
     def report():  # read or run only when the strategy is auto: --probe DIR, else OUT/probe, else a quick probe
         if probe_dir is not None:
