@@ -127,9 +127,10 @@ def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:
 
 
 def _load_task(task, s: ProbeSettings):
-    from ..tasks import TaskData, load_task
+    from ..tasks import TaskData, check_classes, load_task
 
     if isinstance(task, TaskData):
+        check_classes(task)
         return task
     if not isinstance(task, str):
         raise ConfigError(f"task must be a task name or a TaskData, got {type(task).__name__}")

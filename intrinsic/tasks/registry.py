@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, MissingPackageError, UnknownTaskError, did_you_mean
+from ..errors import ConfigError, EmptyDatasetError, MissingPackageError, UnknownTaskError, did_you_mean
 from .builtin import BUILTINS, builtin_raw
 from .external import FILE_SUFFIXES, read_file, read_hf
 
@@ -132,5 +132,20 @@ def load_task(
         return TaskData(name, "lm", (), train_t, (), test_t, ())
     if not raw.labels:
         raise ConfigError(f"Task {name!r} has no labels; use {base + _LM_SUFFIX!r} for causal LM")
-    return TaskData(name, "classification", raw.labels, train_t, train_l, test_t, test_l)
+    data = TaskData(name, "classification", raw.labels, train_t, train_l, test_t, test_l)
+    check_classes(data, subsampled=len(train_t) < len(raw.train_texts))
+    return data
+
+
+def check_classes(data: TaskData, *, subsampled: bool = False) -> None:
+    """EmptyDatasetError when a classification task's training split holds a single class: nothing to
+    learn (a run would score 1.0 by predicting it). `subsampled`: the split was capped (max_examples)."""
+    present = sorted(set(data.train_labels))
+    if data.kind != "classification" or len(present) != 1:
+        return
+    more = ", or raise --max-examples (the subsample drew one class)" if subsampled else ""
+    raise EmptyDatasetError(
+        f"Task {data.name!r} has only one class ({data.labels[present[0]]}) in the training split; a classifier "
+        f"needs two or more: check --label-column{more}."
+    )
 

@@ -117,6 +117,7 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     if loaded.task_kind != task.kind:
         raise ConfigError(f"Model was loaded for '{loaded.task_kind}' but task '{task.name}' is '{task.kind}'.")
     check_unadapted(loaded)
+    _check_data(task, config)
     check_run_fits(loaded.model, plan, config)  # before the adapters, gradients and batches are allocated
     run = _setup(loaded, task, plan, config, out_dir, callback or (lambda event: None))
     state = RunState()
@@ -138,6 +139,15 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
             finish(run, state, mem, "failed", msg, step - 1, metrics={})
             raise TrainingOOMError(msg) from None
     return finish(run, state, mem, "complete", None, run.config.steps)
+
+
+def _check_data(task, config: TrainConfig) -> None:
+    """A classification run needs two classes among the training examples it draws."""
+    from ..tasks import check_classes
+    from .data import subset_task
+
+    data = subset_task(task, config)
+    check_classes(data, subsampled=len(data.train_texts) < len(task.train_texts))
 
 
 def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> _Run:
