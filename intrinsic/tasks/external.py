@@ -3,11 +3,16 @@
 `read_file` reads a .csv, .jsonl or .parquet file with a text and (for classification) a label
 column, detected by name unless given, and splits it with `split.fixed_split`. `read_hf` loads
 `datasets.load_dataset(NAME, CONFIG)`: its train split, and the first usable evaluation split
-of `_EVAL_SPLITS`, else a fixed split of train. Both return a `split.Raw`.
+of `_EVAL_SPLITS`, else a fixed split of train. Both return a `split.Raw`. Offline (HF_HUB_OFFLINE or
+HF_DATASETS_OFFLINE set, or the Hub unreachable), `read_hf` reads the local cache only, as `load_model`
+does for hub models, so a missing data set fails at once instead of after half a minute of retries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ConfigError, EmptyDatasetError, UnknownTaskError
@@ -45,15 +50,48 @@ def read_file(path: Path, kind: str, text_column, label_column) -> Raw:
     return encode(str(path), *fixed_split(texts, names))
 
 
+def _offline() -> bool:
+    """Offline by setting (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) or because the Hub cannot be reached."""
+    from .. import models
+
+    flags = (os.environ.get(v, "").upper() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(f in ("1", "ON", "YES", "TRUE") for f in flags) or not models.hub_reachable()
+
+
+@contextlib.contextmanager
+def _cache_only(offline: bool) -> Iterator[None]:
+    """Within the block `datasets` and `huggingface_hub` run in offline mode (cache only) when `offline`."""
+    if not offline:
+        yield
+        return
+    import datasets
+    import huggingface_hub.constants as hub
+
+    before = datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = before
+
+
 def read_hf(spec: str, kind: str, text_column, label_column) -> Raw:
     """Hugging Face data set "NAME[:CONFIG]": train plus the first usable eval split, else a fixed split."""
     import datasets
 
     name, _, config = spec.partition(":")
+    local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()  # a folder of data files
+    offline = not local and _offline()
     try:
-        dsd = datasets.load_dataset(name, config or None)
+        with _cache_only(offline):
+            dsd = datasets.load_dataset(name, config or None)
     except (FileNotFoundError, ValueError, ConnectionError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if offline and not isinstance(err, ValueError):  # ValueError: e.g. an unknown CONFIG of a cached set
+            raise UnknownTaskError(
+                f"Hugging Face data set {spec!r} could not be loaded: not in the local cache, and the Hub cannot be "
+                "reached (offline); load it once online, or save it as a local .csv/.jsonl/.parquet file."
+            ) from None
         raise UnknownTaskError(f"Hugging Face data set {spec!r} could not be loaded: {msg}") from None
     if not isinstance(dsd, datasets.DatasetDict) or "train" not in dsd:
         splits = list(dsd) if isinstance(dsd, datasets.DatasetDict) else []
