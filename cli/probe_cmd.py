@@ -187,6 +187,7 @@ def render_terminal(rep) -> None:
     """Rank-vs-layer heatmap table, attention vs FFN summary, top modules by gradient energy."""
     import math
 
+    from rich.markup import escape
     from rich.table import Table
 
     from intrinsic.probes.schema import rank_grid
@@ -194,11 +195,14 @@ def render_terminal(rep) -> None:
 
     s = rep.settings
     console.print(
-        f"[bold]{rep.model}[/] on [bold]{rep.task}[/]: {s.get('batches')} batches x {s.get('batch_size')}, "
-        f"{rep.tokens:,} tokens (rank cap {rep.token_cap}); update probe: "
+        f"[bold]{rep.model}[/] on [bold]{rep.task}[/]: {s.get('batches')} batches x {s.get('batch_size')}"
+        + (f" ({rep.examples_used:,} distinct examples)" if rep.examples_used else "")
+        + f", {rep.tokens:,} tokens (rank cap {rep.token_cap}); update probe: "
         + (f"{s['update_steps']} steps" if s.get("update_steps") else "skipped")
         + f"; intrinsic rank = [bold]{rep.estimator}[/]"
     )
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
     layers, roles, grid = rank_grid(rep)
     finite = [v for v in grid.flat if not math.isnan(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)

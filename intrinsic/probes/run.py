@@ -16,7 +16,7 @@ shuffled-label spectrum) and `half_difference` (singular values above the larges
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -74,6 +74,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         clock = now
 
     loaded, data = load_inputs(model, task, s)
+    s, examples_used, notes = distinct_batches(s, data)
     refs = _select(loaded, s)
     lap("load")
     common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed)
@@ -112,10 +113,38 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         schema_version=SCHEMA_VERSION, model=loaded.name, task=data.name, settings=_jsonable_settings(s),
         seed=s.seed, tokens=batches.tokens, token_cap=token_cap, modules=modules, summary=summary,
         timings=timings, env=environment(param.device, param.dtype, model_type=loaded.model_type),
+        examples_used=examples_used, notes=tuple(notes),
     )
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def distinct_batches(s: ProbeSettings, data) -> tuple[ProbeSettings, int, list[str]]:
+    """(settings, distinct texts used, notes): the calibration batches never reuse an example, so the split
+    halves (even vs odd batches) never share one. With fewer training examples than batches x batch_size,
+    the number of batches is capped at what the split fills (noted); below 2 batches, EmptyDatasetError."""
+    from ..errors import EmptyDatasetError
+    from ..tasks import example_order
+
+    n, notes = len(data.train_texts), []
+    fit = n // s.batch_size
+    if fit < 2:
+        raise EmptyDatasetError(
+            f"Task {data.name!r} has {n} distinct training examples, too few for 2 batches of {s.batch_size} (the "
+            "split halves must not share an example): lower --batch-size or raise --max-examples."
+        )
+    if fit < s.batches:
+        notes.append(f"{s.batches} batches of {s.batch_size} need {s.batches * s.batch_size} examples but the "
+                     f"training split has {n}: probed {fit} batches of distinct examples instead")
+        s = replace(s, batches=fit)
+    slots = s.batches * s.batch_size
+    order = example_order(n, seed=s.seed, batch_size=s.batch_size, num_batches=s.batches)
+    used = len({data.train_texts[i] for i in order})
+    if used < slots:
+        notes.append(f"{slots - used} of the {slots} calibration examples repeat a text of another "
+                     "(duplicates in the data)")
+    return s, used, notes
 
 
 def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:

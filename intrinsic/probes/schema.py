@@ -83,6 +83,8 @@ class ProbeReport:
     summary: dict[str, Any]  # see summarize()
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     env: dict[str, Any] = field(default_factory=dict)  # intrinsic.env.environment(): versions, device, for provenance
+    examples_used: int = 0  # distinct training texts in the calibration batches (0: a probe saved before it was kept)
+    notes: tuple[str, ...] = ()  # what the probe changed or noticed, e.g. batches capped at the data (one line each)
 
     # ------------------------------------------------------------------ views
     @property

@@ -9,10 +9,10 @@ data sets from pinned packages), `external.py` (local files, Hugging Face data s
 (cleaning, the fixed seeded split, label ids), `batching.py` (`make_batches`, `count_tokens`).
 """
 
-from .batching import count_tokens, make_batches
+from .batching import count_tokens, example_order, make_batches
 from .registry import TEST_STREAM, TRAIN_STREAM, TaskData, TaskInfo, check_classes, list_tasks, load_task, subsample
 
 __all__ = [
     "TEST_STREAM", "TRAIN_STREAM", "TaskData", "TaskInfo",
-    "check_classes", "count_tokens", "list_tasks", "load_task", "make_batches", "subsample",
+    "check_classes", "count_tokens", "example_order", "list_tasks", "load_task", "make_batches", "subsample",
 ]

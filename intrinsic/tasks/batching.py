@@ -1,7 +1,7 @@
 """Batching: a task's texts as tokenized, length-capped batches, and the label shuffling of the noise floor.
 
 `make_batches` is the one place examples become tensors, for the probes and the trainer alike:
-seeded example order (cycled or truncated to `num_batches`), padding to the longest example of
+seeded example order (`example_order`: cycled or truncated to `num_batches`), padding to the longest example of
 each batch, and, for the gradient probe's noise floor, labels permuted with their own generator
 so the example order does not depend on whether labels are shuffled. The caller's tokenizer is
 not changed: a tokenizer without a pad token pads with its EOS token for the call only.
@@ -63,17 +63,11 @@ def make_batches(
     n = len(texts)
     if n == 0:
         raise EmptyDatasetError(f"Task {data.name!r} has no {split} examples")
-    rng = np.random.default_rng(seed)  # example order
     noise_rng = np.random.default_rng([seed, 7])  # label noise, independent of the order
     if shuffle_labels and data.kind == "classification":
         labels = labels[noise_rng.permutation(n)]
 
-    order = rng.permutation(n) if shuffle else np.arange(n)
-    if num_batches is not None:
-        passes = [order]
-        while sum(map(len, passes)) < num_batches * batch_size:
-            passes.append(rng.permutation(n) if shuffle else np.arange(n))
-        order = np.concatenate(passes)[: num_batches * batch_size]
+    order = example_order(n, seed=seed, batch_size=batch_size, num_batches=num_batches, shuffle=shuffle)
     char_cap = 64 * max_length  # pre-cut huge documents; far more characters than max_length tokens need
 
     batches = []
@@ -95,6 +89,21 @@ def make_batches(
                 batch["labels"] = _lm_targets(batch, noise_rng if shuffle_labels else None)  # (B, T)
             batches.append(batch)
     return batches
+
+
+def example_order(n: int, *, seed: int = 0, batch_size: int = 16, num_batches: int | None = None,
+                  shuffle: bool = True) -> np.ndarray:
+    """Indices of the examples `make_batches` draws, in order: a seeded permutation of the n examples
+    (or 0..n-1 unshuffled); with `num_batches`, exactly num_batches * batch_size of them, a fresh seeded
+    permutation per pass, so an example repeats only when the slots outnumber the examples."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    if num_batches is not None:
+        passes = [order]
+        while sum(map(len, passes)) < num_batches * batch_size:
+            passes.append(rng.permutation(n) if shuffle else np.arange(n))
+        order = np.concatenate(passes)[: num_batches * batch_size]
+    return order
 
 
 def _lm_targets(batch: dict[str, torch.Tensor], noise_rng: np.random.Generator | None) -> torch.Tensor:
