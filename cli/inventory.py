@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
+
+from intrinsic.probes.settings import ProbeSettings
 
 from intrinsic.report.format import human
 
-from .common import JsonOpt, ModelArg, ModulesOpt, console, display_table, handle_errors, print_json
+from .common import JsonOpt, ModelArg, ModulesOpt, config_option, console, display_table, handle_errors, print_json
 
 
 def modules(
@@ -57,11 +61,29 @@ def modules(
         )
 
 
-def tasks(as_json: bool = JsonOpt) -> None:
-    """List the built-in tasks with their kind, sizes and label sets."""
+def tasks(
+    name: Optional[str] = typer.Argument(None, help="Show this task as `probe` and `train` load it: sizes, how its "
+                                         "test split came about, label ids in order, rows dropped.",
+                                         show_default=False),
+    text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
+    label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List the built-in tasks with their kind, sizes and label sets, or show one task (NAME)."""
     with handle_errors():
-        from intrinsic.tasks import list_tasks
+        from intrinsic.tasks import list_tasks, load_task
 
+        if name is not None:
+            data = load_task(name, text_column=text_column, label_column=label_column)
+            if as_json:
+                print_json(data.summary())
+                return
+            console.print(escape(data.describe()), highlight=False, soft_wrap=True)
+            counts = data.summary()["train_label_counts"]
+            if counts:
+                display_table([{"id": i, "label": n, "train examples": c} for i, (n, c) in enumerate(counts.items())],
+                              title=f"Labels of {data.name} (id = index)")
+            return
         infos = list_tasks()
         if as_json:
             print_json(infos)

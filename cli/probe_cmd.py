@@ -7,7 +7,6 @@ options not given are left to `ProbeSettings`' defaults.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -51,15 +50,11 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
         raise ConfigError(f"{what} must be comma-separated integers, got '{text}'") from None
 
 
-def _slug(name: str) -> str:
-    base = Path(name).stem if ("/" in name or Path(name).suffix) and Path(name).name else name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("_") or "x"
-
-
 def probe(
     model: ModelArg,
     task: TaskArg,
-    out: Path = typer.Option(None, "--out", help="Output directory \\[default: runs/probe-MODEL-TASK]."),
+    out: Path = typer.Option(None, "--out", help="Output directory \\[default: runs/MODEL-TASK-probe-sSEED, "
+                             "MODEL and TASK by their last path component, a data file without its suffix]."),
     batches: Annotated[Optional[int], _opt("batches", "--batches")] = None,
     batch_size: Annotated[Optional[int], _opt("batch_size", "--batch-size")] = None,
     max_length: Annotated[Optional[int], _opt("max_length", "--max-length")] = None,
@@ -88,7 +83,7 @@ def probe(
         from intrinsic.errors import ConfigError
         from intrinsic.probes import load_inputs
         from intrinsic.probes import probe as run_probe
-        from intrinsic.results import ensure_writable_dir
+        from intrinsic.results import default_out, ensure_writable_dir
 
         given = dict(
             batches=batches, batch_size=batch_size, max_length=max_length, update_steps=update_steps,
@@ -102,7 +97,7 @@ def probe(
         if no_update:
             kw.update(update_steps=None, update_checkpoints=None)
         settings = ProbeSettings(**kw)  # validate every option before any loading
-        out = out or Path("runs") / f"probe-{_slug(model)}-{_slug(task)}"
+        out = out or default_out(model, task, "probe", settings.seed)
         if (out / "probe.json").exists() and not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
         ensure_writable_dir(out)
@@ -192,6 +187,7 @@ def render_terminal(rep) -> None:
 
     from intrinsic.probes.schema import rank_grid
     from intrinsic.rank import TESTS
+    from intrinsic.tasks import describe_summary
 
     s = rep.settings
     console.print(
@@ -201,6 +197,8 @@ def render_terminal(rep) -> None:
         + (f"{s['update_steps']} steps" if s.get("update_steps") else "skipped")
         + f"; intrinsic rank = [bold]{rep.estimator}[/]"
     )
+    if rep.data:
+        console.print(f"[dim]data: {escape(describe_summary(rep.data))}[/]")
     for note in rep.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     layers, roles, grid = rank_grid(rep)

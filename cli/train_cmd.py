@@ -7,11 +7,11 @@ mirror a `TrainConfig` or `PlacementRequest` field take its help and default fro
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from intrinsic.probes.settings import ProbeSettings
 from intrinsic.report.format import human
@@ -48,11 +48,6 @@ def _opt(name: str, *flags: str):
     return config_option(TrainConfig, name, *flags)
 
 
-def _default_out(model: str, task: str, placement: str, seed: int | None) -> Path:
-    slug = "-".join(re.sub(r"[^A-Za-z0-9.]+", "_", Path(x).name or x).strip("_") for x in (model, task, placement))
-    return Path("runs") / f"{slug}-s{seed or 0}"
-
-
 def train(
     model: ModelArg,
     task: TaskArg,
@@ -82,7 +77,8 @@ def train(
     dtype: DtypeOpt = "float32",
     rslora: RsloraOpt = False,
     save_model: bool = typer.Option(False, "--save-model", help=config_help(TrainConfig, "save_full_model")),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory \\[default: runs/MODEL-TASK-PLACEMENT-sSEED]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory \\[default: runs/MODEL-TASK-PLACEMENT-sSEED, "
+                               "MODEL and TASK by their last path component, a data file without its suffix]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT (start fresh)."),
     resume: bool = typer.Option(False, "--resume", help="Return OUT's run if it is complete; otherwise train from "
                                 "step 0 (no mid-run checkpoints)."),
@@ -91,6 +87,7 @@ def train(
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
     with handle_errors():
         from intrinsic.errors import ConfigError
+        from intrinsic.results import default_out
         from intrinsic.training import prepare_out_dir
 
         if overwrite and resume:
@@ -103,7 +100,7 @@ def train(
         if all_eval or max_eval_examples is not None:
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
         config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
-        out = out or _default_out(model, task, request.strategy, config.seed)
+        out = out or default_out(model, task, request.strategy, config.seed)
         columns = {"text_column": text_column, "label_column": label_column}
         expected = dict(model=model, task=task, placement=request.strategy, config=config)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
@@ -124,6 +121,8 @@ def train(
 
 def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool, columns: dict):
     pipe, plan = _plan(model, task_name, request, probe_dir, config, device, dtype, out, quiet, columns)
+    if not quiet:
+        err_console.print(f"[dim]data: {escape(pipe.task_data.describe())}[/]")
     if plan != "full" and not quiet:
         err_console.print(f"placement [bold]{plan.strategy}[/]: {len(plan.entries)} modules, "
                           f"{human(plan.params)} LoRA params ({plan.pct:.2f}% of {human(pipe.base_params)})")

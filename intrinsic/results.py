@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import types
 import typing
@@ -149,3 +150,21 @@ def _coerce(tp: Any, value: Any) -> Any:
     if tp is float and isinstance(value, int):
         return float(value)
     return value
+
+
+_DATA_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+def default_out(model: str, task: str, what: str, seed: int | None) -> Path:
+    """The default output folder of `intrinsic probe` and `intrinsic train`: runs/MODEL-TASK-WHAT-sSEED, WHAT
+    being "probe" or the placement. Each part is named by its last path component, a data file without
+    its suffix (data/reviews.csv -> reviews), characters other than letters, digits, '.', '_' and '-'
+    replaced by '_' (rotten-tomatoes:lm -> rotten-tomatoes_lm, q,v -> q_v)."""
+
+    def slug(name: str) -> str:
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        if base.lower().endswith(_DATA_SUFFIXES):
+            base = base.rsplit(".", 1)[0]
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("_") or "x"
+
+    return Path("runs") / f"{slug(model)}-{slug(task)}-{slug(what)}-s{seed or 0}"

@@ -113,7 +113,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         schema_version=SCHEMA_VERSION, model=loaded.name, task=data.name, settings=_jsonable_settings(s),
         seed=s.seed, tokens=batches.tokens, token_cap=token_cap, modules=modules, summary=summary,
         timings=timings, env=environment(param.device, param.dtype, model_type=loaded.model_type),
-        examples_used=examples_used, notes=tuple(notes),
+        examples_used=examples_used, notes=tuple(notes), data=data.summary(),
     )
 
 

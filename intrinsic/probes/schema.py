@@ -85,6 +85,7 @@ class ProbeReport:
     env: dict[str, Any] = field(default_factory=dict)  # intrinsic.env.environment(): versions, device, for provenance
     examples_used: int = 0  # distinct training texts in the calibration batches (0: a probe saved before it was kept)
     notes: tuple[str, ...] = ()  # what the probe changed or noticed, e.g. batches capped at the data (one line each)
+    data: dict[str, Any] = field(default_factory=dict)  # the task as probed: tasks.TaskData.summary() (split, labels)
 
     # ------------------------------------------------------------------ views
     @property

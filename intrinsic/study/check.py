@@ -184,8 +184,8 @@ def check_task(name: str, data: dict[str, Any]) -> None:
     base = name.removesuffix(":lm")
     if base.startswith("hf:") and len(base) > 3:
         return
-    load_task(name, max_examples=1, max_eval_examples=1, text_column=data.get("text_column"),
-              label_column=data.get("label_column"))
+    load_task(name, max_examples=data.get("max_examples"), max_eval_examples=1,  # the run's train split: two classes?
+              text_column=data.get("text_column"), label_column=data.get("label_column"))
 
 
 def check_resources(spec) -> None:

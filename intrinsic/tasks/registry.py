@@ -49,6 +49,8 @@ class TaskData:
     train_labels: tuple[int, ...]  # label ids aligned with train_texts; () for lm
     test_texts: tuple[str, ...]  # evaluation texts
     test_labels: tuple[int, ...]  # label ids aligned with test_texts; () for lm
+    split: str = ""  # how the test split came about (e.g. the fixed stratified split of a single file)
+    dropped: int = 0  # source rows dropped for a missing or blank text or a missing label
 
     def __post_init__(self):
         if self.kind not in ("classification", "lm"):
@@ -64,6 +66,33 @@ class TaskData:
     def num_labels(self) -> int:
         """Number of classes (0 for lm)."""
         return len(self.labels)
+
+    def summary(self) -> dict:
+        """What was loaded, as JSON data: sizes, split, label order (index = label id) and train counts,
+        dropped rows (`intrinsic tasks NAME`, the probe report's `data`, `train`'s printout)."""
+        counts = np.bincount(np.asarray(self.train_labels, dtype=np.int64), minlength=self.num_labels)
+        return {
+            "name": self.name, "kind": self.kind, "train_size": len(self.train_texts),
+            "test_size": len(self.test_texts), "split": self.split, "labels": list(self.labels),
+            "train_label_counts": {n: int(c) for n, c in zip(self.labels, counts)}, "dropped": self.dropped,
+        }
+
+    def describe(self) -> str:
+        """`summary()` in one line for people."""
+        return describe_summary(self.summary())
+
+
+def describe_summary(d: dict) -> str:
+    """A `TaskData.summary()` (as a probe report keeps it) in one line for people."""
+    line = f"{d['name']}: {d['train_size']:,} train / {d['test_size']:,} test examples"
+    line += f" ({d['split']})" if d.get("split") else ""
+    if d.get("labels"):
+        shown = (repr(n) if n != n.strip() else n for n in d["labels"])  # a stray space makes another class
+        line += "; labels " + " ".join(f"{i}={n}" for i, n in enumerate(shown))
+    if d.get("dropped"):
+        rows = "row" if d["dropped"] == 1 else "rows"
+        line += f"; {d['dropped']:,} {rows} dropped (missing or blank text, or missing label)"
+    return line
 
 
 def list_tasks() -> list[TaskInfo]:
@@ -129,10 +158,10 @@ def load_task(
     train_t, train_l = subsample(raw.train_texts, raw.train_labels, max_examples, seed=seed, stream=TRAIN_STREAM)
     test_t, test_l = subsample(raw.test_texts, raw.test_labels, max_eval_examples, seed=seed, stream=TEST_STREAM)
     if kind == "lm":
-        return TaskData(name, "lm", (), train_t, (), test_t, ())
+        return TaskData(name, "lm", (), train_t, (), test_t, (), raw.split, raw.dropped)
     if not raw.labels:
         raise ConfigError(f"Task {name!r} has no labels; use {base + _LM_SUFFIX!r} for causal LM")
-    data = TaskData(name, "classification", raw.labels, train_t, train_l, test_t, test_l)
+    data = TaskData(name, "classification", raw.labels, train_t, train_l, test_t, test_l, raw.split, raw.dropped)
     check_classes(data, subsampled=len(train_t) < len(raw.train_texts))
     return data
 

@@ -17,6 +17,8 @@ from ..errors import EmptyDatasetError, MissingColumnError
 
 _SPLIT_SEED = 20240601  # seeds every fixed train/test split; changing it changes every test set
 _TEST_FRACTION = 0.2  # share of each class held out where a data set ships no test split
+FIXED_SPLIT = (f"fixed split: {_TEST_FRACTION:.0%} of each class held out for testing, stratified, "
+               f"seed {_SPLIT_SEED}")  # how `fixed_split` splits, as TaskData.split states it
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Raw:
     train_labels: tuple[int, ...]  # label ids aligned with train_texts; () when unlabeled
     test_texts: tuple[str, ...]  # texts of the fixed test split, in source order
     test_labels: tuple[int, ...]  # label ids aligned with test_texts; () when unlabeled
+    split: str = FIXED_SPLIT  # how the test split came about
+    dropped: int = 0  # source rows dropped for a missing or blank text or a missing label
 
 
 def fixed_split(texts: list[str], names: list | None) -> tuple:
@@ -86,18 +90,21 @@ def clean(texts: Sequence, names: Sequence | None, bad_label=None) -> tuple[list
     return keep_t, (keep_n if names is not None else None)
 
 
-def encode(name, train_t, train_n, test_t, test_n, class_names: Sequence[str] | None = None) -> Raw:
-    """Label names -> ids (sorted order, or the given class_names order for ints); empty checks."""
-    for split, texts in (("train", train_t), ("test", test_t)):
+def encode(name, train_t, train_n, test_t, test_n, class_names: Sequence[str] | None = None, *,
+           split: str = FIXED_SPLIT, dropped: int = 0) -> Raw:
+    """Label names -> ids (sorted order, or the given class_names order for ints); empty checks.
+    `split` and `dropped` are recorded as they are (see `Raw`)."""
+    for part, texts in (("train", train_t), ("test", test_t)):
         if not texts:
             raise EmptyDatasetError(
-                f"Task {name!r} has no usable {split} examples (after dropping empty texts and labels)"
+                f"Task {name!r} has no usable {part} examples (after dropping empty texts and labels)"
             )
     if train_n is None:
-        return Raw((), tuple(train_t), (), tuple(test_t), ())
+        return Raw((), tuple(train_t), (), tuple(test_t), (), split, dropped)
     if class_names is not None:
         as_ids = lambda values: tuple(int(v) for v in values)  # noqa: E731
-        return Raw(tuple(map(str, class_names)), tuple(train_t), as_ids(train_n), tuple(test_t), as_ids(test_n))
+        return Raw(tuple(map(str, class_names)), tuple(train_t), as_ids(train_n), tuple(test_t), as_ids(test_n),
+                   split, dropped)
     values = set(train_n) | set(test_n)
     if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
         ordered = sorted(values)  # numeric labels sort numerically
@@ -107,7 +114,7 @@ def encode(name, train_t, train_n, test_t, test_n, class_names: Sequence[str] | 
     return Raw(
         tuple(str(v) for v in ordered),
         tuple(train_t), tuple(ids[v] for v in train_n),
-        tuple(test_t), tuple(ids[v] for v in test_n),
+        tuple(test_t), tuple(ids[v] for v in test_n), split, dropped,
     )
 
 
