@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Optional
 
 import typer
@@ -87,18 +87,43 @@ def placement_request(strategy: str, *, rank: int | None, budget: str | None, bu
 
 
 @contextlib.contextmanager
-def handle_errors() -> Iterator[None]:
-    """Turn user errors into one line on stderr and exit code 2 (no traceback)."""
+def handle_errors(command: Callable[..., Any] | None = None) -> Iterator[None]:
+    """Turn user errors into one line on stderr and exit code 2 (no traceback). With `command` (the
+    command's function), a config field the message quotes is named by its option (`lr` -> --lr)."""
     from intrinsic.errors import IntrinsicError
 
     try:
         yield
     except IntrinsicError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # [train] stays
+        text = escape(flag_words(str(e), command))
+        err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)  # [train] stays
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(code=130) from None
+
+
+# config fields whose option is not spelled --FIELD-NAME
+_FIELD_FLAGS = {"strategy": "--placement", "rank_estimator": "--estimator", "save_full_model": "--save-model"}
+
+
+def flag_words(text: str, command: Callable[..., Any] | None) -> str:
+    """`text` with each `field_name` the library quotes replaced by `command`'s option for it (`lr` -> --lr,
+    `rank_estimator` -> --estimator), so an error names what to type; names without an option stay."""
+    import re
+
+    from typer.utils import get_params_from_function
+
+    if command is None:
+        return text
+    flags = {d for p in get_params_from_function(command).values()
+             for d in getattr(p.default, "param_decls", None) or () if d.startswith("--")}
+
+    def swap(m: re.Match) -> str:
+        flag = _FIELD_FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-"))
+        return flag if flag in flags else m.group(0)
+
+    return re.sub(r"`([a-z][a-z0-9_]*)`", swap, text)
 
 
 def print_json(obj: Any) -> None:

@@ -82,13 +82,13 @@ def probe(
     as_json: bool = JsonOpt,
 ) -> None:
     """Probe MODEL on TASK: per-module mean-gradient and weight-update spectra, intrinsic ranks, plots."""
-    with handle_errors():
+    with handle_errors(probe):
         import dataclasses
 
         from intrinsic.errors import ConfigError
         from intrinsic.probes import load_inputs
         from intrinsic.probes import probe as run_probe
-        from intrinsic.results import ensure_writable_dir
+        from intrinsic.results import output_dir
 
         given = dict(
             batches=batches, batch_size=batch_size, max_length=max_length, update_steps=update_steps,
@@ -105,17 +105,16 @@ def probe(
         out = out or Path("runs") / f"probe-{_slug(model)}-{_slug(task)}"
         if (out / "probe.json").exists() and not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
-        ensure_writable_dir(out)
+        with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+            with err_console.status(f"loading {model} and {task}"):
+                loaded, data = load_inputs(model, task, settings)
+            if layers:
+                from intrinsic.arch import num_layers
+                from intrinsic.placement import parse_layers
 
-        with err_console.status(f"loading {model} and {task}"):
-            loaded, data = load_inputs(model, task, settings)
-        if layers:
-            from intrinsic.arch import num_layers
-            from intrinsic.placement import parse_layers
-
-            settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
-        report = _run_with_progress(run_probe, loaded, data, settings)
-        _save(report, out)
+                settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
+            report = _run_with_progress(run_probe, loaded, data, settings)
+            _save(report, out)
         if as_json:
             print_json(report.to_json())
             return
@@ -164,8 +163,8 @@ def report(
         if as_json:
             print_json(rep.to_json())
             return
+        path = write_report(rep, directory if directory.is_dir() else directory.parent, fmt)  # fails before output
         render_terminal(rep)
-        path = write_report(rep, directory if directory.is_dir() else directory.parent, fmt)
         console.print(f"wrote [bold]{path}[/]")
 
 

@@ -86,8 +86,9 @@ def train(
     as_json: bool = JsonOpt,
 ) -> None:
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
-    with handle_errors():
+    with handle_errors(train):
         from intrinsic.errors import ConfigError
+        from intrinsic.results import output_dir
         from intrinsic.training import prepare_out_dir
 
         if overwrite and resume:
@@ -103,15 +104,17 @@ def train(
         out = out or _default_out(model, task, request.strategy, config.seed)
         expected = dict(model=model, task=task, placement=request.strategy, config=config)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
-        if done is None:
-            done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json)
-        else:  # same model, task, placement and config: compare the plan too (it needs the model)
-            from intrinsic.training.rundir import refuse_other_run
+        with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+            if done is None:
+                done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json)
+            else:  # same model, task, placement and config: compare the plan too (it needs the model)
+                from intrinsic.training.rundir import refuse_other_run
 
-            _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json)
-            refuse_other_run(out, done, config=config, plan=the_plan)
-            if not as_json:
-                err_console.print(f"[dim]{out} holds a complete run with these settings; returning it (--resume).[/]")
+                _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json)
+                refuse_other_run(out, done, config=config, plan=the_plan)
+                if not as_json:
+                    err_console.print(f"[dim]{out} holds a complete run with these settings; returning it "
+                                      "(--resume).[/]")
         if as_json:
             print_json(done)
         else:
@@ -144,10 +147,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
     """(Pipeline, Plan or "full") of this request; auto reads --probe DIR, else OUT/probe, else probes there."""
     from intrinsic.pipeline import Pipeline
     from intrinsic.probes import ProbeReport
-    from intrinsic.results import ensure_writable_dir
     from intrinsic.training.rundir import PROBE_DIR
 
-    ensure_writable_dir(out)
     pipe = Pipeline(model, task_name, seed=config.seed, device=device, dtype=dtype,
                     data={"max_examples": config.max_examples, "max_eval_examples": config.max_eval_examples})
 
