@@ -208,26 +208,30 @@ def compare(
 ) -> None:
     """Show runs side by side (score, params, time, memory) and mark the Pareto-optimal ones (score vs params)."""
     with handle_errors():
-        from intrinsic.training.compare import compare_runs
+        from intrinsic.training.compare import compare_runs, comparison_note
 
         rows = compare_runs(runs)
         if as_json:
             print_json(rows)
             return
         tasks = sorted({f"{r.model} / {r.task}" for r in rows})
-        shown = [{"": "★" if r.pareto else "", "run": r.run, "placement": r.placement, "status": r.status,
-                  "score": _f(r.score, ".4f"), "params": human(r.trainable_params),
-                  "% base": _f(r.trainable_pct, ".3g"), "train s": _f(r.train_time_s, ".1f"),
-                  "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
+        shown = [{"": "★" if r.pareto else "", "group": r.group, "run": r.run, "placement": r.placement,
+                  "status": r.status, "score": _f(r.score, ".4f"), "baseline": _f(r.baseline, ".4f"),
+                  "params": human(r.trainable_params), "% base": _f(r.trainable_pct, ".3g"),
+                  "train s": _f(r.train_time_s, ".1f"), "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
                   "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else "")}
                  for r in rows]
-        cols = ["", "run", "placement", "score", "params", "% base", "train s", "ms/step", "peak MiB"]
+        cols = ["", "run", "placement", "score", "baseline", "params", "% base", "train s", "ms/step", "peak MiB"]
         if any(r.status != "complete" for r in rows):
             cols.insert(3, "status")
+        note = comparison_note(rows)
+        if note:
+            cols.insert(1, "group")
         display_table(shown, columns=cols, title=f"{len(rows)} runs — {'; '.join(tasks)}", styles={"": "bold green"})
-        console.print("★ Pareto-optimal: no other run scores as high with as few trainable params.")
-        if len(tasks) > 1:
-            err_console.print("[yellow]warning:[/] these runs are on different models or tasks.")
+        console.print("★ Pareto-optimal: above its baseline, and no other run" + (" of its group" if note else "")
+                      + " scores as high with as few trainable params.")
+        if note:
+            err_console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
 
 
 def _f(v, spec: str) -> str:
