@@ -8,6 +8,7 @@ options not given are left to `ProbeSettings`' defaults.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -72,7 +73,7 @@ def probe(
     layers: Annotated[Optional[str], _opt("layers", "--layers", lead="0-2, 1,3,5 or lower|middle|upper: ")] = None,
     estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator")] = None,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
-    device: DeviceOpt = _DEFAULT["device"],
+    device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
     max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
     text_column: Annotated[Optional[str], _opt("text_column", "--text-column")] = None,
@@ -106,14 +107,19 @@ def probe(
         if (out / "probe.json").exists() and not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
         with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+            started = time.perf_counter()
             with err_console.status(f"loading {model} and {task}"):
                 loaded, data = load_inputs(model, task, settings)
+            load_s = time.perf_counter() - started
             if layers:
                 from intrinsic.arch import num_layers
                 from intrinsic.placement import parse_layers
 
                 settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
             report = _run_with_progress(run_probe, loaded, data, settings)
+            # the probe times its own load of the objects it was given (~0): count the real one
+            timings = {**report.timings, "load": round(report.timings.get("load", 0.0) + load_s, 4)}
+            report = dataclasses.replace(report, timings=timings)
             _save(report, out)
         if as_json:
             print_json(report.to_json())

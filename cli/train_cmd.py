@@ -73,7 +73,7 @@ def train(
     max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
     max_eval_examples: Annotated[Optional[int], _opt("max_eval_examples", "--max-eval-examples")] = None,
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split "
-                                  "(max_eval_examples None)."),
+                                  "(no --max-eval-examples cap)."),
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",

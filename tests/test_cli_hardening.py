@@ -128,3 +128,76 @@ def test_a_failed_run_folder_is_called_failed(tiny_bert_dir, tiny_csv, tmp_path)
     line = one_line_exit_2(invoke("train", tiny_bert_dir, tiny_csv, "--out", out, *TRAIN_FAST, "--rank", "2"),
                            "failed run", "--overwrite")
     assert "already holds a run" not in line
+
+
+# ----------------------------------------------------------------------------- 13: help and terminal
+
+
+@pytest.mark.parametrize("command", ["probe", "train", "plan", "report", "compare", "modules", "tasks",
+                                     "study run", "study report"])
+def test_help_shows_no_bool_metavar_and_no_none_value(command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    res = runner.invoke(app, [*command.split(), "--help"])
+    assert res.exit_code == 0, res.output
+    assert "<bool>" not in res.output
+    assert "None" not in res.output  # not a value anyone can type
+
+
+def test_version():
+    from importlib.metadata import version
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"intrinsic {version('intrinsic')}"
+
+
+def test_probe_and_train_devices_default_to_auto(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    for command in ("probe", "train"):
+        line = next(x for x in runner.invoke(app, [command, "--help"]).output.splitlines() if "--device" in x)
+        assert "[default: auto]" in line, line
+
+
+def test_tables_are_not_cut_when_not_a_terminal():
+    from intrinsic.cli import common
+
+    long = "model.encoder.layer.11.attention.self.query_key_value_projection"
+    with common.console.capture() as cap:  # captured output is not a terminal, like a pipe or a log file
+        common.display_table([{"module": long, "role": "qkv", "shape": "2304 x 768", "params": 1_769_472,
+                               "note": "fused: q k v blocks of 768 rows each, adapted as one weight"}])
+    text = cap.get()
+    assert long in text and "adapted as one weight" in " ".join(text.split()) and "…" not in text
+
+
+def test_probe_timings_include_the_real_load(probe_dir):
+    timings = json.loads((probe_dir / "probe.json").read_text())["timings"]
+    assert timings["load"] > 0.01, timings
+
+
+def test_plot_titles_match_their_content(probe_dir, monkeypatch):
+    from intrinsic.probes import ProbeReport
+    from intrinsic.report import plots
+
+    report = ProbeReport.load(probe_dir)
+    figures = []
+    monkeypatch.setattr(plots, "png_bytes", lambda fig: figures.append(fig) or b"png")
+    plots.spectra_png(report)
+    fig = figures[-1]
+    assert report.estimator not in fig._suptitle.get_text()
+    labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+    assert any("noise floor" in lab for lab in labels), labels
+    plots.heatmap_png(report)
+    assert report.estimator in figures[-1].axes[0].get_title()
+    assert "growth" not in plots.GROWTH_TITLE.lower() and "step" in plots.GROWTH_TITLE
+
+
+def test_model_loading_shows_no_transformers_progress_bars(tiny_bert_dir):
+    from transformers.utils import logging as hf_logging
+
+    from intrinsic.models import load_model
+
+    hf_logging.enable_progress_bar()
+    try:
+        load_model(str(tiny_bert_dir), num_labels=2)
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
