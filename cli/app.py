@@ -27,6 +27,24 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"intrinsic {version('intrinsic')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the installed version and exit."),
+) -> None:
+    pass  # the app's help is Typer(help=...) above; this callback only adds --version
+
+
 app.command("modules")(modules)
 app.command("tasks")(tasks)
 app.command("probe")(probe)

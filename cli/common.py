@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Optional
 
 import typer
@@ -31,18 +33,54 @@ from intrinsic.placement.request import PlacementRequest
 from intrinsic.probes.settings import ProbeSettings
 from intrinsic.report.format import cell
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _width(stream) -> int | None:
+    """None (the terminal's width) on a terminal or with COLUMNS set; else wide, so a table written to a pipe
+    or a log keeps its columns whole instead of being cut at rich's default 80 columns."""
+    return None if os.environ.get("COLUMNS") or stream.isatty() else 200
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
+
+
+def _no_bool_metavar() -> None:
+    """Typer shows `<bool>` as the type of a flag (--json, --overwrite): a flag takes no value, so show none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_flags_bare", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._flags_bare = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_bool_metavar()
+
+# how the CLI spells a config field's None where it is not the option's default
+_NONE_FLAG = {"update_steps": "--no-update", "max_eval_examples": "--all-eval"}
 
 
 def config_help(cls: type, name: str, lead: str = "") -> str:
     """The help of an option mirroring field `name` of config `cls`: `lead` (how to spell the value on the
     command line), the field's own help, and the field's default when it has one worth showing."""
     default = field_defaults(cls).get(name)
-    text = lead + field_help(cls)[name]
+    text = lead + cli_field_help(cls, name)
     if default is None or isinstance(default, bool):
         return text
     return text + f" \\[default: {default}]"  # rich markup: an escaped bracket
+
+
+def cli_field_help(cls: type, name: str) -> str:
+    """Field `name`'s help with its None (which nobody can type) said as the CLI says it: "not given" when
+    None is the default, else the flag that sets it (`--no-update`)."""
+    text = field_help(cls)[name]
+    spelling = "not given" if field_defaults(cls).get(name) is None else _NONE_FLAG.get(name)
+    return text if spelling is None else re.sub(r"\bNone\b", spelling, text)
 
 
 def config_option(cls: type, name: str, *flags: str, lead: str = "") -> Any:
@@ -60,8 +98,9 @@ TaskArg = Annotated[str, typer.Argument(help="Task: rotten-tomatoes, NAME:lm, hf
                                              ".csv/.jsonl/.parquet file; see `intrinsic tasks`.", show_default=False)]
 ModulesOpt = Annotated[Optional[str], config_option(ProbeSettings, "modules", "--modules",
                                                     lead="Map by hand, roles q k v o qkv up gate down gate_up: ")]
-# the model's device and weights dtype; each command gives its own default (probe: cpu, train: auto)
-DeviceOpt = Annotated[str, typer.Option("--device", help=field_help(ProbeSettings)["device"])]
+# the model's device and weights dtype; probe and train both default to auto (a GPU when torch sees one)
+DeviceOpt = Annotated[str, typer.Option("--device", help=field_help(ProbeSettings)["device"] + " (auto: cuda when "
+                                        "torch sees a GPU, else cpu)")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help=field_help(ProbeSettings)["dtype"])]
 
 # ------------------------------------------------------------------ placement (PlacementRequest)
@@ -87,18 +126,43 @@ def placement_request(strategy: str, *, rank: int | None, budget: str | None, bu
 
 
 @contextlib.contextmanager
-def handle_errors() -> Iterator[None]:
-    """Turn user errors into one line on stderr and exit code 2 (no traceback)."""
+def handle_errors(command: Callable[..., Any] | None = None) -> Iterator[None]:
+    """Turn user errors into one line on stderr and exit code 2 (no traceback). With `command` (the
+    command's function), a config field the message quotes is named by its option (`lr` -> --lr)."""
     from intrinsic.errors import IntrinsicError
 
     try:
         yield
     except IntrinsicError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # [train] stays
+        text = escape(flag_words(str(e), command))
+        err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)  # [train] stays
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(code=130) from None
+
+
+# config fields whose option is not spelled --FIELD-NAME
+_FIELD_FLAGS = {"strategy": "--placement", "rank_estimator": "--estimator", "save_full_model": "--save-model"}
+
+
+def flag_words(text: str, command: Callable[..., Any] | None) -> str:
+    """`text` with each `field_name` the library quotes replaced by `command`'s option for it (`lr` -> --lr,
+    `rank_estimator` -> --estimator), so an error names what to type; names without an option stay."""
+    import re
+
+    from typer.utils import get_params_from_function
+
+    if command is None:
+        return text
+    flags = {d for p in get_params_from_function(command).values()
+             for d in getattr(p.default, "param_decls", None) or () if d.startswith("--")}
+
+    def swap(m: re.Match) -> str:
+        flag = _FIELD_FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-"))
+        return flag if flag in flags else m.group(0)
+
+    return re.sub(r"`([a-z][a-z0-9_]*)`", swap, text)
 
 
 def print_json(obj: Any) -> None:
@@ -124,8 +188,9 @@ def display_table(
         return
     columns = list(columns or (rows[0].keys() if rows else []))
     table = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        table.add_column(c, style=(styles or {}).get(c), justify="right" if _numeric(rows, c) else "left")
+    for c in columns:  # fold: a long module name wraps onto a second line instead of being cut
+        table.add_column(c, style=(styles or {}).get(c), justify="right" if _numeric(rows, c) else "left",
+                         overflow="fold")
     for r in rows:
         table.add_row(*(cell(r.get(c), large="comma", bools=False) for c in columns))
     console.print(table)

@@ -51,20 +51,22 @@ def plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Allocate LoRA ranks from PROBE_DIR's gradient spectra under a parameter budget; write plan files."""
-    with handle_errors():
+    with handle_errors(plan):
         from intrinsic.errors import ConfigError
         from intrinsic.pipeline import peft_task_type, plan_from_probe, write_plan_files
         from intrinsic.probes import ProbeReport
+        from intrinsic.results import output_dir
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
         request = placement_request(strategy, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
                                     max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora)
         report = ProbeReport.load(probe_dir)
-        the_plan = plan_from_probe(report, request)
-        task_type = peft_task_type(report.task)
         out = out or Path(probe_dir) / "plan"
-        write_plan_files(the_plan, out, task_type)
+        with output_dir(out):  # checked before planning; left out when planning fails
+            the_plan = plan_from_probe(report, request)
+            task_type = peft_task_type(report.task)
+            write_plan_files(the_plan, out, task_type)
         if as_json:
             if fmt == "json":
                 print_json(the_plan)

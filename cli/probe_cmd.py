@@ -7,6 +7,7 @@ options not given are left to `ProbeSettings`' defaults.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -67,7 +68,7 @@ def probe(
     layers: Annotated[Optional[str], _opt("layers", "--layers", lead="0-2, 1,3,5 or lower|middle|upper: ")] = None,
     estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator")] = None,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
-    device: DeviceOpt = _DEFAULT["device"],
+    device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
     max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
     text_column: Annotated[Optional[str], _opt("text_column", "--text-column")] = None,
@@ -77,13 +78,13 @@ def probe(
     as_json: bool = JsonOpt,
 ) -> None:
     """Probe MODEL on TASK: per-module mean-gradient and weight-update spectra, intrinsic ranks, plots."""
-    with handle_errors():
+    with handle_errors(probe):
         import dataclasses
 
         from intrinsic.errors import ConfigError
         from intrinsic.probes import load_inputs
         from intrinsic.probes import probe as run_probe
-        from intrinsic.results import default_out, ensure_writable_dir
+        from intrinsic.results import default_out, output_dir
 
         given = dict(
             batches=batches, batch_size=batch_size, max_length=max_length, update_steps=update_steps,
@@ -100,17 +101,21 @@ def probe(
         out = out or default_out(model, task, "probe", settings.seed)
         if (out / "probe.json").exists() and not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
-        ensure_writable_dir(out)
+        with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+            started = time.perf_counter()
+            with err_console.status(f"loading {model} and {task}"):
+                loaded, data = load_inputs(model, task, settings)
+            load_s = time.perf_counter() - started
+            if layers:
+                from intrinsic.arch import num_layers
+                from intrinsic.placement import parse_layers
 
-        with err_console.status(f"loading {model} and {task}"):
-            loaded, data = load_inputs(model, task, settings)
-        if layers:
-            from intrinsic.arch import num_layers
-            from intrinsic.placement import parse_layers
-
-            settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
-        report = _run_with_progress(run_probe, loaded, data, settings)
-        _save(report, out)
+                settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
+            report = _run_with_progress(run_probe, loaded, data, settings)
+            # the probe times its own load of the objects it was given (~0): count the real one
+            timings = {**report.timings, "load": round(report.timings.get("load", 0.0) + load_s, 4)}
+            report = dataclasses.replace(report, timings=timings)
+            _save(report, out)
         if as_json:
             print_json(report.to_json())
             return
@@ -159,8 +164,8 @@ def report(
         if as_json:
             print_json(rep.to_json())
             return
+        path = write_report(rep, directory if directory.is_dir() else directory.parent, fmt)  # fails before output
         render_terminal(rep)
-        path = write_report(rep, directory if directory.is_dir() else directory.parent, fmt)
         console.print(f"wrote [bold]{path}[/]")
 
 

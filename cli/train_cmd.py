@@ -69,7 +69,7 @@ def train(
     max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
     max_eval_examples: Annotated[Optional[int], _opt("max_eval_examples", "--max-eval-examples")] = None,
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split "
-                                  "(max_eval_examples None)."),
+                                  "(no --max-eval-examples cap)."),
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
@@ -85,9 +85,9 @@ def train(
     as_json: bool = JsonOpt,
 ) -> None:
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
-    with handle_errors():
+    with handle_errors(train):
         from intrinsic.errors import ConfigError
-        from intrinsic.results import default_out
+        from intrinsic.results import default_out, output_dir
         from intrinsic.training import prepare_out_dir
 
         if overwrite and resume:
@@ -104,15 +104,18 @@ def train(
         columns = {"text_column": text_column, "label_column": label_column}
         expected = dict(model=model, task=task, placement=request.strategy, config=config)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
-        if done is None:
-            done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json, columns)
-        else:  # same model, task, placement and config: compare the plan too (it needs the model)
-            from intrinsic.training.rundir import refuse_other_run
+        with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+            if done is None:
+                done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json, columns)
+            else:  # same model, task, placement and config: compare the plan too (it needs the model)
+                from intrinsic.training.rundir import refuse_other_run
 
-            _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json, columns)
-            refuse_other_run(out, done, config=config, plan=the_plan)
-            if not as_json:
-                err_console.print(f"[dim]{out} holds a complete run with these settings; returning it (--resume).[/]")
+                _pipe, the_plan = _plan(model, task, request, probe_dir, config, device, dtype, out, as_json,
+                                        columns)
+                refuse_other_run(out, done, config=config, plan=the_plan)
+                if not as_json:
+                    err_console.print(f"[dim]{out} holds a complete run with these settings; returning it "
+                                      "(--resume).[/]")
         if as_json:
             print_json(done)
         else:
@@ -147,10 +150,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
     """(Pipeline, Plan or "full") of this request; auto reads --probe DIR, else OUT/probe, else probes there."""
     from intrinsic.pipeline import Pipeline
     from intrinsic.probes import ProbeReport
-    from intrinsic.results import ensure_writable_dir
     from intrinsic.training.rundir import PROBE_DIR
 
-    ensure_writable_dir(out)
     pipe = Pipeline(model, task_name, seed=config.seed, device=device, dtype=dtype,
                     data={"max_examples": config.max_examples, "max_eval_examples": config.max_eval_examples,
                           **columns})
@@ -211,26 +212,30 @@ def compare(
 ) -> None:
     """Show runs side by side (score, params, time, memory) and mark the Pareto-optimal ones (score vs params)."""
     with handle_errors():
-        from intrinsic.training.compare import compare_runs
+        from intrinsic.training.compare import compare_runs, comparison_note
 
         rows = compare_runs(runs)
         if as_json:
             print_json(rows)
             return
         tasks = sorted({f"{r.model} / {r.task}" for r in rows})
-        shown = [{"": "★" if r.pareto else "", "run": r.run, "placement": r.placement, "status": r.status,
-                  "score": _f(r.score, ".4f"), "params": human(r.trainable_params),
-                  "% base": _f(r.trainable_pct, ".3g"), "train s": _f(r.train_time_s, ".1f"),
-                  "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
+        shown = [{"": "★" if r.pareto else "", "group": r.group, "run": r.run, "placement": r.placement,
+                  "status": r.status, "score": _f(r.score, ".4f"), "baseline": _f(r.baseline, ".4f"),
+                  "params": human(r.trainable_params), "% base": _f(r.trainable_pct, ".3g"),
+                  "train s": _f(r.train_time_s, ".1f"), "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
                   "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else "")}
                  for r in rows]
-        cols = ["", "run", "placement", "score", "params", "% base", "train s", "ms/step", "peak MiB"]
+        cols = ["", "run", "placement", "score", "baseline", "params", "% base", "train s", "ms/step", "peak MiB"]
         if any(r.status != "complete" for r in rows):
             cols.insert(3, "status")
+        note = comparison_note(rows)
+        if note:
+            cols.insert(1, "group")
         display_table(shown, columns=cols, title=f"{len(rows)} runs — {'; '.join(tasks)}", styles={"": "bold green"})
-        console.print("★ Pareto-optimal: no other run scores as high with as few trainable params.")
-        if len(tasks) > 1:
-            err_console.print("[yellow]warning:[/] these runs are on different models or tasks.")
+        console.print("★ Pareto-optimal: above its baseline, and no other run" + (" of its group" if note else "")
+                      + " scores as high with as few trainable params.")
+        if note:
+            err_console.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
 
 
 def _f(v, spec: str) -> str:

@@ -88,10 +88,12 @@ def cache_dir() -> Path:
 
 
 def quiet_transformers():
-    """Silence transformers' 'newly initialized weights' chatter; the head is new on purpose."""
+    """Silence transformers' 'newly initialized weights' chatter (the head is new on purpose) and its
+    loading progress bars (GGUF dequantization, weight loading), which would break our own progress lines."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
@@ -104,6 +106,8 @@ def _smollm2_dir() -> Path:
     if importlib.util.find_spec("gguf") is None:
         raise MissingPackageError("Model alias 'smollm2' needs the gguf reader: pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()  # the first load dequantizes with progress bars of its own
 
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -7,6 +7,7 @@ formatted for people live in `intrinsic.report.format`.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -15,6 +16,7 @@ import re
 import tempfile
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,16 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    """Write `data` to `path` so that readers see the old file or the new one, never half.
+
+    A path that cannot be written (no permission, a file where a directory should be, a full
+    disk) raises ConfigError naming it, in one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, "wb") as f:
@@ -66,10 +74,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _unwritable(path, e) from None
         raise
     return path
+
+
+def _unwritable(path: Path, e: OSError) -> ConfigError:
+    """The one-line error for a file that cannot be written."""
+    if path.is_dir():
+        return ConfigError(f"Cannot write {path}: it is a directory.")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return ConfigError(f"Cannot write {path}: {blocker} is a file, not a directory.")
+    return ConfigError(f"Cannot write {path} ({e.strerror or e}).")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -93,13 +113,43 @@ def read_json(path: str | Path) -> Any:
 def ensure_writable_dir(path: str | Path) -> Path:
     """Create `path` if needed and check that files can be written there."""
     path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        what = "it" if blocker == path else str(blocker)
+        raise ConfigError(f"Output directory {path} is not writable: {what} is a file, not a directory; "
+                          "choose another --out.")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test."):  # unique: safe when processes race
             pass
     except OSError as e:
-        raise ConfigError(f"Output directory {path} is not writable ({e.strerror}).") from None
+        raise ConfigError(f"Output directory {path} is not writable ({e.strerror or e}): choose another --out.") \
+            from None
     return path
+
+
+@contextlib.contextmanager
+def output_dir(path: str | Path) -> Iterator[Path]:
+    """`ensure_writable_dir(path)` for the body of a command; when the body fails, the directories
+    this call created are removed again if nothing was written into them (files are never removed)."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    ensure_writable_dir(path)
+    try:
+        yield path
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove each of `dirs` (deepest first) and empty folders under it, if no file is left in them."""
+    for top in dirs:
+        if not top.is_dir():
+            continue
+        for root, _subdirs, _files in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)  # fails, and so stays, when anything is still inside
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:

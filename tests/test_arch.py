@@ -207,10 +207,13 @@ def _check_split_against_forward(monkeypatch, modeling, model, ref: ModuleRef):
 
 def test_peft_wrapped_models():
     peft = pytest.importorskip("peft")
+    from intrinsic.training.model import quiet_peft
     for model_type, targets in (("bert", ["query", "value"]), ("gpt2", ["c_attn"])):
         model = tiny(model_type)
         before = discover(model)
-        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=targets, fan_in_fan_out=model_type == "gpt2"))
+        with quiet_peft():
+            wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=targets,
+                                                                 fan_in_fan_out=model_type == "gpt2"))
         after = discover(wrapped)
         assert [r.name for r in after] == ["base_model.model." + r.name for r in before]
         assert [peft_target_name(r.name) for r in after] == [r.name for r in before]

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from intrinsic.cli.app import app
+from intrinsic.cli.common import cli_field_help
 from intrinsic.fields import field_defaults, field_help
 from intrinsic.placement.request import PlacementRequest
 from intrinsic.probes.settings import ProbeSettings
@@ -38,8 +39,8 @@ MIRRORS = {
     "modules": {"--modules": (P, "modules")},
 }
 CONFIGS = {"probe": (P,), "train": (T, R), "plan": (R,), "modules": ()}
-# options whose default is the command's own, not the config's (shown by typer): device of train
-OWN_DEFAULT = {("train", "--device"): "auto", ("train", "--dtype"): "float32", ("plan", "--placement"): "auto",
+# options whose default is the command's own, not the config's (shown by typer): device of probe and train
+OWN_DEFAULT = {("probe", "--device"): "auto", ("train", "--device"): "auto", ("train", "--dtype"): "float32", ("plan", "--placement"): "auto",
                ("train", "--placement"): "all"}
 
 
@@ -54,7 +55,8 @@ def test_mirrored_options_show_field_help_and_default(command):
     for flag, (cls, name) in MIRRORS[command].items():
         assert flag in opts, f"{command} lost its {flag} option"
         opt = opts[flag]
-        assert field_help(cls)[name] in opt.help, f"{command} {flag}: help is not {cls.__name__}.{name}'s"
+        # the field's help, with None said as the CLI says it ("not given", --no-update)
+        assert cli_field_help(cls, name) in opt.help, f"{command} {flag}: help is not {cls.__name__}.{name}'s"
         default = field_defaults(cls).get(name)
         if (command, flag) in OWN_DEFAULT:
             assert opt.default == OWN_DEFAULT[command, flag]

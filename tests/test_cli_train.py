@@ -106,13 +106,15 @@ def test_compare_marks_pareto(runs):
     result = invoke(["compare", *dirs, "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["run"] for r in rows] == ["all", "qv", "full"]
-    front = set(pareto_front([(r["score"], r["trainable_params"]) for r in rows]))
+    assert [r["run"] for r in rows] == ["all", "qv", "full"] and {r["group"] for r in rows} == {1}
+    nan = float("nan")  # a run at (or below) its majority baseline learned nothing: never starred
+    front = set(pareto_front([(r["score"] if r["score"] > r["baseline"] else nan, r["trainable_params"])
+                              for r in rows]))
     assert [r["pareto"] for r in rows] == [i in front for i in range(3)]
-    assert any(r["pareto"] and r["score"] == max(x["score"] for x in rows) for r in rows)
-    assert rows[1]["pareto"]  # q,v@2 is the smallest run: nothing has fewer params
+    assert not any(r["pareto"] and r["score"] <= r["baseline"] for r in rows)
+    assert rows[1]["pareto"] == (rows[1]["score"] > rows[1]["baseline"])  # q,v@2: nothing has fewer params
     text = invoke(["compare", *dirs])
-    assert text.exit_code == 0 and "★" in text.stdout
+    assert text.exit_code == 0 and "Pareto-optimal: above its baseline" in text.stdout
 
 
 def test_plan_from_probe(assets, tmp_path):

@@ -73,9 +73,55 @@ def test_json_keys_are_the_cli_schema(run_dirs):
     keys = list(to_dict(compare_runs(run_dirs[:1]))[0])
     assert keys == ["run", "path", "model", "task", "placement", "status", "score", "best", "trainable_params",
                     "trainable_pct", "adapter_bytes", "train_time_s", "time_per_step_s", "tokens_per_s",
-                    "peak_memory_mb", "memory_kind", "pareto"]
+                    "peak_memory_mb", "memory_kind", "pareto", "baseline", "steps", "seed", "eval_examples", "group"]
 
 
 def test_no_runs_is_a_config_error():
     with pytest.raises(ConfigError, match="at least one"):
         compare_runs([])
+
+
+def write_run(root, name: str, **changes) -> object:
+    """A run directory whose run.json is `run_json("complete", 0.8, 1000)` with `changes` applied
+    (`config` entries are merged)."""
+    data = run_json("complete", 0.8, 1_000)
+    data["config"] = {"seed": 0, "max_eval_examples": 1000, **changes.pop("config", {})}
+    data.update(changes)
+    (root / name).mkdir()
+    (root / name / "run.json").write_text(json.dumps(data))
+    return root / name
+
+
+def test_a_run_at_or_below_its_baseline_is_never_pareto(tmp_path):
+    dirs = [write_run(tmp_path, "chance", score=0.5, trainable_params=10),        # = majority baseline
+            write_run(tmp_path, "worse", score=0.4, trainable_params=5),          # below it
+            write_run(tmp_path, "learned", score=0.8, trainable_params=1_000)]
+    assert {r.run: r.pareto for r in compare_runs(dirs)} == {"chance": False, "worse": False, "learned": True}
+
+
+def test_incomparable_runs_get_a_front_each_and_a_note_naming_what_differs(tmp_path):
+    from intrinsic.training.compare import comparison_note
+
+    dirs = [write_run(tmp_path, "short", steps=10, score=0.7, trainable_params=1_000),
+            write_run(tmp_path, "long", steps=100, score=0.9, trainable_params=2_000),
+            write_run(tmp_path, "long-small", steps=100, score=0.8, trainable_params=500),
+            write_run(tmp_path, "seed1", steps=10, score=0.75, trainable_params=1_000, config={"seed": 1})]
+    rows = compare_runs(dirs)
+    # "short" is beaten by "long-small" on both axes, but they trained for different numbers of steps
+    assert {r.run: r.pareto for r in rows} == {"short": True, "long": True, "long-small": True, "seed1": True}
+    assert [r.group for r in rows] == [1, 2, 2, 3]
+    note = comparison_note(rows)
+    assert note is not None and "steps (10, 100)" in note and "seed (0, 1)" in note and "\n" not in note
+    assert "model" not in note.split(":")[0] and comparison_note(rows[1:3]) is None
+
+
+def test_compare_cli_warns_about_incomparable_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from intrinsic.cli.app import app
+
+    dirs = [write_run(tmp_path, "a", steps=10), write_run(tmp_path, "b", steps=20, task="other")]
+    res = CliRunner().invoke(app, ["compare", *map(str, dirs)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "warning:" in text and "task (other, toy)" in text and "steps (10, 20)" in text

@@ -362,7 +362,9 @@ def test_peft_build_and_verify():
     from peft import get_peft_model
 
     plan = nonuniform_plan(n_layers=12)  # 72 modules, ranks 1..72: layer.1.* must not leak into layer.11.*
-    with warnings.catch_warnings():
+    from intrinsic.training.model import quiet_peft
+
+    with warnings.catch_warnings(), quiet_peft():
         warnings.simplefilter("error", RuntimeWarning)  # no "pattern key matched nothing" warnings
         model = get_peft_model(make_tiny_bert(12), plan.to_peft_config("SEQ_CLS", modules_to_save=["classifier"]))
     verify_peft_model(model, plan)
@@ -391,8 +393,11 @@ def test_verify_catches_silently_ignored_pattern():
     with pytest.raises(ConfigError, match=r"layer\.1\.attention\.self\.query: rank 1, planned 7"):
         verify_peft_model(model, plan)
     # an adapter on an unplanned module is caught too
+    from intrinsic.training.model import quiet_peft
+
     small = Plan("hand", plan.entries[1:], None, plan.params - plan.entries[0].params, 0, False)
-    model = get_peft_model(make_tiny_bert(), plan.to_peft_config("SEQ_CLS"))
+    with quiet_peft():
+        model = get_peft_model(make_tiny_bert(), plan.to_peft_config("SEQ_CLS"))
     with pytest.raises(ConfigError, match="unplanned adapter"):
         verify_peft_model(model, small)
     with pytest.raises(ConfigError, match="no adapter"):

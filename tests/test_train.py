@@ -96,7 +96,10 @@ def test_adapter_reloads_and_reproduces_score(trained):
 
     _, _, config, r, out, _ = trained
     base = build_tiny_model("bert")  # same seed: same backbone; the trained head comes from the adapter
-    model = PeftModel.from_pretrained(base.model, str(out / "adapter"))
+    from intrinsic.training.model import quiet_peft
+
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base.model, str(out / "adapter"))
     metrics = evaluate(model, make_eval_batches(toy_task(), base.tokenizer, config), task_kind="classification")
     assert metrics["accuracy"] == r.metrics["accuracy"]
     assert metrics["loss"] == pytest.approx(r.metrics["loss"], abs=1e-6)

@@ -88,7 +88,9 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
                 f"Cannot parse layer selection '{item}': use 0-5, 1,3,5 or lower|middle|upper.{did_you_mean(item, thirds)}"
             )
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if lo > hi or hi >= n_layers:
+        if lo > hi:
+            raise ConfigError(f"Layer selection '{item}' is reversed: write {hi}-{lo} (ranges run low-high).")
+        if hi >= n_layers:
             raise ConfigError(f"Layer selection '{item}' is outside this model's layers 0-{n_layers - 1}.")
         out.update(range(lo, hi + 1))
     if not out:

@@ -10,9 +10,12 @@ Probe plots, written by `write_plots(report, out_dir)`:
 - `rank_vs_layer.png`: median intrinsic rank per layer, attention vs FFN; beside it the share
   of gradient energy each kind carries per layer.
 - `spectra.png`: spectrum decay curves sigma_i / sigma_1 of the mean gradient, one panel per
-  role, one line per layer, with the shuffled-label (noise) spectra dashed in grey.
-- `update_growth.png` (only when the update probe ran with checkpoints): median energy-90 rank of
-  W_step - W_0 per kind against the step.
+  role, one line per layer; the noise floor (the median over layers of the shuffled-label spectrum,
+  on the same scale) is drawn in black, dashed.
+- `update_growth.png` (only when the update probe ran with checkpoints): median energy-90 and
+  stable rank of W_step - W_0 per kind against the step (they may rise or fall: `GROWTH_TITLE`).
+
+Only the plots that show the intrinsic rank name its estimator in their title.
 
 Every figure is rendered to bytes and written atomically, so a crash never leaves half a PNG.
 """
@@ -30,6 +33,7 @@ from ..results import atomic_write_bytes
 
 PLOT_FILES = ("rank_heatmap.png", "rank_vs_layer.png", "spectra.png", "update_growth.png")
 _KIND_COLORS = {"attention": "tab:blue", "ffn": "tab:orange"}
+GROWTH_TITLE = "Rank of the weight update over fine-tuning steps"
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -77,8 +81,9 @@ def ci_halfwidth(stat) -> float:
 # ----------------------------------------------------------------------------- probe plots
 
 
-def _title(report: ProbeReport, what: str) -> str:
-    return f"{what}: {report.model} on {report.task} ({report.estimator})"
+def _title(report: ProbeReport, what: str, estimator: bool = True) -> str:
+    """"WHAT: MODEL on TASK", with the rank estimator when the plot shows its ranks."""
+    return f"{what}: {report.model} on {report.task}" + (f" ({report.estimator})" if estimator else "")
 
 
 def heatmap_png(report: ProbeReport) -> bytes:
@@ -144,6 +149,7 @@ def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.8 * nrows), squeeze=False, layout="constrained")
     for idx, role in enumerate(roles):
         ax = axes[idx // cols][idx % cols]
+        floors = []  # each layer's shuffled-label spectrum, on its own layer's scale
         for m in (r for r in leaves if r.role == role):
             s = np.asarray(m.grad_sv[:top])
             if s.size == 0 or s[0] <= 0:
@@ -152,7 +158,12 @@ def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
             ax.semilogy(np.arange(1, s.size + 1), s / s[0], color=color, lw=1.1)
             n = np.asarray(m.noise_sv[:top])
             if n.size:
-                ax.semilogy(np.arange(1, n.size + 1), n / s[0], color="grey", lw=0.7, ls="--", alpha=0.6)
+                floors.append(n / s[0])
+        if floors:
+            k = min(f.size for f in floors)
+            floor = np.median(np.stack([f[:k] for f in floors]), axis=0)  # (k,)
+            ax.semilogy(np.arange(1, k + 1), floor, color="black", lw=1.4, ls="--", label="noise floor")
+            ax.legend(fontsize=7, loc="upper right")
         ax.set_title(role, fontsize=9)
         ax.set_xlabel("index i", fontsize=8)
         ax.grid(alpha=0.3)
@@ -162,7 +173,8 @@ def spectra_png(report: ProbeReport, top: int = 128) -> bytes:
         axes[idx // cols][idx % cols].axis("off")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(layers, default=0), max(layers, default=1)))
     fig.colorbar(sm, ax=axes, label="layer", shrink=0.8, aspect=30)
-    fig.suptitle(_title(report, "Mean-gradient spectra (dashed grey: shuffled labels)"), fontsize=9)
+    fig.suptitle(_title(report, "Mean-gradient spectra (dashed black: noise floor, shuffled labels)",
+                        estimator=False), fontsize=9)
     return png_bytes(fig)
 
 
@@ -182,7 +194,7 @@ def growth_png(report: ProbeReport) -> bytes | None:
             ax.plot(steps, med, "o" + ls, color=color, label=f"{kind} {key}")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("rank of W_step - W_0 (median)")
-    ax.set_title(_title(report, "Update rank growth"), fontsize=9)
+    ax.set_title(_title(report, GROWTH_TITLE, estimator=False), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return png_bytes(fig)

@@ -131,6 +131,6 @@ def pick_column(columns: Sequence[str], given: str | None, defaults: tuple[str, 
             return lower[cand]
     raise MissingColumnError(
         f"No {what} column in {source} (looked for {', '.join(defaults)}); available columns: "
-        f"{', '.join(columns)}. Name it with {what}_column."
+        f"{', '.join(columns)}. Name it with `{what}_column`."
     )
 

@@ -2,8 +2,13 @@
 
 `compare_runs(paths)` reads each run.json (`RunResult.load`) and returns `RunComparison` rows in the
 order given; `intrinsic compare` only renders them (or prints them as JSON: the row's fields, in
-order, are the keys of its `--json` output). A failed run, or one without a score, is never on the
-front and never pushes another run off it (`pareto.pareto_front` treats NaN that way).
+order, are the keys of its `--json` output). A failed run, one without a score, or one that scores
+no better than its baseline (majority class, untrained model) is never on the front and never pushes
+another run off it (`pareto.pareto_front` treats NaN that way).
+
+Only comparable runs compete: runs of another model, task, step count, evaluation size or seed form
+their own group (`RunComparison.group`), each with its own front, and `comparison_note(rows)` says
+in one line what differs.
 """
 
 from __future__ import annotations
@@ -36,8 +41,15 @@ class RunComparison:
     tokens_per_s: float | None = documented(help="training tokens per second")
     peak_memory_mb: float | None = documented(help="peak memory in MiB (see memory_kind)")
     memory_kind: str | None = documented(help='"cuda": absolute peak allocated; "rss": peak growth of the process')
-    pareto: bool = documented(help="no other complete run has a score at least as high with at most as many "
-                                   "trainable params (and is strictly better on one)")
+    pareto: bool = documented(help="scores above its baseline, and no other complete run of its group has a "
+                                   "score at least as high with at most as many trainable params (and is "
+                                   "strictly better on one)")
+    baseline: float | None = documented(help="the score of the run's baseline (majority class or untrained model)")
+    steps: int | None = documented(help="optimizer steps completed")
+    seed: int | None = documented(help="the training seed")
+    eval_examples: int | None = documented(help="cap on held-out examples (max_eval_examples; null: all)")
+    group: int = documented(help="1, 2, ...: runs with the same model, task, steps, eval size and seed, in order "
+                                 "of first appearance; the Pareto front is drawn within each group")
 
 
 def compare_runs(paths: Sequence[str | Path]) -> list[RunComparison]:
@@ -51,15 +63,57 @@ def compare_runs(paths: Sequence[str | Path]) -> list[RunComparison]:
     paths = [Path(p) for p in paths]
     results = [RunResult.load(p) for p in paths]
     names = [(p.parent if p.name == RUN_FILE else p).name for p in paths]
-    nan = float("nan")
-    points = [(r.score if r.status == "complete" and r.score is not None else nan, float(r.trainable_params))
-              for r in results]
-    front = set(pareto_front(points))
+    keys = [tuple(_setting(r, name) for name in COMPARED) for r in results]
+    group_of = {k: i + 1 for i, k in enumerate(dict.fromkeys(keys))}
+    front: set[int] = set()
+    for key in group_of:
+        members = [i for i, k in enumerate(keys) if k == key]
+        points = [(_useful_score(results[i]), float(results[i].trainable_params)) for i in members]
+        front.update(members[j] for j in pareto_front(points))
     return [
         RunComparison(run=name, path=str(path), model=r.model, task=r.task, placement=r.placement,
                       status=r.status, score=r.score, best=r.best_score, trainable_params=r.trainable_params,
                       trainable_pct=r.trainable_pct, adapter_bytes=r.adapter_bytes, train_time_s=r.train_time_s,
                       time_per_step_s=r.time_per_step_s, tokens_per_s=r.tokens_per_s,
-                      peak_memory_mb=r.peak_memory_mb, memory_kind=r.memory_kind, pareto=i in front)
+                      peak_memory_mb=r.peak_memory_mb, memory_kind=r.memory_kind, pareto=i in front,
+                      baseline=r.baseline_score, steps=r.steps, seed=_setting(r, "seed"),
+                      eval_examples=_setting(r, "eval size"), group=group_of[keys[i]])
         for i, (name, path, r) in enumerate(zip(names, paths, results, strict=True))
     ]
+
+
+# what must be equal for two runs' scores to be compared, as the note names it
+COMPARED = ("model", "task", "steps", "eval size", "seed")
+
+
+def _setting(r, name: str):
+    """Setting `name` of COMPARED for RunResult `r` (None when run.json does not say)."""
+    if name in ("model", "task", "steps"):
+        return getattr(r, name)
+    return (r.config or {}).get({"eval size": "max_eval_examples", "seed": "seed"}[name])
+
+
+def _useful_score(r) -> float:
+    """The score a run competes with: NaN (never on the front) when failed, missing, or not above baseline."""
+    if r.status != "complete" or r.score is None:
+        return float("nan")
+    if r.baseline_score is not None and r.score <= r.baseline_score:
+        return float("nan")
+    return r.score
+
+
+def comparison_note(rows: Sequence[RunComparison]) -> str | None:
+    """One line naming what differs between the runs' groups ("steps (10, 100); seed (0, 1)"), or None when
+    every run is comparable with every other."""
+    if len({r.group for r in rows}) < 2:
+        return None
+    values = {"model": [r.model for r in rows], "task": [r.task for r in rows], "steps": [r.steps for r in rows],
+              "eval size": [r.eval_examples for r in rows], "seed": [r.seed for r in rows]}
+    differ = []
+    for name in COMPARED:
+        distinct = sorted(set(values[name]), key=lambda v: (v is None, v if isinstance(v, (int, float)) else str(v)))
+        if len(distinct) > 1:
+            shown = ", ".join("all" if v is None and name == "eval size" else str(v) for v in distinct)
+            differ.append(f"{name} ({shown})")
+    return (f"these runs differ in {'; '.join(differ)}: their scores are not comparable, so each group of runs "
+            "with the same settings (column 'group') has its own Pareto front.")

@@ -4,6 +4,10 @@ groups counted in a run, and the `accelerate` setup."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 from ..errors import ConfigError
 
 
@@ -28,8 +32,6 @@ def build_model(loaded, plan, seed: int = 0):
     The model is modified in place (adapters injected); the head trains via modules_to_save. A model
     that already carries adapters (an earlier `train` on the same object) is refused.
     """
-    import warnings
-
     import torch
 
     model = loaded.model
@@ -46,11 +48,19 @@ def build_model(loaded, plan, seed: int = 0):
     heads = head_module_names(model) if loaded.task_kind == "classification" else None
     peft_config = plan.to_peft_config(task_type, modules_to_save=heads)
     torch.manual_seed(seed)  # LoRA A matrices are initialised from the global generator
-    with warnings.catch_warnings():  # peft reads transformers' deprecated alias is_gradient_checkpointing
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with quiet_peft():
         peft_model = get_peft_model(model, peft_config)
     verify_peft_model(peft_model, plan)
     return peft_model
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Around peft's wrapping or loading of a model (`get_peft_model`, `PeftModel.from_pretrained`): peft reads
+    transformers 5's deprecated alias `is_gradient_checkpointing`, a FutureWarning that is not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def check_unadapted(loaded) -> None:

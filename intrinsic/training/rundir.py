@@ -62,8 +62,21 @@ def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False, resume: boo
     if overwrite:
         _clear(out)
         return None
+    if _status(out) == "failed":
+        raise ConfigError(f"Output directory {out} holds a failed run ({RUN_FILE}); pass --overwrite to "
+                          "replace it (--resume does the same), or choose another --out.")
     raise ConfigError(f"Output directory {out} already holds a run ({RUN_FILE}); "
                       "pass --overwrite to start fresh or --resume to keep a complete run.")
+
+
+def _status(out: Path) -> str | None:
+    """The status stored in out's run.json, None when it cannot be read."""
+    from ..results import read_json
+
+    try:
+        return read_json(out / RUN_FILE).get("status")
+    except (ConfigError, AttributeError):
+        return None
 
 
 def run_differences(old: RunResult, *, model: str | None = None, task: str | None = None,
