@@ -123,6 +123,8 @@ def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:
 
     d = to_dict(asdict(s))
     d["update_checkpoints"] = list(s.checkpoints) or None
+    if not s.folds:  # off: probe.json keeps the keys it had before folds existed
+        del d["folds"]
     return d
 
 
