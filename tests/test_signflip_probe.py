@@ -90,3 +90,23 @@ def test_cli_sign_flip_without_folds_is_one_line(tiny_bert_dir, tiny_csv, tmp_pa
     assert res.exit_code == 2
     assert "sign_flip needs fold means" in res.output and "--folds" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_rows_carry_the_per_direction_pvalues(tiny_bert, tmp_path):
+    from intrinsic.probes.schema import ProbeReport
+
+    rep = probe(tiny_bert, _task(), **{**FAST, "batches": 8}, folds=8, rank_estimator="sign_flip")
+    for m in rep.modules:
+        p = m.sign_flip_p
+        assert p and len(p) >= 1 and all(0 < x <= 1 for x in p)
+        kept = 0
+        for x in p:  # the rank is the number of leading p-values at or below alpha
+            if x > 0.05:
+                break
+            kept += 1
+        assert kept == m.intrinsic_rank
+    rep.save(tmp_path)
+    assert ProbeReport.load(tmp_path).modules == rep.modules
+    base = probe(tiny_bert, _task(), **FAST)
+    assert all(m.sign_flip_p is None for m in base.modules)
+    assert all("sign_flip_p" not in row for row in base.to_json()["modules"])  # default probe.json unchanged

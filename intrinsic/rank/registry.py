@@ -71,7 +71,7 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
        "singular values above the shuffled-label spectrum's largest"),
     Estimator("half_difference", "test", ("diff_top",), lambda s: float(F.half_difference_floor(s.sv, s.diff_top, s.shape)),
        "singular values above the largest of (G_even - G_odd) / 2"),
-    Estimator("sign_flip", "test", ("folds",), lambda s: float(SF.sign_flip_test(s.folds, seed=s.seed).rank),
+    Estimator("sign_flip", "test", ("folds",), lambda s: float(SF.sign_flip_cached(s.folds, s.seed).rank),
        f"step-down sign-flip test on K fold means, family-wise level {SF.ALPHA} (needs folds)"),
 )}
 DESCRIPTIVE = tuple(n for n, e in ESTIMATORS.items() if e.kind == "descriptive")  # spectrum-only names, in order

@@ -37,6 +37,7 @@ sense (K = 8: alpha >= 1/128).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,22 @@ def _leading(pvals, alpha):
         if p > alpha:
             return
         yield p
+
+
+_LAST: list = []  # [(weakref to folds, seed, result)]: the last default test, for `sign_flip_cached`
+
+
+def sign_flip_cached(folds, seed: int = 0) -> SignFlipTest:
+    """`sign_flip_test(folds, seed=seed)` with the defaults, reusing the last result for the same folds object
+    (the probe asks for the rank through the registry, then for the p-values of the same row)."""
+    if _LAST and _LAST[0][0]() is folds and _LAST[0][1] == seed:
+        return _LAST[0][2]
+    res = sign_flip_test(folds, seed=seed)
+    try:
+        _LAST[:] = [(weakref.ref(folds), seed, res)]
+    except TypeError:  # not weak-referenceable (a list): no caching
+        _LAST.clear()
+    return res
 
 
 def sign_flip_rank(folds, **kw) -> int:
