@@ -110,3 +110,10 @@ def test_rows_carry_the_per_direction_pvalues(tiny_bert, tmp_path):
     base = probe(tiny_bert, _task(), **FAST)
     assert all(m.sign_flip_p is None for m in base.modules)
     assert all("sign_flip_p" not in row for row in base.to_json()["modules"])  # default probe.json unchanged
+
+
+def test_folds_refuse_reused_examples(tiny_bert):
+    """An example in two folds makes them dependent and the sign-flip test liberal: refuse, naming the options."""
+    with pytest.raises(ConfigError, match=r"--folds needs 128 distinct training examples .8 batches x 16., "
+                                          r"the task has 96; lower --batches or --batch-size"):
+        probe(tiny_bert, _task(n=96), batches=8, batch_size=16, max_length=24, update_steps=None, folds=8)

@@ -74,6 +74,10 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         clock = now
 
     loaded, data = load_inputs(model, task, s)
+    need = s.batches * s.batch_size
+    if s.folds and need > len(data.train_texts):  # a reused example would sit in two folds: they would not be independent
+        raise ConfigError(f"--folds needs {need} distinct training examples ({s.batches} batches x {s.batch_size}), "
+                          f"the task has {len(data.train_texts)}; lower --batches or --batch-size.")
     refs = _select(loaded, s)
     lap("load")
     common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed)
