@@ -28,10 +28,10 @@ tests/test_signflip.py and benchmarks/calibrate_signflip.py).
 
 Cost: sigma_1 is computed on the m x m Gram matrices (m = the smaller side), with the fold Grams
 A_jl = G_j G_l^T computed once (K^2 m^2 n flops), M(s) Q M(s)^T = sum_jl s_j s_l A_jl - w w^T
-(w = sum_j s_j G_j V), then a fixed number of block power iterations from a fixed start. The
-statistic is then "this deterministic approximation of sigma_1", the same function for the
-observed and every resampled matrix, so the test stays exact even where the approximation is
-loose. With K folds there are only 2^(K-1) distinct |statistics|, so alpha >= 2^(1-K) makes
+(w = sum_j s_j G_j V), then a fixed number of block power iterations from a fixed start (later
+steps start from the same resample's block of the step before, deflated). The statistic is then
+"this deterministic approximation of sigma_1", the same function for the observed and every
+resampled matrix, so the test stays exact even where the approximation is loose. With K folds there are only 2^(K-1) distinct |statistics|, so alpha >= 2^(1-K) makes
 sense (K = 8: alpha >= 1/128).
 """
 
@@ -48,7 +48,8 @@ RESAMPLES = 199  # random sign vectors B; p-values are multiples of 1/(B+1)
 MIN_FOLDS = 8  # fewer folds give too few distinct sign flips (2^(K-1)) for a 5% test
 KMAX_CAP = 64  # largest rank the test will certify (steps)
 BLOCK = 8  # block size of the power iterations
-ITERS = 12  # block power iterations per statistic
+ITERS = 12  # block power iterations at the first step ...
+WARM_ITERS = 4  # ... and at later steps, which start from the previous step's block (deflated)
 CHUNK_BYTES = 256 * 2**20  # memory for the resampled Gram matrices at a time
 
 
@@ -71,15 +72,16 @@ def rademacher(resamples: int, folds: int, seed: int) -> np.ndarray:
     return rng.integers(0, 2, size=(resamples, folds)) * 2.0 - 1.0
 
 
-def _top_sv(H: torch.Tensor, proj, start: torch.Tensor, iters: int) -> torch.Tensor:
-    """sqrt of the top eigenvalue of proj(H) for a batch H (b, m, m) of PSD matrices: block power
-    iteration from the fixed `start` (m, p), then Rayleigh-Ritz. Deterministic given H."""
-    X = proj(start.expand(H.shape[0], -1, -1))  # (b, m, p)
+def _top_sv(apply, X: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt of the top eigenvalue of a batch of PSD operators `apply` (b, m, p) -> (b, m, p): block power
+    iteration from X (b, m, p), then Rayleigh-Ritz; also the final block (a warm start for the next step).
+    Deterministic given the operators and X."""
+    X = torch.linalg.qr(X).Q  # (b, m, p)
     for _ in range(iters):
-        X = torch.linalg.qr(proj(H @ X)).Q  # (b, m, p)
-    R = X.mT @ proj(H @ X)  # (b, p, p)
+        X = torch.linalg.qr(apply(X)).Q  # (b, m, p)
+    R = X.mT @ apply(X)  # (b, p, p)
     ev = torch.linalg.eigvalsh((R + R.mT) / 2)[:, -1]  # (b,)
-    return ev.clamp_min(0).sqrt()
+    return ev.clamp_min(0).sqrt(), X
 
 
 def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, seed: int = 0,
@@ -113,6 +115,9 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
     chunk = max(1, CHUNK_BYTES // (8 * m * m))
     tol = float(S[0]) * max(m, n) * 1e-7 if len(S) else 0.0  # below float32 round-off: not a direction
     pvals, stats, quants = [], [], []
+    starts = list(range(0, len(signs), chunk))
+    cache = {}  # chunk start -> (b, m, m) sum_jl s_j s_l A_jl, kept when all chunks fit in one
+    blocks = {i: start.expand(min(chunk, len(signs) - i), -1, -1) for i in starts}  # warm starts (b, m, p)
     for k in range(1, kmax + 1):
         r = k - 1 if deflate else 0
         Uk, Vk = U[:, :r], Vh[:r].mT  # (m, r), (n, r)
@@ -122,12 +127,20 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
             return X - Uk @ (Uk.mT @ X)  # (b, m, p): P X
 
         t = []
-        for i in range(0, len(signs), chunk):
+        for i in starts:
             s = signs[i:i + chunk]  # (b, K)
-            H = torch.einsum("bj,bl,jlac->bac", s, s, A)  # (b, m, m): M Q M^T * K^2 before deflation
-            w = torch.einsum("bj,jar->bar", s, W)  # (b, m, r)
-            H = H - w @ w.mT
-            t.append(_top_sv(H, proj, start, ITERS) / K)
+            H = cache.get(i)
+            if H is None:
+                H = torch.einsum("bj,bl,jlac->bac", s, s, A)  # (b, m, m): K^2 M(s) M(s)^T
+                if len(starts) == 1:
+                    cache[i] = H
+            w = torch.einsum("bj,jar->bar", s, W)  # (b, m, r): K M(s) V
+
+            def apply(X, H=H, w=w):
+                return proj(H @ X - w @ (w.mT @ X))  # K^2 P M(s) Q M(s)^T P X
+
+            top, blocks[i] = _top_sv(apply, proj(blocks[i]), ITERS if k == 1 else WARM_ITERS)
+            t.append(top / K)
         T = torch.cat(t).cpu().numpy()  # (1+B,): observed first
         obs, null = float(T[0]), T[1:]
         if not deflate:
