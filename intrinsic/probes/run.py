@@ -10,7 +10,10 @@ Intrinsic rank: every spectrum gets every estimator whose inputs it has (`rank.e
 mean gradient also gets the three data-driven floors, `split_half` (directions the two halves of
 the batches agree on beyond random subspaces), `noise_floor` (singular values above the
 shuffled-label spectrum) and `half_difference` (singular values above the largest of
-(G_even - G_odd) / 2). `rank_estimator` picks the one reported as `intrinsic_rank`.
+(G_even - G_odd) / 2). With `folds` K > 0 (opt-in) the gradient phase also keeps K fold means
+and the rows get `sign_flip`, the calibrated step-down sign-flip test (`rank.signflip`, family-wise
+level 5% for "rank >= 1"), with its per-direction p-values in `sign_flip_p`; every other number
+is the same as without folds. `rank_estimator` picks the one reported as `intrinsic_rank`.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from ..fields import documented
 # on Rotten Tomatoes: 10-39 per module), and noise_floor compares against shuffled labels, whose
 # gradient keeps the label-independent part (pushing the head towards the label marginal) that
 # dominates both spectra, so it reads 0 for 34 of MiniLM's 36 modules; it remains a diagnostic.
+# One noise copy makes half_difference a screen, not a test (about half of pure-noise matrices read >= 1);
+# with `folds` >= 8, `sign_flip` is the calibrated alternative (rank.signflip), opt-in for now.
 DEFAULT_ESTIMATOR = "half_difference"
 MIN_FOLDS = 8  # = rank.signflip.MIN_FOLDS (not imported: this module stays free of torch)
 
