@@ -27,6 +27,13 @@ def tiny_bert():
     return build_tiny_model("bert")
 
 
+@pytest.fixture(scope="module")
+def folded(tiny_bert):
+    """(probe with folds=8 and sign_flip, the same probe without folds): shared by the tests below."""
+    settings = {**FAST, "batches": 8}
+    return probe(tiny_bert, _task(), **settings, folds=8, rank_estimator="sign_flip"), probe(tiny_bert, _task(), **settings)
+
+
 def test_fold_means_average_to_the_mean_gradient(tiny_bert):
     model, data = tiny_bert.model, _task()
     refs = discover(model)
@@ -42,13 +49,12 @@ def test_fold_means_average_to_the_mean_gradient(tiny_bert):
     assert plain.folds is None
 
 
-def test_probe_with_folds_stores_the_sign_flip_column(tiny_bert):
-    rep = probe(tiny_bert, _task(), **{**FAST, "batches": 8}, folds=8, rank_estimator="sign_flip")
+def test_probe_with_folds_stores_the_sign_flip_column(folded):
+    rep, base = folded
     assert rep.settings["folds"] == 8 and rep.estimator == "sign_flip"
     for m in rep.modules:
         assert "sign_flip" in m.grad_ranks and m.intrinsic_rank == int(m.grad_ranks["sign_flip"])
         assert 0 <= m.intrinsic_rank <= min(m.shape)
-    base = probe(tiny_bert, _task(), **{**FAST, "batches": 8})
     for a, b in zip(rep.modules, base.modules):  # folds only add: every other number is the same
         assert a.grad_sv == b.grad_sv and {k: v for k, v in a.grad_ranks.items() if k != "sign_flip"} == b.grad_ranks
 
@@ -92,10 +98,10 @@ def test_cli_sign_flip_without_folds_is_one_line(tiny_bert_dir, tiny_csv, tmp_pa
     assert not out.exists()
 
 
-def test_rows_carry_the_per_direction_pvalues(tiny_bert, tmp_path):
+def test_rows_carry_the_per_direction_pvalues(folded, tmp_path):
     from intrinsic.probes.schema import ProbeReport
 
-    rep = probe(tiny_bert, _task(), **{**FAST, "batches": 8}, folds=8, rank_estimator="sign_flip")
+    rep, base = folded
     for m in rep.modules:
         p = m.sign_flip_p
         assert p and len(p) >= 1 and all(0 < x <= 1 for x in p)
@@ -107,7 +113,6 @@ def test_rows_carry_the_per_direction_pvalues(tiny_bert, tmp_path):
         assert kept == m.intrinsic_rank
     rep.save(tmp_path)
     assert ProbeReport.load(tmp_path).modules == rep.modules
-    base = probe(tiny_bert, _task(), **FAST)
     assert all(m.sign_flip_p is None for m in base.modules)
     assert all("sign_flip_p" not in row for row in base.to_json()["modules"])  # default probe.json unchanged
 
