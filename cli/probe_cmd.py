@@ -66,7 +66,8 @@ def probe(
     update_lr: Annotated[Optional[float], _opt("update_lr", "--update-lr")] = None,
     roles: Annotated[Optional[str], _opt("roles", "--roles", lead="Comma list, e.g. q,v: ")] = None,
     layers: Annotated[Optional[str], _opt("layers", "--layers", lead="0-2, 1,3,5 or lower|middle|upper: ")] = None,
-    estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator")] = None,
+    estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator", "--rank-estimator")] = None,
+    folds: Annotated[Optional[int], _opt("folds", "--folds")] = None,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
@@ -91,7 +92,7 @@ def probe(
             update_lr=update_lr,
             update_checkpoints=None if no_update else _ints(update_checkpoints, "--update-checkpoints"),
             roles=tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None,
-            rank_estimator=estimator or None, modules=modules, seed=seed, device=device, dtype=dtype,
+            rank_estimator=estimator or None, folds=folds, modules=modules, seed=seed, device=device, dtype=dtype,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
         )
         kw = {k: v for k, v in given.items() if v is not None}  # the rest: ProbeSettings' defaults
@@ -233,7 +234,7 @@ def render_terminal(rep) -> None:
 
     by_name = {m.name: m for m in rep.modules}
     top = Table(title="Top modules by gradient energy", header_style="bold")
-    cols = (*TESTS, "energy_90")  # the noise-floor tests of the registry, and one descriptive estimator
+    cols = (*(c for c in TESTS if any(c in m.grad_ranks for m in rep.modules)), "energy_90")  # tests measured, one descriptive
     for c in ("module", "energy", "rank", *cols, "update e90"):
         top.add_column(c, justify="left" if c == "module" else "right")
     for t in rep.summary.get("top_energy", [])[:8]:

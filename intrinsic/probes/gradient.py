@@ -9,6 +9,11 @@ so the mean gradient is G = (S_even + S_odd) / N, the split halves are S_even / 
 S_odd / N_odd, and the noise floor is S_noise / N. Keeping the two half sums (not "total and
 even") costs the same memory and one add per batch instead of one and a half.
 
+With `folds` K > 0 (opt-in, `ProbeSettings.folds`) it also keeps K fold means over disjoint batch
+sets, batch b in fold b % K (N a multiple of K), for the sign-flip rank test (`rank.signflip`):
+one (K, out, in) float32 tensor per module, 4K more bytes per probed parameter. The half sums
+are accumulated exactly as without folds, so every other number of the probe is unchanged.
+
 Memory: three float32 accumulators per probed parameter (12 bytes) plus one gradient buffer
 (the weight's own .grad, 4 bytes in float32), e.g. 10.6 M probed weights of MiniLM -> ~170 MB.
 Probe a subset (`roles`, `layers`) to cut it. Only the probed weights require grad while the
@@ -48,6 +53,8 @@ class GradientSums:
     n_even: int  # number of even batches
     n_odd: int  # number of odd batches
     n_noise: int  # number of shuffled-label batches
+    folds: list[torch.Tensor] | None = None  # (K, out, in) fold means, batch b in fold b % K; None: not kept
+    n_fold: int = 0  # batches per fold
 
     @property
     def n(self) -> int:
@@ -58,6 +65,13 @@ class GradientSums:
         idx = rows if isinstance(rows, slice) else torch.as_tensor(rows, device=self.even[i].device)
         e, o, z = self.even[i][idx], self.odd[i][idx], self.noise[i][idx]  # (rows, in)
         return (e + o) / self.n, e / max(self.n_even, 1), o / max(self.n_odd, 1), z / max(self.n_noise, 1)
+
+    def fold_means(self, i: int, rows=slice(None)) -> torch.Tensor | None:
+        """(K, rows, in) fold means of module i (a view for a slice of rows), None when folds were not kept."""
+        if self.folds is None:
+            return None
+        idx = rows if isinstance(rows, slice) else torch.as_tensor(rows, device=self.folds[i].device)
+        return self.folds[i][:, idx]
 
 
 @contextlib.contextmanager
@@ -89,8 +103,9 @@ def only_probed_weights_trainable(model, refs: Sequence[ModuleRef]) -> Iterator[
         model.train(was_training)
 
 
-def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progress: Progress | None) -> None:
-    """Add each batch's gradient into sums[b % len(sums)]."""
+def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progress: Progress | None,
+         folds: list[torch.Tensor] | None = None) -> None:
+    """Add each batch's gradient into sums[b % len(sums)] (and into folds[i][b % K] when given)."""
     params = [p for p in model.parameters() if p.requires_grad]
     total = len(batches)
     for b, batch in enumerate(batches):
@@ -104,6 +119,8 @@ def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progr
             g = grad_of(model, ref)  # (out, in)
             if g is not None:
                 acc[i].add_(g)
+                if folds is not None:
+                    folds[i][b % folds[i].shape[0]].add_(g)
         if progress:
             progress(phase, b + 1, total)
     for p in params:
@@ -117,10 +134,14 @@ def accumulate_gradients(
     noise_batches: Sequence[dict[str, torch.Tensor]],
     *,
     progress: Progress | None = None,
+    folds: int = 0,
 ) -> GradientSums:
-    """Sum per-batch gradients of the probed weights: even/odd halves of `batches`, and `noise_batches`."""
+    """Sum per-batch gradients of the probed weights: even/odd halves of `batches`, and `noise_batches`;
+    with `folds` K > 0 also the K fold means (batch b in fold b % K)."""
     if len(batches) < 2:
         raise ConfigError(f"batches must be at least 2 (split halves need one batch each), got {len(batches)}")
+    if folds and len(batches) % folds:
+        raise ConfigError(f"batches ({len(batches)}) must be a multiple of folds ({folds})")
     if not refs:
         raise ConfigError("No modules to probe.")
     dev = device_of(model)
@@ -129,11 +150,15 @@ def accumulate_gradients(
         return [torch.zeros(r.shape, dtype=torch.float32, device=dev) for r in refs]  # (out, in) each
 
     even, odd, noise = zeros(), zeros(), zeros()
+    fold = [torch.zeros((folds, *r.shape), dtype=torch.float32, device=dev) for r in refs] if folds else None
     with torch.enable_grad(), only_probed_weights_trainable(model, refs):
-        _run(model, refs, batches, [even, odd], "gradient", progress)
+        _run(model, refs, batches, [even, odd], "gradient", progress, fold)
         _run(model, refs, noise_batches, [noise], "noise", progress)
     n_even = (len(batches) + 1) // 2
-    return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches))
+    n_fold = len(batches) // folds if folds else 0
+    for f in fold or ():
+        f.div_(n_fold)  # sums -> means, in place
+    return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches), fold, n_fold)
 
 
 # ---------------------------------------------------------------------- spectra
@@ -163,7 +188,8 @@ def measure_sums(sums: GradientSums, tokens: int, max_sv: int, seed: int,
         halves = _halves(Ge, Go, max_sv, seed)
         diff_top = spectrum((Ge - Go) / 2, 1, seed)[0]  # sigma_1 of the half difference
         out[key] = Spectra(sv=sv, shape=shape, tokens=tokens, norm=float(torch.linalg.vector_norm(G)), halves=halves,
-                           noise_sv=noise_sv, diff_top=float(diff_top), seed=seed)
+                           noise_sv=noise_sv, diff_top=float(diff_top), seed=seed,
+                           folds=sums.fold_means(index[id(ref)], sel))  # (K, rows, in) or None
         if progress:
             progress("spectra", v + 1, len(views))
     return out
@@ -176,5 +202,6 @@ class GradientProbe:
 
     def measure(self, model, refs: Sequence[ModuleRef], batches: ProbeBatches, settings,
                 progress: Progress | None = None) -> dict[RowKey, Spectra]:
-        sums = accumulate_gradients(model, refs, batches.real, batches.shuffled, progress=progress)
+        sums = accumulate_gradients(model, refs, batches.real, batches.shuffled, progress=progress,
+                                    folds=getattr(settings, "folds", 0))
         return measure_sums(sums, batches.tokens, settings.max_sv, settings.seed, progress)

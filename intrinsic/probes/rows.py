@@ -16,6 +16,7 @@ import numpy as np
 from ..arch import ModuleRef
 from ..rank import Spectra, estimate
 from ..rank.descriptive import token_cap
+from ..rank.signflip import sign_flip_cached
 from .base import RowKey, row_views
 from .schema import ModuleProbe
 from .steps import Progress
@@ -40,6 +41,7 @@ def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], ran
             even_sv=_tup(s.halves[0].sv), odd_sv=_tup(s.halves[1].sv), grad_ranks=ranks,
             intrinsic_rank=int(round(ranks[rank_estimator])), update_sv=None, update_ranks=None,
             update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
+            sign_flip_p=None if s.folds is None else sign_flip_cached(s.folds, s.seed).pvalues,
         ))
         if progress:
             progress("estimate", v + 1, len(views))

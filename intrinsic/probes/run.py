@@ -10,7 +10,10 @@ Intrinsic rank: every spectrum gets every estimator whose inputs it has (`rank.e
 mean gradient also gets the three data-driven floors, `split_half` (directions the two halves of
 the batches agree on beyond random subspaces), `noise_floor` (singular values above the
 shuffled-label spectrum) and `half_difference` (singular values above the largest of
-(G_even - G_odd) / 2). `rank_estimator` picks the one reported as `intrinsic_rank`.
+(G_even - G_odd) / 2). With `folds` K > 0 (opt-in) the gradient phase also keeps K fold means
+and the rows get `sign_flip`, the calibrated step-down sign-flip test (`rank.signflip`, family-wise
+level 5% for "rank >= 1"), with its per-direction p-values in `sign_flip_p`; every other number
+is the same as without folds. `rank_estimator` picks the one reported as `intrinsic_rank`.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         clock = now
 
     loaded, data = load_inputs(model, task, s)
+    need = s.batches * s.batch_size
+    if s.folds and need > len(data.train_texts):  # a reused example would sit in two folds: they would not be independent
+        raise ConfigError(f"--folds needs {need} distinct training examples ({s.batches} batches x {s.batch_size}), "
+                          f"the task has {len(data.train_texts)}; lower --batches or --batch-size.")
     s, examples_used, notes = distinct_batches(s, data)
     refs = _select(loaded, s)
     lap("load")
@@ -152,6 +159,8 @@ def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:
 
     d = to_dict(asdict(s))
     d["update_checkpoints"] = list(s.checkpoints) or None
+    if not s.folds:  # off: probe.json keeps the keys it had before folds existed
+        del d["folds"]
     return d
 
 

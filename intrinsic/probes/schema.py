@@ -61,6 +61,7 @@ class ModuleProbe:
     even_sv: tuple[float, ...] = ()  # spectrum of the mean gradient over even batches (split half A)
     odd_sv: tuple[float, ...] = ()  # spectrum of the mean gradient over odd batches (split half B)
     update_checkpoint_sv: dict[str, tuple[float, ...]] = field(default_factory=dict)  # str(step) -> spectrum
+    sign_flip_p: tuple[float, ...] | None = None  # sign-flip step-down p-values p_1, p_2, .. (None: no folds kept)
 
     @property
     def short(self) -> str:
@@ -133,6 +134,8 @@ class ProbeReport:
                 if row.get(key) is not None:
                     row[key] = row[key][:top_sv]
             row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
+            if row.get("sign_flip_p") is None:  # folds off: the row keeps the keys it had before
+                row.pop("sign_flip_p", None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}
         return data
 
@@ -221,6 +224,7 @@ def _fix_row(m: ModuleProbe) -> ModuleProbe:
         grad_ranks={k: float(v) for k, v in m.grad_ranks.items()},
         update_ranks=None if m.update_ranks is None else {k: float(v) for k, v in m.update_ranks.items()},
         update_checkpoints={s: {k: float(v) for k, v in r.items()} for s, r in m.update_checkpoints.items()},
+        sign_flip_p=None if m.sign_flip_p is None else tuple(float(p) for p in m.sign_flip_p),
     )
 
 

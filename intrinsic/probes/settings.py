@@ -23,7 +23,10 @@ from ..fields import documented
 # on Rotten Tomatoes: 10-39 per module), and noise_floor compares against shuffled labels, whose
 # gradient keeps the label-independent part (pushing the head towards the label marginal) that
 # dominates both spectra, so it reads 0 for 34 of MiniLM's 36 modules; it remains a diagnostic.
+# One noise copy makes half_difference a screen, not a test (about half of pure-noise matrices read >= 1);
+# with `folds` >= 8, `sign_flip` is the calibrated alternative (rank.signflip), opt-in for now.
 DEFAULT_ESTIMATOR = "half_difference"
+MIN_FOLDS = 8  # = rank.signflip.MIN_FOLDS (not imported: this module stays free of torch)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ProbeSettings:
     layers: tuple[int, ...] | None = documented(None, "probe only these layer indices; None: all")
     modules: str | None = documented(None, '"regex=role,..." module patterns for an architecture missing from the map')
     rank_estimator: str = documented(DEFAULT_ESTIMATOR, "estimator reported as each module's intrinsic rank")
+    folds: int = documented(0, "fold means K kept for the sign_flip rank test (0: off; >= 8, dividing batches; "
+                               "costs 4K bytes per probed weight)")
     max_sv: int = documented(512, "singular values kept per spectrum (at least the top half, which Gavish-Donoho needs)")
     seed: int = documented(0, "seeds batch order, label shuffling, head init and the update probe")
     device: str = documented("cpu", "cpu | cuda | auto, when the model is given by name")
@@ -85,6 +90,16 @@ class ProbeSettings:
                 raise ConfigError(f"`roles` must name roles among {', '.join(ROLE_ORDER)}, got {list(self.roles)}.{hint}")
         if self.layers is not None and (not self.layers or any(not isinstance(x, int) or x < 0 for x in self.layers)):
             raise ConfigError(f"`layers` must be non-negative layer indices, got {list(self.layers)}")
+        f = self.folds
+        if not isinstance(f, int) or isinstance(f, bool) or (f != 0 and f < MIN_FOLDS):
+            raise ConfigError(f"`folds` must be 0 (off) or an integer >= {MIN_FOLDS} (the sign-flip test needs "
+                              f"2^(K-1) distinct flips), got {f!r}")
+        if f and self.batches % f:
+            raise ConfigError(f"`batches` ({self.batches}) must be a multiple of `folds` ({f}) so every fold "
+                              f"averages as many batches, e.g. batches={f * max(1, round(self.batches / f))}")
+        if self.rank_estimator == "sign_flip" and not f:
+            raise ConfigError(f"`rank_estimator` sign_flip needs fold means: set `folds` >= {MIN_FOLDS} "
+                              f"(CLI: --folds {MIN_FOLDS}).")
         from ..rank import ESTIMATORS  # lazy: the registry imports torch
 
         names = tuple(ESTIMATORS)

@@ -8,18 +8,20 @@ validation, the report and CLI columns read it. Adding an estimator is one entry
 Two kinds: "descriptive" estimators describe a spectrum's shape (energy, stable, entropy,
 participation ratio, Gavish-Donoho, Marchenko-Pastur: `descriptive.py`); "test" estimators
 count directions above a noise floor measured on the same data (split-half, shuffled-label,
-half-difference: `floors.py`).
+half-difference: `floors.py`; the calibrated sign-flip step-down test on K fold means:
+`signflip.py`, only when the probe kept folds, `ProbeSettings.folds`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import descriptive as D
 from . import floors as F
+from . import signflip as SF
 from .floors import Basis
 
 
@@ -36,6 +38,7 @@ class Spectra:
     diff_top: float | None = None  # largest singular value of (G_even - G_odd) / 2
     seed: int = 0  # seed of the split-half null (Monte Carlo)
     by_step: dict[int, np.ndarray] | None = None  # update probe: spectrum of W_step - W_0 per checkpoint step
+    folds: np.ndarray | None = None  # (K, out, in) fold means over disjoint batch sets (array or tensor), for sign_flip
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
        "singular values above the shuffled-label spectrum's largest"),
     Estimator("half_difference", "test", ("diff_top",), lambda s: float(F.half_difference_floor(s.sv, s.diff_top, s.shape)),
        "singular values above the largest of (G_even - G_odd) / 2"),
+    Estimator("sign_flip", "test", ("folds",), lambda s: float(SF.sign_flip_cached(s.folds, s.seed).rank),
+       f"step-down sign-flip test on K fold means, family-wise level {SF.ALPHA} (needs folds)"),
 )}
 DESCRIPTIVE = tuple(n for n, e in ESTIMATORS.items() if e.kind == "descriptive")  # spectrum-only names, in order
 TESTS = tuple(n for n, e in ESTIMATORS.items() if e.kind == "test")  # noise-floor names, in order
@@ -77,6 +82,5 @@ def estimate(spectra: Spectra) -> dict[str, float]:
     """Every estimator whose inputs `spectra` holds, by name, in registry order."""
     s = D._sigma(spectra.sv)
     shape = D._shape(spectra.shape, s)
-    spectra = Spectra(s, shape, spectra.tokens, spectra.norm, spectra.halves, spectra.noise_sv, spectra.diff_top,
-                      spectra.seed, spectra.by_step)
+    spectra = replace(spectra, sv=s, shape=shape)
     return {name: e.fn(spectra) for name, e in ESTIMATORS.items() if all(getattr(spectra, k) is not None for k in e.needs)}
