@@ -18,7 +18,9 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[gguf,test]"
+	# setuptools warns on every editable install whose package-dir maps folders (cli/ -> intrinsic.cli):
+	# informational only ("be careful with folders named like the package"), so that one message is filtered
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[gguf,test]"
 	$(BIN)/python -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
