@@ -163,7 +163,7 @@ def check_probe_matches(report, refs, model: str, task: str) -> None:
     """ConfigError unless `report` (a ProbeReport) was made for this model and task: every probed
     module exists among `refs` with the same shape, and the task names agree (a path in either form)."""
     from .errors import ConfigError
-    from .training.rundir import _same_name
+    from .training.rundir import same_name
 
     shapes = {r.name: tuple(r.shape) for r in refs}
     fix = f"give --probe a probe of {model} on {task} (intrinsic probe {model} {task}) or leave --probe out"
@@ -172,7 +172,7 @@ def check_probe_matches(report, refs, model: str, task: str) -> None:
             here = "is not in" if m.name not in shapes else f"is {'x'.join(map(str, shapes[m.name]))} in"
             raise ConfigError(f"The probe report was made for model '{report.model}', not '{model}': its module "
                               f"{m.name} ({m.shape[0]}x{m.shape[1]}) {here} this model; {fix}.")
-    if not _same_name(report.task, task):
+    if not same_name(report.task, task):
         raise ConfigError(f"The probe report was made on task '{report.task}', not '{task}'; {fix}.")
 
 

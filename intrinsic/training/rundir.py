@@ -91,7 +91,7 @@ def run_differences(old: RunResult, *, model: str | None = None, task: str | Non
 
     diffs = []
     for name, stored, asked in (("model", old.model, model), ("task", old.task, task)):
-        if asked is not None and not _same_name(stored, str(asked)):
+        if asked is not None and not same_name(stored, str(asked)):
             diffs.append(f"{name} '{stored}' (asked: '{asked}')")
     if placement is not None and placement != old.placement:
         diffs.append(f"placement '{old.placement}' (asked: '{placement}')")
@@ -126,7 +126,7 @@ def refuse_other_run(out: Path, old: RunResult, **expected: Any) -> None:
                           "made with the same settings: pass --overwrite to replace it, or choose another --out.")
 
 
-def _same_name(a: str, b: str) -> bool:
+def same_name(a: str, b: str) -> bool:
     """Equal names, or two spellings of one existing path."""
     if a == b:
         return True
