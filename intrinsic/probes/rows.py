@@ -27,8 +27,9 @@ def _tup(a: np.ndarray) -> tuple[float, ...]:
 
 
 def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], rank_estimator: str,
-                  progress: Progress | None = None) -> list[ModuleProbe]:
-    """One row per module and role block (in `row_views` order) with every estimator of its Spectra."""
+                  progress: Progress | None = None, noise_norm: bool = False) -> list[ModuleProbe]:
+    """One row per module and role block (in `row_views` order) with every estimator of its Spectra;
+    `noise_norm` also records ||G_shuffled||_F per row (for the label contrast)."""
     views = list(row_views(refs))
     rows = []
     for v, (key, ref, _) in enumerate(views):
@@ -41,6 +42,7 @@ def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], ran
             even_sv=_tup(s.halves[0].sv), odd_sv=_tup(s.halves[1].sv), grad_ranks=ranks,
             intrinsic_rank=int(round(ranks[rank_estimator])), update_sv=None, update_ranks=None,
             update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
+            noise_norm=s.noise_norm if noise_norm else None,
             sign_flip_p=None if s.folds is None else sign_flip_cached(s.folds, s.seed).pvalues,
         ))
         if progress:

@@ -62,7 +62,9 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     from ..env import environment
     from ..tasks import count_tokens, make_batches
     from .base import ProbeBatches
+    from .contrast import label_contrast
     from .gradient import GradientProbe
+    from .head import fit_head
     from .rows import gradient_rows, with_update
     from .update import UpdateProbe
 
@@ -84,6 +86,10 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     s, examples_used, notes = distinct_batches(s, data)
     refs = _select(loaded, s)
     lap("load")
+    loaded, head_fit, head_notes = fit_head(loaded, data, s)  # opt-in; on a copy of the model
+    notes += head_notes
+    if s.fit_head:
+        lap("fit_head")
     common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed)
     real = make_batches(data, loaded.tokenizer, num_batches=s.batches, **common)
     batches = ProbeBatches(
@@ -100,7 +106,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
             progress(phase, done, total)
 
     rows = gradient_rows(refs, GradientProbe().measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
-                         progress=on_phase)
+                         progress=on_phase, noise_norm=s.fit_head)
     losses: list[float] = []
     if s.update_steps:
         update = UpdateProbe()
@@ -113,6 +119,9 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     top = [m for m in modules if m.block_of is None]
     token_cap = min(batches.tokens, max(min(m.shape) for m in top))
     summary = summarize(modules)
+    if s.fit_head:  # opt-in additions: the head fit and the true- vs shuffled-label energy ratio
+        summary["head_fit"] = head_fit
+        summary["label_contrast"] = label_contrast(modules)
     if losses:  # did the update probe learn? first and last 10-step mean loss
         summary["update_loss"] = {"first": float(np.mean(losses[:10])), "last": float(np.mean(losses[-10:]))}
     param = next(loaded.model.parameters())
@@ -161,6 +170,8 @@ def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:
     d["update_checkpoints"] = list(s.checkpoints) or None
     if not s.folds:  # off: probe.json keeps the keys it had before folds existed
         del d["folds"]
+    if not s.fit_head:
+        del d["fit_head"]
     return d
 
 

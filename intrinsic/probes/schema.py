@@ -61,6 +61,7 @@ class ModuleProbe:
     even_sv: tuple[float, ...] = ()  # spectrum of the mean gradient over even batches (split half A)
     odd_sv: tuple[float, ...] = ()  # spectrum of the mean gradient over odd batches (split half B)
     update_checkpoint_sv: dict[str, tuple[float, ...]] = field(default_factory=dict)  # str(step) -> spectrum
+    noise_norm: float | None = None  # ||G_shuffled||_F (None: not recorded; fit_head probes record it)
     sign_flip_p: tuple[float, ...] | None = None  # sign-flip step-down p-values p_1, p_2, .. (None: no folds kept)
 
     @property
@@ -134,8 +135,9 @@ class ProbeReport:
                 if row.get(key) is not None:
                     row[key] = row[key][:top_sv]
             row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
-            if row.get("sign_flip_p") is None:  # folds off: the row keeps the keys it had before
-                row.pop("sign_flip_p", None)
+            for key in ("sign_flip_p", "noise_norm"):  # off: the row keeps the keys it had before
+                if row.get(key) is None:
+                    row.pop(key, None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}
         return data
 

@@ -45,6 +45,8 @@ class ProbeSettings:
     rank_estimator: str = documented(DEFAULT_ESTIMATOR, "estimator reported as each module's intrinsic rank")
     folds: int = documented(0, "fold means K kept for the sign_flip rank test (0: off; >= 8, dividing batches; "
                                "costs 4K bytes per probed weight)")
+    fit_head: bool = documented(False, "classification: first fit the head on frozen features of held-out training "
+                                       "examples (L-BFGS, on a copy); lm: no-op")
     max_sv: int = documented(512, "singular values kept per spectrum (at least the top half, which Gavish-Donoho needs)")
     seed: int = documented(0, "seeds batch order, label shuffling, head init and the update probe")
     device: str = documented("cpu", "cpu | cuda | auto, when the model is given by name")
@@ -90,6 +92,8 @@ class ProbeSettings:
                 raise ConfigError(f"`roles` must name roles among {', '.join(ROLE_ORDER)}, got {list(self.roles)}.{hint}")
         if self.layers is not None and (not self.layers or any(not isinstance(x, int) or x < 0 for x in self.layers)):
             raise ConfigError(f"`layers` must be non-negative layer indices, got {list(self.layers)}")
+        if not isinstance(self.fit_head, bool):
+            raise ConfigError(f"`fit_head` must be true or false (CLI: --fit-head), got {self.fit_head!r}")
         f = self.folds
         if not isinstance(f, int) or isinstance(f, bool) or (f != 0 and f < MIN_FOLDS):
             raise ConfigError(f"`folds` must be 0 (off) or an integer >= {MIN_FOLDS} (the sign-flip test needs "
