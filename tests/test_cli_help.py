@@ -28,7 +28,7 @@ MIRRORS = {
     "probe": {"--batches": (P, "batches"), "--batch-size": (P, "batch_size"), "--max-length": (P, "max_length"),
               "--update-steps": (P, "update_steps"), "--update-checkpoints": (P, "update_checkpoints"),
               "--update-lr": (P, "update_lr"), "--roles": (P, "roles"), "--layers": (P, "layers"),
-              "--estimator": (P, "rank_estimator"), "--folds": (P, "folds"), "--seed": (P, "seed"), "--device": (P, "device"),
+              "--estimator": (P, "rank_estimator"), "--folds": (P, "folds"), "--fit-head": (P, "fit_head"), "--seed": (P, "seed"), "--device": (P, "device"),
               "--dtype": (P, "dtype"), "--max-examples": (P, "max_examples"), "--text-column": (P, "text_column"),
               "--label-column": (P, "label_column"), "--modules": (P, "modules")},
     "train": {**PLACEMENT, "--steps": (T, "steps"), "--lr": (T, "lr"), "--batch-size": (T, "batch_size"),
