@@ -21,6 +21,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def tiny_bert():
+    """A random-init tiny BERT in memory, fresh for each test module (probes may not share one with training)."""
+    from intrinsic.testing import build_tiny_model
+
+    return build_tiny_model("bert")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A random-init tiny BERT with a character tokenizer, saved like a hub checkpoint."""

@@ -21,11 +21,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_bert():
-    return build_tiny_model("bert")
-
-
-@pytest.fixture(scope="module")
 def fitted(tiny_bert):
     return probe(tiny_bert, _task(), **FAST, fit_head=True)
 

@@ -41,11 +41,6 @@ def _task(kind: str = "planted", n: int = 96, seed: int = 0) -> TaskData:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert():
-    return build_tiny_model("bert")
-
-
-@pytest.fixture(scope="module")
 def tiny_gpt2():
     return build_tiny_model("gpt2")
 

@@ -15,16 +15,10 @@ from intrinsic.errors import ConfigError
 from intrinsic.probes import ProbeSettings, probe
 from intrinsic.probes.gradient import accumulate_gradients
 from intrinsic.tasks import make_batches
-from intrinsic.testing import build_tiny_model
 
 from test_probe import FAST, _task
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_bert():
-    return build_tiny_model("bert")
 
 
 @pytest.fixture(scope="module")
