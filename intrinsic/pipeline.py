@@ -22,6 +22,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,14 @@ class Pipeline:
                                           device="cpu" if self.copy_per_use else self.device)
         return self._loaded
 
-    @property
+    @cached_property
     def refs(self) -> list:
-        """ModuleRefs of the model's attention and FFN linears."""
+        """ModuleRefs of the model's attention and FFN linears (found once, before any training)."""
         from .arch import discover
 
         return discover(self.loaded.model)
 
-    @property
+    @cached_property
     def base_params(self) -> int:
         """Backbone parameters (the base of percentage budgets)."""
         from .models import base_param_count
