@@ -129,18 +129,10 @@ class Pipeline:
                          gains=gains if probe is not None else None)
 
     def train(self, plan, config=None, out_dir: str | Path | None = None, *, callback=None):
-        """Train `plan` ("full" or a Plan, also written to OUT/plan.json) and return the RunResult."""
-        from .training import TrainConfig, train
-        from .training.memory import check_run_fits
-        from .training.model import check_unadapted
-        from .training.rundir import PLAN_FILE
+        """Train `plan` ("full" or a Plan; the trainer also writes it to OUT/plan.json) and return the RunResult."""
+        from .training import train
 
-        work = self.working()
-        check_unadapted(work)  # refuse before anything is written
-        check_run_fits(work.model, plan, config or TrainConfig())
-        if plan != "full" and out_dir is not None:
-            plan.save(Path(out_dir) / PLAN_FILE)
-        return train(work, self.task_data, plan, config, out_dir, callback=callback)
+        return train(self.working(), self.task_data, plan, config, out_dir, callback=callback)
 
 
 def plan_from_probe(report, request):

@@ -36,7 +36,7 @@ from typing import Any
 from ..errors import ConfigError, NonFiniteError
 from .config import SCHEMA_VERSION, RunResult, TrainConfig, TrainingOOMError
 from .evaluation import evaluate, majority_baseline, score_of
-from .rundir import ADAPTER_DIR, MODEL_DIR, dir_bytes, prepare_out_dir, save_dir_atomically
+from .rundir import ADAPTER_DIR, MODEL_DIR, PLAN_FILE, dir_bytes, prepare_out_dir, save_dir_atomically
 from .schedule import lr_multiplier
 
 Callback = Callable[[dict[str, Any]], None]
@@ -120,6 +120,8 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     _check_data(task, config)
     check_run_fits(loaded.model, plan, config)  # before the adapters, gradients and batches are allocated
     run = _setup(loaded, task, plan, config, out_dir, callback or (lambda event: None))
+    if run.out is not None and not run.full and run.accelerator.is_main_process:
+        plan.save(run.out / PLAN_FILE)  # the placement beside the run it trains, before the first step
     state = RunState()
     if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm":
         state.untrained = score_of(_evaluate(run, state), run.kind)

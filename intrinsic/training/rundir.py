@@ -7,7 +7,7 @@ Layout of `out_dir` (the CLI and the study runner use these names instead of spe
     adapter/     ADAPTER_DIR  the PEFT adapter of the last evaluation (`PeftModel.from_pretrained`)
     model/       MODEL_DIR    full fine-tuning with save_full_model: the whole model and tokenizer
     probe/       PROBE_DIR    the probe report `--placement auto` planned from (written by the CLI)
-    plan.json    PLAN_FILE    the placement Plan (written by the CLI)
+    plan.json    PLAN_FILE    the placement Plan (written by `train` before the first step)
 
 An out_dir that already holds a run.json is refused unless `overwrite` (start fresh) or `resume`;
 `resume` returns a complete run as it is and restarts an incomplete or failed one from step 0
