@@ -186,3 +186,66 @@ def spectrum(M: torch.Tensor, max_sv: int, seed: int = 0, vectors: int = 0):
     other = (A @ W if tall else A.mT @ W) * scale  # (m or n, vectors): the other side's vectors
     U, V = (other, W) if tall else (W, other)
     return out, U.contiguous().cpu().numpy(), V.contiguous().cpu().numpy()  # contiguous: numpy's BLAS path
+
+
+# ---------------------------------------------------------------------- batched top-k (the probe's "topk" mode)
+
+TOPK_OVERSAMPLE = 16  # extra random directions of `topk_batched` beyond max(k, vectors)
+TOPK_POWER_ITERS = 4  # its power iterations q
+
+
+def topk_batched(A: torch.Tensor, k: int, *, vectors: int = 0, seed: int = 0,
+                 oversample: int = TOPK_OVERSAMPLE, power_iters: int = TOPK_POWER_ITERS):
+    """Top-k singular values (and top `vectors` singular bases) of a batch of equal-shape matrices A (b, m, n).
+
+    Randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4): one Gaussian test matrix
+    Omega (n, l), l = min(max(k, vectors) + oversample, m, n), shared by the batch and seeded; Q = orth(A Omega),
+    then q power iterations Q = orth(A orth(A^T Q)); S, U, V from the exact SVD of the small Q^T A (b, l, n).
+    Runs in float32 (float64 stays float64) on A's device. The computed values never exceed the true ones,
+    and (Gu 2015, "Subspace iteration randomization and singular value problems", Thm 4.3) with high
+    probability, for j <= k,
+
+        sigma_j >= s_j >= sigma_j / sqrt(1 + C^2 (sigma_{l+1} / sigma_j)^(4q+2)),   C = O(sqrt(n l)),
+
+    so the relative error of s_j is at most C^2 (sigma_{l+1}/sigma_j)^(4q+2) / 2 (`topk_error_bound`):
+    negligible for the head of a decaying spectrum, at most the spectrum's own flatness for values near
+    sigma_{l+1} (there the ranks that read them compare against floors measured the same way). When
+    l = min(m, n) the result is exact up to round-off. Returns float64 NumPy arrays on the CPU:
+    S (b, k) descending, and with vectors > 0 also U (b, m, vectors), V (b, n, vectors).
+    """
+    if A.ndim != 3:
+        raise ValueError(f"expected a batch of matrices (b, m, n), got shape {tuple(A.shape)}")
+    A = A.detach()
+    if A.dtype != torch.float64:
+        A = A.to(torch.float32)
+    b, m, n = A.shape
+    p = min(m, n)
+    k, vectors = min(int(k), p), min(int(vectors), p)
+    ell = min(max(k, vectors) + int(oversample), p)
+    if ell == p:  # the test matrix spans everything: an exact SVD is cheaper and exact
+        U, S, Vh = torch.linalg.svd(A, full_matrices=False)  # (b, m, p), (b, p), (b, p, n)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        omega = torch.randn(n, ell, generator=gen, dtype=A.dtype).to(A.device)  # (n, l)
+        Q = torch.linalg.qr(A @ omega).Q  # (b, m, l)
+        for _ in range(power_iters):
+            Z = torch.linalg.qr(A.mT @ Q).Q  # (b, n, l)
+            Q = torch.linalg.qr(A @ Z).Q  # (b, m, l)
+        Ub, S, Vh = torch.linalg.svd(Q.mT @ A, full_matrices=False)  # (b, l, l), (b, l), (b, l, n)
+        U = Q @ Ub  # (b, m, l)
+    if not bool(torch.isfinite(S).all()):
+        raise NonFiniteSpectrumError(f"Non-finite spectrum in a batch of {b} {m}x{n} matrices; nothing was written.")
+    out = _to_numpy(S[:, :k])
+    if not vectors:
+        return out
+    return out, _to_numpy(U[:, :, :vectors]), _to_numpy(Vh[:, :vectors].mT)
+
+
+def topk_error_bound(sigma: np.ndarray, j: int, ell: int, n: int, power_iters: int = TOPK_POWER_ITERS,
+                     c2: float | None = None) -> float:
+    """Relative error bound C^2 (sigma_{l+1}/sigma_j)^(4q+2) / 2 of `topk_batched`'s j-th value (1-based),
+    from the true spectrum `sigma` (descending); C^2 defaults to 10 n l (Gu 2015's constant, generously)."""
+    if ell >= len(sigma) or sigma[j - 1] <= 0:
+        return 1e-5  # exact path: float32 round-off only
+    c2 = 10.0 * n * ell if c2 is None else c2
+    return 0.5 * c2 * float(sigma[ell] / sigma[j - 1]) ** (4 * power_iters + 2) + 1e-5

@@ -39,6 +39,7 @@ from ..rank import Spectra
 from ..rank.floors import Basis, split_half_kmax
 from ..spectra import spectrum
 from .base import ProbeBatches, RowKey, row_views
+from .example_energy import ExampleEnergy
 from .steps import Progress, check_finite, device_of, forward_loss
 
 
@@ -55,6 +56,7 @@ class GradientSums:
     n_noise: int  # number of shuffled-label batches
     folds: list[torch.Tensor] | None = None  # (K, out, in) fold means, batch b in fold b % K; None: not kept
     n_fold: int = 0  # batches per fold
+    example_energy: dict | None = None  # RowKey -> mean over batches of sum_i ||G_i||_F^2 (None: not measured)
 
     @property
     def n(self) -> int:
@@ -104,13 +106,16 @@ def only_probed_weights_trainable(model, refs: Sequence[ModuleRef]) -> Iterator[
 
 
 def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progress: Progress | None,
-         folds: list[torch.Tensor] | None = None) -> None:
-    """Add each batch's gradient into sums[b % len(sums)] (and into folds[i][b % K] when given)."""
+         folds: list[torch.Tensor] | None = None, energy: ExampleEnergy | None = None) -> None:
+    """Add each batch's gradient into sums[b % len(sums)] (and into folds[i][b % K] when given); `energy`'s
+    hooks (when given) see every batch with its attention mask."""
     params = [p for p in model.parameters() if p.requires_grad]
     total = len(batches)
     for b, batch in enumerate(batches):
         for p in params:
             p.grad = None
+        if energy is not None:
+            energy.mask = batch.get("attention_mask")
         loss = forward_loss(model, batch, phase, b)
         loss.backward()
         check_finite(model, refs, phase, b)
@@ -135,9 +140,11 @@ def accumulate_gradients(
     *,
     progress: Progress | None = None,
     folds: int = 0,
+    example_energy: bool = False,
 ) -> GradientSums:
     """Sum per-batch gradients of the probed weights: even/odd halves of `batches`, and `noise_batches`;
-    with `folds` K > 0 also the K fold means (batch b in fold b % K)."""
+    with `folds` K > 0 also the K fold means (batch b in fold b % K); with `example_energy` also the
+    per-example gradient energy of every row over `batches` (`example_energy.ExampleEnergy`)."""
     if len(batches) < 2:
         raise ConfigError(f"batches must be at least 2 (split halves need one batch each), got {len(batches)}")
     if folds and len(batches) % folds:
@@ -151,14 +158,18 @@ def accumulate_gradients(
 
     even, odd, noise = zeros(), zeros(), zeros()
     fold = [torch.zeros((folds, *r.shape), dtype=torch.float32, device=dev) for r in refs] if folds else None
+    energy = ExampleEnergy(model, refs) if example_energy else None
     with torch.enable_grad(), only_probed_weights_trainable(model, refs):
-        _run(model, refs, batches, [even, odd], "gradient", progress, fold)
+        with energy or contextlib.nullcontext():
+            _run(model, refs, batches, [even, odd], "gradient", progress, fold, energy)
         _run(model, refs, noise_batches, [noise], "noise", progress)
     n_even = (len(batches) + 1) // 2
     n_fold = len(batches) // folds if folds else 0
     for f in fold or ():
         f.div_(n_fold)  # sums -> means, in place
-    return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches), fold, n_fold)
+    per_batch = None if energy is None else {k: v / len(batches) for k, v in energy.totals().items()}
+    return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches), fold, n_fold,
+                        per_batch)
 
 
 # ---------------------------------------------------------------------- spectra
@@ -196,12 +207,23 @@ def measure_sums(sums: GradientSums, tokens: int, max_sv: int, seed: int,
 
 
 class GradientProbe:
-    """The gradient probe as a `Probe`: accumulate, then measure the spectra (phases gradient, noise, spectra)."""
+    """The gradient probe as a `Probe`: accumulate, then measure the spectra (phases gradient, noise, spectra);
+    exact (`measure_sums`) or top-k (`topk.measure_sums_topk`) by `settings.spectra`. With
+    `settings.example_energy`, `example_energy` holds {RowKey: mean over batches of sum_i ||G_i||_F^2} after."""
 
     name = "gradient"
+
+    def __init__(self) -> None:
+        self.example_energy: dict[RowKey, float] | None = None
 
     def measure(self, model, refs: Sequence[ModuleRef], batches: ProbeBatches, settings,
                 progress: Progress | None = None) -> dict[RowKey, Spectra]:
         sums = accumulate_gradients(model, refs, batches.real, batches.shuffled, progress=progress,
-                                    folds=getattr(settings, "folds", 0))
+                                    folds=getattr(settings, "folds", 0),
+                                    example_energy=getattr(settings, "example_energy", False))
+        self.example_energy = sums.example_energy
+        if getattr(settings, "spectra", "exact") == "topk":
+            from .topk import measure_sums_topk
+
+            return measure_sums_topk(sums, batches.tokens, settings.topk, settings.seed, progress)
         return measure_sums(sums, batches.tokens, settings.max_sv, settings.seed, progress)

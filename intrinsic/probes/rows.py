@@ -27,9 +27,11 @@ def _tup(a: np.ndarray) -> tuple[float, ...]:
 
 
 def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], rank_estimator: str,
-                  progress: Progress | None = None, noise_norm: bool = False) -> list[ModuleProbe]:
+                  progress: Progress | None = None, noise_norm: bool = False,
+                  example_energy: dict[RowKey, float] | None = None) -> list[ModuleProbe]:
     """One row per module and role block (in `row_views` order) with every estimator of its Spectra;
-    `noise_norm` also records ||G_shuffled||_F per row (for the label contrast)."""
+    `noise_norm` also records ||G_shuffled||_F per row (for the label contrast); `example_energy` (per-example
+    gradient energy by row, when measured) fills `example_energy` and its share over the modules."""
     views = list(row_views(refs))
     rows = []
     for v, (key, ref, _) in enumerate(views):
@@ -44,11 +46,16 @@ def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], ran
             update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
             noise_norm=s.noise_norm if noise_norm else None,
             sign_flip_p=None if s.folds is None else sign_flip_cached(s.folds, s.seed).pvalues,
+            example_energy=None if example_energy is None else example_energy.get(key, 0.0),
         ))
         if progress:
             progress("estimate", v + 1, len(views))
     total = sum(r.grad_norm ** 2 for r in rows if r.block_of is None)
-    return [replace(r, energy_share=r.grad_norm ** 2 / total if total > 0 else 0.0) for r in rows]
+    rows = [replace(r, energy_share=r.grad_norm ** 2 / total if total > 0 else 0.0) for r in rows]
+    if example_energy is None:
+        return rows
+    ex = sum(r.example_energy for r in rows if r.block_of is None)
+    return [replace(r, example_energy_share=r.example_energy / ex if ex > 0 else 0.0) for r in rows]
 
 
 def with_update(rows: list[ModuleProbe], spectra: dict[RowKey, Spectra]) -> list[ModuleProbe]:

@@ -105,8 +105,9 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         if progress:
             progress(phase, done, total)
 
-    rows = gradient_rows(refs, GradientProbe().measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
-                         progress=on_phase, noise_norm=s.fit_head)
+    grad = GradientProbe()
+    rows = gradient_rows(refs, grad.measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
+                         progress=on_phase, noise_norm=s.fit_head, example_energy=grad.example_energy)
     losses: list[float] = []
     if s.update_steps:
         update = UpdateProbe()
@@ -172,6 +173,10 @@ def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:
         del d["folds"]
     if not s.fit_head:
         del d["fit_head"]
+    if s.spectra == "exact":  # the default: probe.json keeps the keys it had before top-k existed
+        del d["spectra"], d["topk"]
+    if not s.example_energy:
+        del d["example_energy"]
     return d
 
 

@@ -63,6 +63,9 @@ class ModuleProbe:
     update_checkpoint_sv: dict[str, tuple[float, ...]] = field(default_factory=dict)  # str(step) -> spectrum
     noise_norm: float | None = None  # ||G_shuffled||_F (None: not recorded; fit_head probes record it)
     sign_flip_p: tuple[float, ...] | None = None  # sign-flip step-down p-values p_1, p_2, .. (None: no folds kept)
+    example_energy: float | None = None  # per-example gradient energy: mean over batches of sum_i ||G_i||_F^2,
+    # G_i example i's contribution to the batch gradient (None: not measured, settings.example_energy off)
+    example_energy_share: float | None = None  # example_energy / its sum over the modules (rows with block_of None)
 
     @property
     def short(self) -> str:
@@ -135,7 +138,7 @@ class ProbeReport:
                 if row.get(key) is not None:
                     row[key] = row[key][:top_sv]
             row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
-            for key in ("sign_flip_p", "noise_norm"):  # off: the row keeps the keys it had before
+            for key in ("sign_flip_p", "noise_norm", "example_energy", "example_energy_share"):  # off: keys as before
                 if row.get(key) is None:
                     row.pop(key, None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}
@@ -223,8 +226,8 @@ def _fix_row(m: ModuleProbe) -> ModuleProbe:
     return replace(
         m,
         shape=tuple(int(x) for x in m.shape),
-        grad_ranks={k: float(v) for k, v in m.grad_ranks.items()},
-        update_ranks=None if m.update_ranks is None else {k: float(v) for k, v in m.update_ranks.items()},
+        grad_ranks={k: None if v is None else float(v) for k, v in m.grad_ranks.items()},
+        update_ranks=None if m.update_ranks is None else {k: None if v is None else float(v) for k, v in m.update_ranks.items()},
         update_checkpoints={s: {k: float(v) for k, v in r.items()} for s, r in m.update_checkpoints.items()},
         sign_flip_p=None if m.sign_flip_p is None else tuple(float(p) for p in m.sign_flip_p),
     )
@@ -244,6 +247,9 @@ def _median(xs) -> float:
 
 def _group(rows) -> dict[str, Any]:
     upd = [m.update_ranks.get("energy_90", 0.0) for m in rows if m.update_ranks]
+    extra = {}
+    if any(m.example_energy_share is not None for m in rows):  # measured (settings.example_energy): an added key
+        extra["example_energy_share"] = float(sum(m.example_energy_share or 0.0 for m in rows))
     return {
         "modules": len(rows),
         "median_rank": _median(m.intrinsic_rank for m in rows),
@@ -252,6 +258,7 @@ def _group(rows) -> dict[str, Any]:
         "energy_share": float(sum(m.energy_share for m in rows)),
         "median_update_energy_90": _median(upd) if upd else None,
         "params": int(sum(m.params for m in rows)),
+        **extra,
     }
 
 

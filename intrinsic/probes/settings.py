@@ -27,6 +27,8 @@ from ..fields import documented
 # with `folds` >= 8, `sign_flip` is the calibrated alternative (rank.signflip), opt-in for now.
 DEFAULT_ESTIMATOR = "half_difference"
 MIN_FOLDS = 8  # = rank.signflip.MIN_FOLDS (not imported: this module stays free of torch)
+SPECTRA_MODES = ("exact", "topk")
+TOPK_MIN = 64  # = the largest rank split_half and sign_flip can report (floors.KMAX_CAP, signflip.KMAX_CAP)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class ProbeSettings:
                                "costs 4K bytes per probed weight)")
     fit_head: bool = documented(False, "classification: first fit the head on frozen features of held-out training "
                                        "examples (L-BFGS, on a copy); lm: no-op")
+    spectra: str = documented("exact", "exact: float64 spectra of every matrix (top half at least) | topk: "
+                                       "randomized top-k in float32 on the probe's device, batched over equal shapes "
+                                       "(entropy/participation/Gavish-Donoho/Marchenko-Pastur then read null)")
+    topk: int = documented(128, f"singular values per spectrum in topk mode (>= {TOPK_MIN}, the largest rank a test "
+                                "can report); energy ranks beyond them read null")
+    example_energy: bool = documented(False, "also measure the per-example gradient energy sum_i ||G_i||_F^2 of each "
+                                             "module (ghost norms from hooks on inputs and backprops)")
     max_sv: int = documented(512, "singular values kept per spectrum (at least the top half, which Gavish-Donoho needs)")
     seed: int = documented(0, "seeds batch order, label shuffling, head init and the update probe")
     device: str = documented("cpu", "cpu | cuda | auto, when the model is given by name")
@@ -104,7 +113,20 @@ class ProbeSettings:
         if self.rank_estimator == "sign_flip" and not f:
             raise ConfigError(f"`rank_estimator` sign_flip needs fold means: set `folds` >= {MIN_FOLDS} "
                               f"(CLI: --folds {MIN_FOLDS}).")
+        if self.spectra not in SPECTRA_MODES:
+            raise ConfigError(f"`spectra` must be one of {', '.join(SPECTRA_MODES)}, got {self.spectra!r}."
+                              + did_you_mean(str(self.spectra), SPECTRA_MODES))
+        if not isinstance(self.topk, int) or isinstance(self.topk, bool) or self.topk < TOPK_MIN:
+            raise ConfigError(f"`topk` must be an integer >= {TOPK_MIN} (the largest rank a test can report), "
+                              f"got {self.topk!r}")
+        if not isinstance(self.example_energy, bool):
+            raise ConfigError(f"`example_energy` must be true or false (CLI: --example-energy), got {self.example_energy!r}")
         from ..rank import ESTIMATORS  # lazy: the registry imports torch
+        from ..rank.registry import EXACT_ONLY
+
+        if self.spectra == "topk" and self.rank_estimator in EXACT_ONLY:
+            raise ConfigError(f"`rank_estimator` {self.rank_estimator} needs the whole spectrum: use spectra='exact' "
+                              "(CLI: --exact) or a test estimator (half_difference, sign_flip, split_half, noise_floor).")
 
         names = tuple(ESTIMATORS)
         if self.rank_estimator not in names:

@@ -40,6 +40,8 @@ class Spectra:
     seed: int = 0  # seed of the split-half null (Monte Carlo)
     by_step: dict[int, np.ndarray] | None = None  # update probe: spectrum of W_step - W_0 per checkpoint step
     folds: np.ndarray | None = None  # (K, out, in) fold means over disjoint batch sets (array or tensor), for sign_flip
+    energy: float | None = None  # top-k mode: squared Frobenius norm of the whole matrix, sv being only its head;
+    # None: sv is the whole spectrum (or its top half at least, exact mode)
 
 
 @dataclass(frozen=True)
@@ -49,23 +51,43 @@ class Estimator:
     name: str  # key in every ranks dict, column name in reports
     kind: str  # "descriptive" (a spectrum's shape) | "test" (above a noise floor measured on the data)
     needs: tuple[str, ...]  # Spectra fields it reads besides sv and shape (None there: not applicable)
-    fn: Callable[[Spectra], float]  # the value on one row
+    fn: Callable[[Spectra], float | None]  # the value on one row
     doc: str  # one line, for help and reports
+    exact_only: bool = False  # needs the whole spectrum: None on a top-k record (Spectra.energy set)
+
+
+def _energy_rank(s: Spectra, tau: float) -> float | None:
+    """energy_rank; on a top-k record against its total energy, None when the head holds less than tau of it."""
+    if s.energy is None:
+        return float(D.energy_rank(s.sv, tau))
+    c = np.cumsum(s.sv ** 2)  # sv is sorted descending by `estimate`
+    if s.energy <= 0 or not len(c):
+        return 0.0
+    k = int(np.searchsorted(c, tau * s.energy * (1.0 - 1e-12), side="left")) + 1
+    return float(k) if k <= len(c) else None
+
+
+def _stable_rank(s: Spectra) -> float:
+    """stable_rank; on a top-k record sum s^2 is the total energy (exact either way)."""
+    if s.energy is None or not len(s.sv) or s.sv[0] <= 0:
+        return D.stable_rank(s.sv)
+    return float(max(s.energy, float(np.sum(s.sv ** 2))) / s.sv[0] ** 2)
 
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
-    Estimator("energy_90", "descriptive", (), lambda s: float(D.energy_rank(s.sv, 0.90)),
+    Estimator("energy_90", "descriptive", (), lambda s: _energy_rank(s, 0.90),
        "smallest k keeping 90% of the squared Frobenius norm"),
-    Estimator("energy_99", "descriptive", (), lambda s: float(D.energy_rank(s.sv, 0.99)),
+    Estimator("energy_99", "descriptive", (), lambda s: _energy_rank(s, 0.99),
        "smallest k keeping 99% of the squared Frobenius norm"),
-    Estimator("stable_rank", "descriptive", (), lambda s: D.stable_rank(s.sv), "sum s^2 / s_1^2"),
+    Estimator("stable_rank", "descriptive", (), _stable_rank, "sum s^2 / s_1^2"),
     Estimator("entropy_rank", "descriptive", (), lambda s: D.entropy_rank(s.sv),
-       "exp(entropy of s / sum s), Roy & Vetterli 2007"),
-    Estimator("participation_ratio", "descriptive", (), lambda s: D.participation_ratio(s.sv), "(sum s^2)^2 / sum s^4"),
+       "exp(entropy of s / sum s), Roy & Vetterli 2007", exact_only=True),
+    Estimator("participation_ratio", "descriptive", (), lambda s: D.participation_ratio(s.sv), "(sum s^2)^2 / sum s^4",
+       exact_only=True),
     Estimator("gavish_donoho", "descriptive", (), lambda s: float(D.gavish_donoho_rank(s.sv, s.shape)),
-       "optimal hard threshold, unknown noise (Gavish & Donoho 2014)"),
+       "optimal hard threshold, unknown noise (Gavish & Donoho 2014)", exact_only=True),
     Estimator("mp_spikes", "descriptive", (), lambda s: float(D.mp_spike_count(s.sv, s.shape)),
-       "values above the Marchenko-Pastur bulk edge + Tracy-Widom margin"),
+       "values above the Marchenko-Pastur bulk edge + Tracy-Widom margin", exact_only=True),
     Estimator("split_half", "test", ("halves",), lambda s: float(F.split_half_of(*s.halves, s.shape, seed=s.seed).rank),
        "directions both halves of the batches reproduce beyond random subspaces"),
     Estimator("noise_floor", "test", ("noise_sv",), lambda s: float(F.noise_floor_rank(s.sv, s.noise_sv, shape=s.shape)),
@@ -79,9 +101,15 @@ DESCRIPTIVE = tuple(n for n, e in ESTIMATORS.items() if e.kind == "descriptive")
 TESTS = tuple(n for n, e in ESTIMATORS.items() if e.kind == "test")  # noise-floor names, in order
 
 
-def estimate(spectra: Spectra) -> dict[str, float]:
-    """Every estimator whose inputs `spectra` holds, by name, in registry order."""
+EXACT_ONLY = tuple(n for n, e in ESTIMATORS.items() if e.exact_only)  # None on top-k records (whole spectrum needed)
+
+
+def estimate(spectra: Spectra) -> dict[str, float | None]:
+    """Every estimator whose inputs `spectra` holds, by name, in registry order. On a top-k record
+    (`Spectra.energy` set) the `exact_only` ones are None, and energy ranks beyond the head are None."""
     s = D._sigma(spectra.sv)
     shape = D._shape(spectra.shape, s)
     spectra = replace(spectra, sv=s, shape=shape)
-    return {name: e.fn(spectra) for name, e in ESTIMATORS.items() if all(getattr(spectra, k) is not None for k in e.needs)}
+    topk = spectra.energy is not None
+    return {name: None if topk and e.exact_only else e.fn(spectra)
+            for name, e in ESTIMATORS.items() if all(getattr(spectra, k) is not None for k in e.needs)}
