@@ -69,6 +69,10 @@ def probe(
     estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator", "--rank-estimator")] = None,
     folds: Annotated[Optional[int], _opt("folds", "--folds")] = None,
     fit_head: Annotated[bool, _opt("fit_head", "--fit-head")] = False,
+    topk: Annotated[Optional[int], _opt("topk", "--topk", lead="Switch to top-k spectra (spectra=topk) keeping K: ")] = None,
+    exact: bool = typer.Option(False, "--exact", help="Exact float64 spectra of every matrix (the default mode; "
+                               "excludes --topk)."),
+    example_energy: Annotated[bool, _opt("example_energy", "--example-energy")] = False,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
@@ -94,8 +98,12 @@ def probe(
             update_checkpoints=None if no_update else _ints(update_checkpoints, "--update-checkpoints"),
             roles=tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None,
             rank_estimator=estimator or None, folds=folds, fit_head=fit_head or None, modules=modules, seed=seed, device=device, dtype=dtype,
+            spectra="topk" if topk is not None else ("exact" if exact else None), topk=topk,
+            example_energy=example_energy or None,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
         )
+        if exact and topk is not None:
+            raise ConfigError("--exact and --topk exclude each other: pick one spectra mode.")
         kw = {k: v for k, v in given.items() if v is not None}  # the rest: ProbeSettings' defaults
         if no_update:
             kw.update(update_steps=None, update_checkpoints=None)
@@ -242,7 +250,8 @@ def render_terminal(rep) -> None:
         m = by_name[t["name"]]
         upd = (m.update_ranks or {}).get("energy_90")
         top.add_row(m.short, f"{100 * m.energy_share:.1f}%", str(m.intrinsic_rank),
-                    *(f"{m.grad_ranks.get(c, 0):g}" for c in cols), "-" if upd is None else f"{upd:g}")
+                    *("-" if m.grad_ranks.get(c) is None else f"{m.grad_ranks[c]:g}" for c in cols),
+                    "-" if upd is None else f"{upd:g}")
     console.print(top)
     loss = rep.summary.get("update_loss")
     if loss:
