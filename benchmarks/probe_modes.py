@@ -1,0 +1,116 @@
+"""Side-by-side timing of the gradient probe's spectra modes, used by `bench_probe.py --compare` / `--shape`.
+
+On the same calibration batches, in one process: (1) plain forward+backward over the 2N batches (real and
+shuffled) with only the probed weights requiring grad (the cheapest backward that yields these gradients);
+(2) the probe's accumulation (gradient + noise phases), without and with the per-example gradient energy
+hooks; (3) from the same sums, the spectra in exact and in top-k mode, each followed by the estimators.
+A mode's probe time is accumulation + its spectra + its estimators. Also the agreement of the modes: the
+designated rank (half_difference) and every test estimator per row, and the relative error of the top-8
+singular values of each mean gradient (values above 1e-6 sigma_1). Peak device memory per step on CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from intrinsic.probes.gradient import accumulate_gradients, measure_sums, only_probed_weights_trainable
+from intrinsic.probes.rows import gradient_rows
+from intrinsic.probes.topk import measure_sums_topk
+from intrinsic.rank import TESTS
+
+
+class Clock:
+    """Wall-clock laps with a device sync before each reading; peak CUDA memory per lap."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def run(self, fn):
+        """(result, seconds, peak GB or None) of fn()."""
+        self.sync()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        out = fn()
+        self.sync()
+        peak = torch.cuda.max_memory_allocated() / 1e9 if self.cuda else None
+        return out, time.perf_counter() - start, peak
+
+
+def plain_fwd_bwd(model, refs, batches, device) -> None:
+    """Forward+backward over `batches`, only the probed weights requiring grad, gradients discarded."""
+    params = list(model.parameters())
+    with torch.enable_grad(), only_probed_weights_trainable(model, refs):
+        for b in batches:
+            model(**{k: v.to(device) for k, v in b.items()}).loss.backward()
+            for p in params:
+                p.grad = None
+
+
+def _top8_error(exact_rows, top_rows) -> list[float]:
+    out = []
+    for e, t in zip(exact_rows, top_rows):
+        a, b = np.asarray(e.grad_sv[:8]), np.asarray(t.grad_sv[:8])
+        live = a > 1e-6 * a[0] if len(a) and a[0] > 0 else np.zeros(len(a), bool)
+        out.append(float(np.max(np.abs(a[live] - b[live]) / a[live])) if live.any() else 0.0)
+    return out
+
+
+def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv: int = 512, seed: int = 0,
+            example_energy: bool = True, log=print) -> dict:
+    """Everything the module docstring lists, as a JSON-able dict."""
+    device = next(model.parameters()).device
+    clock = Clock(device)
+    res: dict = {"batches": len(real), "tokens": tokens, "modules": len(refs), "topk": topk}
+    _, res["plain_s"], res["plain_peak_gb"] = clock.run(lambda: plain_fwd_bwd(model, refs, real + shuffled, device))
+    log(f"plain fwd+bwd over {2 * len(real)} batches: {res['plain_s']:.2f} s")
+    sums, res["accumulate_s"], res["accumulate_peak_gb"] = clock.run(
+        lambda: accumulate_gradients(model, refs, real, shuffled))
+    log(f"probe accumulation (gradient + noise): {res['accumulate_s']:.2f} s")
+    if example_energy:
+        with_energy, res["accumulate_energy_s"], res["accumulate_energy_peak_gb"] = clock.run(
+            lambda: accumulate_gradients(model, refs, real, shuffled, example_energy=True))
+        res["example_energy_overhead"] = res["accumulate_energy_s"] / res["accumulate_s"] - 1
+        log(f"  with per-example energy: {res['accumulate_energy_s']:.2f} s "
+            f"({100 * res['example_energy_overhead']:+.1f}%)")
+    rows = {}
+    for mode in ("exact", "topk"):
+        def spectra(mode=mode):
+            if mode == "exact":
+                return measure_sums(sums, tokens, max_sv, seed)
+            return measure_sums_topk(sums, tokens, topk, seed)
+
+        spec, t_spec, peak = clock.run(spectra)
+        got, t_est, _ = clock.run(lambda spec=spec: gradient_rows(
+            refs, spec, "half_difference", example_energy=with_energy.example_energy if example_energy else None))
+        rows[mode] = got
+        total = res["accumulate_s"] + t_spec + t_est
+        res[mode] = {"spectra_s": t_spec, "estimate_s": t_est, "spectra_peak_gb": peak, "probe_s": total,
+                     "probe_over_plain": total / res["plain_s"]}
+        log(f"{mode:>5}: spectra {t_spec:.2f} s, estimators {t_est:.2f} s; probe {total:.2f} s = "
+            f"{total / res['plain_s']:.2f}x plain")
+    ex, tk = rows["exact"], rows["topk"]
+    agree = {name: float(np.mean([a.grad_ranks.get(name) == b.grad_ranks.get(name) for a, b in zip(ex, tk)]))
+             for name in TESTS if name in ex[0].grad_ranks}
+    err = _top8_error(ex, tk)
+    res["agreement"] = {"designated": float(np.mean([a.intrinsic_rank == b.intrinsic_rank for a, b in zip(ex, tk)])),
+                        "by_estimator": agree, "rows": len(ex), "top8_rel_err_max": max(err),
+                        "top8_rel_err_median": float(np.median(err))}
+    res["designated_ranks"] = {"exact": [a.intrinsic_rank for a in ex], "topk": [b.intrinsic_rank for b in tk]}
+    if example_energy:
+        top = [r for r in tk if r.block_of is None]
+        res["example_energy_share_by_kind"] = {k: float(sum(r.example_energy_share for r in top if r.kind == k))
+                                               for k in sorted({r.kind for r in top})}
+        res["grad_energy_share_by_kind"] = {k: float(sum(r.energy_share for r in top if r.kind == k))
+                                            for k in sorted({r.kind for r in top})}
+    a = res["agreement"]
+    log(f"agreement: designated ranks {100 * a['designated']:.1f}% of {a['rows']} rows; top-8 singular values "
+        f"relative error max {a['top8_rel_err_max']:.2e}, median {a['top8_rel_err_median']:.2e}")
+    return res
