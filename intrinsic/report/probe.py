@@ -59,6 +59,17 @@ def sections(report: ProbeReport) -> list[tuple[str, list[str], list[list[str]]]
           *([_fmt((m.update_ranks or {}).get("energy_90"))] if has_update else [])]
          for m in report.modules],
     ))
+    top = report.top_level()
+    if any(m.example_energy_share is not None for m in top):  # opt-in (settings.example_energy)
+        ranked = sorted(top, key=lambda m: -(m.example_energy_share or 0.0))
+        out.append((
+            "Per-example gradient energy (sum over examples of ||G_i||^2, share over modules)",
+            ["module", "per-example energy share", "mean-gradient energy share", "intrinsic rank"],
+            [[m.name, f"{100 * (m.example_energy_share or 0.0):.1f}%", f"{100 * m.energy_share:.1f}%",
+              str(m.intrinsic_rank)] for m in ranked[:10]]
+            + [[f"all {k}", f"{100 * g['example_energy_share']:.1f}%", f"{100 * g['energy_share']:.1f}%", ""]
+               for k, g in kinds.items() if "example_energy_share" in g],
+        ))
     if report.timings:
         out.append(("Timings (seconds)", ["phase", "seconds"], [[k, f"{v:.2f}"] for k, v in report.timings.items()]))
     return out
@@ -72,7 +83,8 @@ def _intro(report: ProbeReport) -> list[str]:
         f"Gradient probe: {s.get('batches')} batches of {s.get('batch_size')} (max length {s.get('max_length')}), "
         f"{report.tokens:,} tokens; no gradient rank can exceed {report.token_cap}. Update probe: {upd}.",
         f"Intrinsic rank = `{report.estimator}` estimator.",
-    ]
+    ] + ([f"Spectra: top {s.get('topk')} singular values per matrix (randomized, float32; estimators that need "
+          "the whole spectrum read '-')."] if s.get("spectra") == "topk" else [])
 
 
 def document(report: ProbeReport, plots: list[Path]) -> list[Block]:
