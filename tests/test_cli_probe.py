@@ -68,6 +68,9 @@ def test_probe_table_subset_no_update(tiny_bert_dir, tiny_csv, tmp_path):
         (["--layers", "7"], "outside"),
         (["--estimator", "nope"], "--estimator must be one of"),
         (["--update-checkpoints", "a,b"], "comma-separated"),
+        (["--topk", "16"], "--topk"),
+        (["--exact", "--topk", "64"], "exclude each other"),
+        (["--topk", "64", "--estimator", "gavish_donoho"], "whole spectrum"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tiny_bert_dir, tiny_csv, tmp_path, args, message):
@@ -75,6 +78,17 @@ def test_bad_input_is_one_line_exit_2(tiny_bert_dir, tiny_csv, tmp_path, args, m
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split()) and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()  # nothing written, no empty folder left
+
+
+def test_probe_topk_and_example_energy_json(tiny_bert_dir, tiny_csv, tmp_path):
+    res = runner.invoke(app, ["probe", str(tiny_bert_dir), str(tiny_csv), "--out", str(tmp_path / "p"), *FAST,
+                              "--no-update", "--topk", "64", "--example-energy", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["settings"]["spectra"] == "topk" and data["settings"]["topk"] == 64
+    assert data["settings"]["example_energy"] is True
+    assert abs(sum(m["example_energy_share"] for m in data["modules"] if m["block_of"] is None) - 1) < 1e-6
+    assert "example_energy_share" in data["summary"]["by_kind"]["ffn"]
 
 
 def test_existing_and_unwritable_out_dir(probed, tiny_bert_dir, tiny_csv, tmp_path):
