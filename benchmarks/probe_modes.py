@@ -7,6 +7,8 @@ hooks; (3) from the same sums, the spectra in exact and in top-k mode, each foll
 A mode's probe time is accumulation + its spectra + its estimators. Also the agreement of the modes: the
 designated rank (half_difference) and every test estimator per row, and the relative error of the top-8
 singular values of each mean gradient (values above 1e-6 sigma_1). Peak device memory per step on CUDA.
+On a CPU shared with other work, wall-clock ratios are noisy; the process CPU seconds (`cpu` keys, all threads
+of this process) are what to compare there.
 """
 
 from __future__ import annotations
@@ -27,20 +29,22 @@ class Clock:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        self.cpu: dict[str, float] = {}  # lap name -> process CPU seconds
 
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
 
-    def run(self, fn):
-        """(result, seconds, peak GB or None) of fn()."""
+    def run(self, fn, name: str = ""):
+        """(result, wall seconds, peak GB or None) of fn(); its process CPU seconds go to self.cpu[name]."""
         self.sync()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = fn()
         self.sync()
         peak = torch.cuda.max_memory_allocated() / 1e9 if self.cuda else None
+        self.cpu[name] = time.process_time() - cpu
         return out, time.perf_counter() - start, peak
 
 
@@ -68,18 +72,20 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
     """Everything the module docstring lists, as a JSON-able dict."""
     device = next(model.parameters()).device
     clock = Clock(device)
-    res: dict = {"batches": len(real), "tokens": tokens, "modules": len(refs), "topk": topk}
-    _, res["plain_s"], res["plain_peak_gb"] = clock.run(lambda: plain_fwd_bwd(model, refs, real + shuffled, device))
+    res: dict = {"batches": len(real), "tokens": tokens, "modules": len(refs), "topk_k": topk}
+    _, res["plain_s"], res["plain_peak_gb"] = clock.run(
+        lambda: plain_fwd_bwd(model, refs, real + shuffled, device), "plain")
     log(f"plain fwd+bwd over {2 * len(real)} batches: {res['plain_s']:.2f} s")
     sums, res["accumulate_s"], res["accumulate_peak_gb"] = clock.run(
-        lambda: accumulate_gradients(model, refs, real, shuffled))
+        lambda: accumulate_gradients(model, refs, real, shuffled), "accumulate")
     log(f"probe accumulation (gradient + noise): {res['accumulate_s']:.2f} s")
     if example_energy:
         with_energy, res["accumulate_energy_s"], res["accumulate_energy_peak_gb"] = clock.run(
-            lambda: accumulate_gradients(model, refs, real, shuffled, example_energy=True))
+            lambda: accumulate_gradients(model, refs, real, shuffled, example_energy=True), "accumulate_energy")
         res["example_energy_overhead"] = res["accumulate_energy_s"] / res["accumulate_s"] - 1
+        res["example_energy_overhead_cpu"] = clock.cpu["accumulate_energy"] / clock.cpu["accumulate"] - 1
         log(f"  with per-example energy: {res['accumulate_energy_s']:.2f} s "
-            f"({100 * res['example_energy_overhead']:+.1f}%)")
+            f"({100 * res['example_energy_overhead']:+.1f}% wall, {100 * res['example_energy_overhead_cpu']:+.1f}% CPU)")
     rows = {}
     for mode in ("exact", "topk"):
         def spectra(mode=mode):
@@ -87,15 +93,18 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
                 return measure_sums(sums, tokens, max_sv, seed)
             return measure_sums_topk(sums, tokens, topk, seed)
 
-        spec, t_spec, peak = clock.run(spectra)
+        spec, t_spec, peak = clock.run(spectra, f"{mode}_spectra")
         got, t_est, _ = clock.run(lambda spec=spec: gradient_rows(
-            refs, spec, "half_difference", example_energy=with_energy.example_energy if example_energy else None))
+            refs, spec, "half_difference", example_energy=with_energy.example_energy if example_energy else None),
+            f"{mode}_estimate")
         rows[mode] = got
         total = res["accumulate_s"] + t_spec + t_est
         res[mode] = {"spectra_s": t_spec, "estimate_s": t_est, "spectra_peak_gb": peak, "probe_s": total,
                      "probe_over_plain": total / res["plain_s"]}
+        cpu = clock.cpu["accumulate"] + clock.cpu[f"{mode}_spectra"] + clock.cpu[f"{mode}_estimate"]
+        res[mode]["probe_over_plain_cpu"] = cpu / clock.cpu["plain"]
         log(f"{mode:>5}: spectra {t_spec:.2f} s, estimators {t_est:.2f} s; probe {total:.2f} s = "
-            f"{total / res['plain_s']:.2f}x plain")
+            f"{total / res['plain_s']:.2f}x plain (CPU: {cpu / clock.cpu['plain']:.2f}x)")
     ex, tk = rows["exact"], rows["topk"]
     agree = {name: float(np.mean([a.grad_ranks.get(name) == b.grad_ranks.get(name) for a, b in zip(ex, tk)]))
              for name in TESTS if name in ex[0].grad_ranks}
@@ -110,6 +119,7 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
                                                for k in sorted({r.kind for r in top})}
         res["grad_energy_share_by_kind"] = {k: float(sum(r.energy_share for r in top if r.kind == k))
                                             for k in sorted({r.kind for r in top})}
+    res["cpu_s"] = dict(clock.cpu)
     a = res["agreement"]
     log(f"agreement: designated ranks {100 * a['designated']:.1f}% of {a['rows']} rows; top-8 singular values "
         f"relative error max {a['top8_rel_err_max']:.2e}, median {a['top8_rel_err_median']:.2e}")
