@@ -72,6 +72,7 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
     """Everything the module docstring lists, as a JSON-able dict."""
     device = next(model.parameters()).device
     clock = Clock(device)
+    plain_fwd_bwd(model, refs, real[:1], device)  # warm-up (CUDA context, kernels, allocator): not timed
     res: dict = {"batches": len(real), "tokens": tokens, "modules": len(refs), "topk_k": topk}
     _, res["plain_s"], res["plain_peak_gb"] = clock.run(
         lambda: plain_fwd_bwd(model, refs, real + shuffled, device), "plain")
