@@ -93,13 +93,15 @@ def fit_head(loaded, data, s) -> tuple[Any, dict[str, Any] | None, list[str]]:
     if not pooled:
         raise ConfigError(f"--fit-head: head '{names[-1]}' of '{loaded.name}' does not map one feature vector "
                           "per example to logits; fit_head supports pooled classification heads.")
+    with torch.no_grad():
+        loss0, acc0 = _loss_acc(head, x, y, 0.0)
+    if not bool(torch.isfinite(loss0)):  # the probe itself names the non-finite loss
+        return loaded, None, [f"fit_head: skipped, the head's loss on frozen features is {float(loss0)}"]
     flags = [p.requires_grad for p in params]
     init = [p.detach().clone() for p in params]
     try:
         for p in params:
             p.requires_grad_(True)
-        with torch.no_grad():
-            loss0, acc0 = _loss_acc(head, x, y, 0.0)
         cut = len(y) - max(1, len(y) // 5)  # the last fifth of the fit examples chooses the penalty
         scores = {}
         for lam in L2_GRID:
