@@ -115,6 +115,8 @@ LayersOpt = Annotated[Optional[str], config_option(PlacementRequest, "layers", "
 MaxRankOpt = Annotated[Optional[int], config_option(PlacementRequest, "max_rank", "--max-rank")]
 GranularityOpt = Annotated[Optional[int], config_option(PlacementRequest, "granularity", "--granularity")]
 AlphaMultOpt = Annotated[Optional[float], config_option(PlacementRequest, "alpha_mult", "--alpha-mult")]
+GainsOpt = Annotated[Optional[str], config_option(PlacementRequest, "gains", "--gains")]
+NormalizeOpt = Annotated[Optional[str], config_option(PlacementRequest, "normalize", "--normalize")]
 RsloraOpt = Annotated[bool, typer.Option("--rslora", help=config_help(PlacementRequest, "rslora"))]
 
 

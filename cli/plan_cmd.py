@@ -17,10 +17,12 @@ from .common import (
     AlphaMultOpt,
     BudgetLikeOpt,
     BudgetOpt,
+    GainsOpt,
     GranularityOpt,
     JsonOpt,
     LayersOpt,
     MaxRankOpt,
+    NormalizeOpt,
     PlacementOpt,
     RankOpt,
     RsloraOpt,
@@ -43,6 +45,8 @@ def plan(
     layers: LayersOpt = None,
     max_rank: MaxRankOpt = None,
     granularity: GranularityOpt = None,
+    gains: GainsOpt = None,
+    normalize: NormalizeOpt = None,
     alpha_mult: AlphaMultOpt = None,
     rslora: RsloraOpt = False,
     fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
@@ -60,7 +64,8 @@ def plan(
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
         request = placement_request(strategy, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
-                                    max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora)
+                                    max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora,
+                                    gains=gains, normalize=normalize)
         report = ProbeReport.load(probe_dir)
         out = out or Path(probe_dir) / "plan"
         with output_dir(out):  # checked before planning; left out when planning fails

@@ -68,7 +68,7 @@ def probe(
     layers: Annotated[Optional[str], _opt("layers", "--layers", lead="0-2, 1,3,5 or lower|middle|upper: ")] = None,
     estimator: Annotated[Optional[str], _opt("rank_estimator", "--estimator", "--rank-estimator")] = None,
     folds: Annotated[Optional[int], _opt("folds", "--folds")] = None,
-    fit_head: Annotated[bool, _opt("fit_head", "--fit-head")] = False,
+    fit_head: Annotated[Optional[bool], _opt("fit_head", "--fit-head/--no-fit-head")] = None,
     topk: Annotated[Optional[int], _opt("topk", "--topk", lead="Switch to top-k spectra (spectra=topk) keeping K: ")] = None,
     exact: bool = typer.Option(False, "--exact", help="Exact float64 spectra of every matrix (the default mode; "
                                "excludes --topk)."),
@@ -97,7 +97,8 @@ def probe(
             update_lr=update_lr,
             update_checkpoints=None if no_update else _ints(update_checkpoints, "--update-checkpoints"),
             roles=tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None,
-            rank_estimator=estimator or None, folds=folds, fit_head=fit_head or None, modules=modules, seed=seed, device=device, dtype=dtype,
+            rank_estimator=estimator or None, folds=folds, fit_head=fit_head, modules=modules, seed=seed,
+            device=device, dtype=dtype,
             spectra="topk" if topk is not None else ("exact" if exact else None), topk=topk,
             example_energy=example_energy or None,
             max_examples=max_examples, text_column=text_column, label_column=label_column,

@@ -22,11 +22,13 @@ from .common import (
     BudgetOpt,
     DeviceOpt,
     DtypeOpt,
+    GainsOpt,
     GranularityOpt,
     JsonOpt,
     LayersOpt,
     MaxRankOpt,
     ModelArg,
+    NormalizeOpt,
     PlacementOpt,
     RankOpt,
     RsloraOpt,
@@ -60,6 +62,8 @@ def train(
                                    "or run a quick gradient probe there]."),
     max_rank: MaxRankOpt = None,
     granularity: GranularityOpt = None,
+    gains: GainsOpt = None,
+    normalize: NormalizeOpt = None,
     steps: Annotated[Optional[int], _opt("steps", "--steps")] = None,
     lr: Annotated[Optional[float], _opt("lr", "--lr")] = None,
     batch_size: Annotated[Optional[int], _opt("batch_size", "--batch-size")] = None,
@@ -93,7 +97,8 @@ def train(
         if overwrite and resume:
             raise ConfigError("Give --overwrite or --resume, not both.")
         request = placement_request(placement, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
-                                    max_rank=max_rank, granularity=granularity, rslora=rslora)
+                                    max_rank=max_rank, granularity=granularity, rslora=rslora,
+                                    gains=gains, normalize=normalize)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision)
         settings = {k: v for k, v in given.items() if v is not None}

@@ -26,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-PROBE_FOR_AUTO = {"batches": 12, "update_steps": None}  # the quick gradient probe of `train --placement auto`
+PROBE_FOR_AUTO = {"batches": 16, "update_steps": None}  # the quick gradient probe of `train --placement auto`
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Pipeline:
         def gains():
             report = probe() if callable(probe) else probe
             check_probe_matches(report, self.refs, self.loaded.name, self.task_data.name)
-            return report.gains()
+            return report
 
         return make_plan(self.refs, request, base_params=self.base_params,
                          gains=gains if probe is not None else None)
@@ -148,7 +148,7 @@ def plan_from_probe(report, request):
     if base_params == 0 and request.budget and request.budget.endswith("%"):
         raise ConfigError(f"Budget '{request.budget}' is a share of the model, but model '{report.model}' of this "
                           "probe cannot be located to count its parameters; give an absolute budget (300k) or S@R.")
-    return make_plan(report.refs(), request, base_params=base_params, gains=report.gains,
+    return make_plan(report.refs(), request, base_params=base_params, gains=report,
                      model_refs=_model_refs(report, request))
 
 

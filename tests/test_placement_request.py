@@ -206,7 +206,8 @@ def test_study_cell_request_carries_the_knobs():
     got = {c.strategy: spec.placement_request(c) for c in spec.cells()}
     assert got["auto"] == PlacementRequest("auto", budget="all@4", max_rank=16, alpha_mult=1.0)
     assert got["q,v"] == PlacementRequest("q,v", rank=4, max_rank=16, alpha_mult=1.0)
-    assert spec.placement == {"max_rank": 16, "granularity": 1, "alpha_mult": 1, "rslora": False}  # raw: hashes stay
+    assert spec.placement == {"max_rank": 16, "granularity": 1, "alpha_mult": 1, "rslora": False,  # raw: hashes stay
+                              "gains": None, "normalize": "none"}
 
 
 # ----------------------------------------------------------------------------- sizes a model cannot take (issue 15.1)

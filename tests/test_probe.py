@@ -23,7 +23,8 @@ FAST = dict(batches=4, batch_size=8, max_length=24, update_steps=None)
 
 def analyze(sums: GradientSums, tokens: int, settings: ProbeSettings = ProbeSettings()):
     """The gradient probe's rows from given sums: measure the spectra, then apply the estimators."""
-    return gradient_rows(sums.refs, measure_sums(sums, tokens, settings.max_sv, settings.seed), settings.rank_estimator)
+    return gradient_rows(sums.refs, measure_sums(sums, tokens, settings.max_sv, settings.seed),
+                         settings.rank_estimator or "half_difference")  # no folds here: the default without them
 
 
 def _task(kind: str = "planted", n: int = 96, seed: int = 0) -> TaskData:
@@ -234,7 +235,7 @@ def test_non_finite_gradient_names_module_and_batch(tiny_bert):
     handle = weight.register_hook(lambda g: g * float("inf"))
     try:
         with pytest.raises(NonFiniteError, match=rf"{ref.name}.*gradient batch 0"):
-            probe(tiny_bert, _task(), **FAST)
+            probe(tiny_bert, _task(), **FAST, fit_head=False)  # the hook is on the caller's model, not a copy
     finally:
         handle.remove()
     assert weight.requires_grad and weight.grad is None
@@ -305,7 +306,7 @@ def test_update_sv_is_the_spectrum_of_the_weight_update(tiny_bert):
     from intrinsic.arch import weight_of
 
     data, steps, lr = _task(), 3, 1e-3
-    rep = probe(tiny_bert, data, **{**FAST, "update_steps": steps, "update_lr": lr})
+    rep = probe(tiny_bert, data, **{**FAST, "update_steps": steps, "update_lr": lr, "fit_head": False})
     batches = make_batches(data, tiny_bert.tokenizer, num_batches=steps, batch_size=8, max_length=24, seed=0)
     torch.manual_seed(0)
     work = copy.deepcopy(tiny_bert.model).eval()

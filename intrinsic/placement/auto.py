@@ -47,7 +47,8 @@ def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
 
 def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, *,
               max_rank: int = KNOB_DEFAULTS["max_rank"], granularity: int = KNOB_DEFAULTS["granularity"],
-              alpha_mult: float = KNOB_DEFAULTS["alpha_mult"], base_params: int = 0, rslora: bool = False) -> Plan:
+              alpha_mult: float = KNOB_DEFAULTS["alpha_mult"], base_params: int = 0, rslora: bool = False,
+              record: dict | None = None) -> Plan:
     """Water-fill LoRA rank over modules under a parameter budget.
 
     gains[name] = sigma_i^2 of the module's mean gradient (descending). Under a first-order model
@@ -69,6 +70,7 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
     budget buys a fixed number of steps and greedy takes the largest gains: exactly optimal.
 
     Rank cap per module: the largest multiple of `granularity` <= min(max_rank, out, in).
+    `record` is added to the plan's settings as it is (e.g. which gains were used).
     """
     if max_rank < 1 or granularity < 1 or max_rank < granularity:
         raise ConfigError(f"Need 1 <= granularity <= max_rank (got granularity={granularity}, max_rank={max_rank}).")
@@ -120,7 +122,8 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
     params = sum(e.params for e in entries)
     settings = {"max_rank": max_rank, "granularity": g, "candidates": len(cands),
                 "gain_captured": got / total_gain if total_gain > 0 else 0.0,
-                "unspent": budget - params}  # left when every candidate is at its cap or has no gain left
+                "unspent": budget - params,  # left when every candidate is at its cap or has no gain left
+                **(record or {})}
     return Plan(strategy="auto", entries=entries, budget=budget, params=params,
                 base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
 

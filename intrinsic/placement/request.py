@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 DEFAULT_RANK = 8  # fixed strategies without a rank or a budget
 DEFAULT_AUTO_BUDGET = "all@8"  # auto without a budget: the parameters of `all` at the default rank
-KNOBS = ("max_rank", "granularity", "alpha_mult", "rslora")  # the strategy-independent settings ([placement] of a study)
+KNOBS = ("max_rank", "granularity", "alpha_mult", "rslora", "gains", "normalize")  # strategy-independent settings
+GAIN_SOURCES = ("raw", "signal")  # = probes.schema.GAIN_SOURCES (not imported: this module loads without numpy)
+GAIN_NORMALIZE = ("none", "module")  # = probes.schema.GAIN_NORMALIZE
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class PlacementRequest:
     granularity: int = documented(1, "auto: ranks are multiples of this.")
     alpha_mult: float = documented(2.0, "alpha = alpha_mult x rank (LoRA scales updates by alpha/r).")
     rslora: bool = documented(False, "Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r.")
+    gains: str | None = documented(None, "auto: what it water-fills on: signal (only the directions the sign-flip test "
+                                         "keeps, each with its energy above the noise) or raw (every sigma^2 of the mean "
+                                         "gradient, noise included); None: signal when the probe kept fold means, else raw.")
+    normalize: str = documented("none", "auto: none, or module (each module's gains as shares of its own gradient "
+                                        "energy, as Adam's per-parameter scaling equalises modules).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str):
@@ -97,6 +104,10 @@ def knob_problem(name: str, value: Any) -> str | None:
         return None if ok else "a number > 0"
     if name == "rslora":
         return None if isinstance(value, bool) else "true or false"
+    if name == "gains":
+        return None if value is None or value in GAIN_SOURCES else " or ".join(GAIN_SOURCES)
+    if name == "normalize":
+        return None if value in GAIN_NORMALIZE else " or ".join(GAIN_NORMALIZE)
     raise KeyError(name)
 
 
@@ -129,13 +140,14 @@ def parse_budget_text(text: str) -> tuple[str, Any]:
 
 
 def make_plan(refs: list[ModuleRef], request: PlacementRequest, *, base_params: int,
-              gains: Callable[[], Mapping[str, Any]] | Mapping[str, Any] | None = None,
+              gains: Callable[[], Any] | Any = None,
               model_refs: list[ModuleRef] | None = None) -> Plan | Literal["full"]:
     """The Plan of `request` on a model's ModuleRefs, or "full" for full fine-tuning.
 
-    `base_params` sizes percentage budgets (0 = unknown). `gains` (only read by auto) maps module
-    names to sigma^2 of their mean gradients, or is a function returning that, called once and only
-    for auto, e.g. `lambda: ProbeReport.load(d).gains()`. auto's candidates are the modules of the
+    `base_params` sizes percentage budgets (0 = unknown). `gains` (only read by auto) is a ProbeReport
+    (whose `gains(request.gains, request.normalize)` auto water-fills on), or a mapping of module names
+    to per-direction gains given as they are, or a function returning either, called once and only
+    for auto, e.g. `lambda: ProbeReport.load(d)`. auto's candidates are the modules of the
     selected layers. A STRATEGY@RANK budget ("all@8") always means what that strategy costs over
     every module of the model: `model_refs` lists them when `refs` are fewer (a probe of a subset).
 
@@ -168,5 +180,15 @@ def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_r
         raise ConfigError("Placement auto needs gains from a probe report (--probe DIR).")
     cands = [r for r in refs if chosen is None or r.layer in chosen]
     names = {r.name for r in cands}
-    g = {k: v for k, v in (gains() if callable(gains) else gains).items() if k in names}
-    return auto_plan(cands, g, amount, max_rank=request.max_rank, granularity=request.granularity, **common)
+    source = gains() if callable(gains) else gains
+    if hasattr(source, "gains"):  # a ProbeReport: its gains as the request asks
+        kind = request.gains or source.default_gain_source()
+        given = source.gains(kind, request.normalize)
+    elif request.gains is not None or request.normalize != "none":
+        raise ConfigError("`gains` and `normalize` choose what auto reads from a probe report; "
+                          "these gains were given as numbers.")
+    else:
+        kind, given = "given", source
+    g = {k: v for k, v in given.items() if k in names}
+    return auto_plan(cands, g, amount, max_rank=request.max_rank, granularity=request.granularity,
+                     record={"gains": kind, "normalize": request.normalize}, **common)

@@ -10,7 +10,7 @@ Intrinsic rank: every spectrum gets every estimator whose inputs it has (`rank.e
 mean gradient also gets the three data-driven floors, `split_half` (directions the two halves of
 the batches agree on beyond random subspaces), `noise_floor` (singular values above the
 shuffled-label spectrum) and `half_difference` (singular values above the largest of
-(G_even - G_odd) / 2). With `folds` K > 0 (opt-in) the gradient phase also keeps K fold means
+(G_even - G_odd) / 2). With `folds` K > 0 (the default, K = 8) the gradient phase also keeps K fold means
 and the rows get `sign_flip`, the calibrated step-down sign-flip test (`rank.signflip`, family-wise
 level 5% for "rank >= 1"), with its per-direction p-values in `sign_flip_p`; every other number
 is the same as without folds. `rank_estimator` picks the one reported as `intrinsic_rank`.
@@ -79,16 +79,14 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
         clock = now
 
     loaded, data = load_inputs(model, task, s)
-    need = s.batches * s.batch_size
-    if s.folds and need > len(data.train_texts):  # a reused example would sit in two folds: they would not be independent
-        raise ConfigError(f"--folds needs {need} distinct training examples ({s.batches} batches x {s.batch_size}), "
-                          f"the task has {len(data.train_texts)}; lower --batches or --batch-size.")
     s, examples_used, notes = distinct_batches(s, data)
+    s, more = s.resolved(s.batches)
+    notes += more
     refs = _select(loaded, s)
     lap("load")
-    loaded, head_fit, head_notes = fit_head(loaded, data, s)  # opt-in; on a copy of the model
+    loaded, head_fit, head_notes = fit_head(loaded, data, s)  # on a copy of the model
     notes += head_notes
-    if s.fit_head:
+    if head_fit is not None:
         lap("fit_head")
     common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed)
     real = make_batches(data, loaded.tokenizer, num_batches=s.batches, **common)
@@ -107,7 +105,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
 
     grad = GradientProbe()
     rows = gradient_rows(refs, grad.measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
-                         progress=on_phase, noise_norm=s.fit_head, example_energy=grad.example_energy)
+                         progress=on_phase, noise_norm=True, example_energy=grad.example_energy)
     losses: list[float] = []
     if s.update_steps:
         update = UpdateProbe()
@@ -120,14 +118,14 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     top = [m for m in modules if m.block_of is None]
     token_cap = min(batches.tokens, max(min(m.shape) for m in top))
     summary = summarize(modules)
-    if s.fit_head:  # opt-in additions: the head fit and the true- vs shuffled-label energy ratio
+    if head_fit is not None:
         summary["head_fit"] = head_fit
-        summary["label_contrast"] = label_contrast(modules)
+    summary["label_contrast"] = label_contrast(modules)  # true- vs shuffled-label energy
     if losses:  # did the update probe learn? first and last 10-step mean loss
         summary["update_loss"] = {"first": float(np.mean(losses[:10])), "last": float(np.mean(losses[-10:]))}
     param = next(loaded.model.parameters())
     return ProbeReport(
-        schema_version=SCHEMA_VERSION, model=loaded.name, task=data.name, settings=_jsonable_settings(s),
+        schema_version=SCHEMA_VERSION, model=loaded.name, task=data.name, settings=_jsonable_settings(s, head_fit is not None),
         seed=s.seed, tokens=batches.tokens, token_cap=token_cap, modules=modules, summary=summary,
         timings=timings, env=environment(param.device, param.dtype, model_type=loaded.model_type),
         examples_used=examples_used, notes=tuple(notes), data=data.summary(),
@@ -144,8 +142,19 @@ def distinct_batches(s: ProbeSettings, data) -> tuple[ProbeSettings, int, list[s
     from ..errors import EmptyDatasetError
     from ..tasks import example_order
 
+    from .settings import DEFAULT_FOLDS
+
     n, notes = len(data.train_texts), []
     fit = n // s.batch_size
+    k = s.folds if s.folds is not None else (DEFAULT_FOLDS if s.batches % DEFAULT_FOLDS == 0 else 0)
+    if k and fit < s.batches and (s.folds or fit >= k):  # every fold averages as many batches, none shares an example
+        fit = fit // k * k
+        if fit < k:
+            raise EmptyDatasetError(
+                f"Task {data.name!r} has {n} distinct training examples, too few for the sign-flip test's {k} "
+                f"folds of batches of {s.batch_size} ({k * s.batch_size} examples): lower --batch-size, raise "
+                "--max-examples, or probe without folds (--folds 0 --rank-estimator half_difference: uncalibrated)."
+            )
     if fit < 2:
         raise EmptyDatasetError(
             f"Task {data.name!r} has {n} distinct training examples, too few for 2 batches of {s.batch_size} (the "
@@ -153,7 +162,8 @@ def distinct_batches(s: ProbeSettings, data) -> tuple[ProbeSettings, int, list[s
         )
     if fit < s.batches:
         notes.append(f"{s.batches} batches of {s.batch_size} need {s.batches * s.batch_size} examples but the "
-                     f"training split has {n}: probed {fit} batches of distinct examples instead")
+                     f"training split has {n}: probed {fit} batches of distinct examples instead"
+                     + (f" (a multiple of the {k} folds)" if k and fit % k == 0 else ""))
         s = replace(s, batches=fit)
     slots = s.batches * s.batch_size
     order = example_order(n, seed=s.seed, batch_size=s.batch_size, num_batches=s.batches)
@@ -164,15 +174,14 @@ def distinct_batches(s: ProbeSettings, data) -> tuple[ProbeSettings, int, list[s
     return s, used, notes
 
 
-def _jsonable_settings(s: ProbeSettings) -> dict[str, Any]:
+def _jsonable_settings(s: ProbeSettings, head_fitted: bool) -> dict[str, Any]:
     from ..results import to_dict
 
     d = to_dict(asdict(s))
     d["update_checkpoints"] = list(s.checkpoints) or None
     if not s.folds:  # off: probe.json keeps the keys it had before folds existed
         del d["folds"]
-    if not s.fit_head:
-        del d["fit_head"]
+    d["fit_head"] = head_fitted
     if s.spectra == "exact":  # the default: probe.json keeps the keys it had before top-k existed
         del d["spectra"], d["topk"]
     if not s.example_energy:

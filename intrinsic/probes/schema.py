@@ -35,6 +35,8 @@ JSON_TOP_SV = 64  # singular values per spectrum kept in probe.json (the npz kee
 PROBE_FILE = "probe.json"
 SPECTRA_FILE = "spectra.npz"
 _SV_FIELDS = ("grad_sv", "noise_sv", "even_sv", "odd_sv")  # spectra of every row
+GAIN_SOURCES = ("raw", "signal")  # what `ProbeReport.gains` measures per direction (see there)
+GAIN_NORMALIZE = ("none", "module")  # how it scales each module's gains
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class ModuleProbe:
     update_checkpoint_sv: dict[str, tuple[float, ...]] = field(default_factory=dict)  # str(step) -> spectrum
     noise_norm: float | None = None  # ||G_shuffled||_F (None: not recorded; fit_head probes record it)
     sign_flip_p: tuple[float, ...] | None = None  # sign-flip step-down p-values p_1, p_2, .. (None: no folds kept)
+    sign_flip_null: tuple[float, ...] | None = None  # per step k: mean squared null statistic, the noise energy
+    #   direction k must exceed (mean over the sign-flipped resamples of sigma_k^2); None: no folds kept
     example_energy: float | None = None  # per-example gradient energy: mean over batches of sum_i ||G_i||_F^2,
     # G_i example i's contribution to the batch gradient (None: not measured, settings.example_energy off)
     example_energy_share: float | None = None  # example_energy / its sum over the modules (rows with block_of None)
@@ -111,9 +115,43 @@ class ProbeReport:
 
         return [ModuleRef(m.name, m.layer, m.kind, m.role, tuple(m.shape), m.params) for m in self.top_level()]
 
-    def gains(self) -> dict[str, np.ndarray]:
-        """sigma^2 of each module's mean gradient: the first-order gain of a rank-r update (placement input)."""
-        return {m.name: np.asarray(m.grad_sv, dtype=np.float64) ** 2 for m in self.top_level()}
+    def default_gain_source(self) -> str:
+        """"signal" when every module kept the sign-flip test's noise levels (a probe with folds), else "raw"."""
+        rows = self.top_level()
+        return "signal" if rows and all(m.sign_flip_null is not None for m in rows) else "raw"
+
+    def gains(self, source: str = "raw", normalize: str = "none") -> dict[str, np.ndarray]:
+        """Per module, the gain of each successive rank-1 direction: what `auto` water-fills on.
+
+        source "raw": sigma_i^2 of the mean gradient G, the first-order loss decrease of a rank-r
+        update along G's top directions (noise included). source "signal": only the directions the
+        sign-flip test keeps (the first `sign_flip` of them), each with its energy above the noise,
+        max(sigma_i^2 - null_i, 0) where null_i is the mean squared null statistic of step i; every
+        later direction gains 0, so a module with no tested signal gets no adapter. Needs a probe that
+        kept fold means (ProbeSettings.folds).
+        normalize "module": divide by the module's ||G||_F^2, so each gain is a share of the module's
+        own gradient energy: every module weighs the same, as under Adam's per-parameter scaling,
+        which equalises the step size of modules with small and large gradients.
+        """
+        if source not in GAIN_SOURCES:
+            raise ConfigError(f"Unknown gain source '{source}': use one of {', '.join(GAIN_SOURCES)}.")
+        if normalize not in GAIN_NORMALIZE:
+            raise ConfigError(f"Unknown gain normalization '{normalize}': use one of {', '.join(GAIN_NORMALIZE)}.")
+        out = {}
+        for m in self.top_level():
+            sig2 = np.asarray(m.grad_sv, dtype=np.float64) ** 2  # (k,)
+            if source == "signal":
+                if m.sign_flip_null is None or "sign_flip" not in m.grad_ranks:
+                    raise ConfigError("Gains 'signal' need the sign-flip test's fold means, which this probe did not "
+                                      f"keep ({m.name}): probe again with --folds 8 (the default), or use gains 'raw'.")
+                kept = int(m.grad_ranks["sign_flip"])  # directions the step-down test rejected
+                noise = np.asarray(m.sign_flip_null[:kept], dtype=np.float64)  # (kept,)
+                sig2 = np.concatenate([np.maximum(sig2[:kept] - noise, 0.0), np.zeros(max(len(sig2) - kept, 0))])
+            if normalize == "module":
+                total = float(m.grad_norm) ** 2
+                sig2 = sig2 / total if total > 0 else np.zeros_like(sig2)
+            out[m.name] = sig2
+        return out
 
     def records(self) -> list[dict[str, Any]]:
         """Flat per-row records (for tables or a DataFrame)."""
@@ -138,7 +176,7 @@ class ProbeReport:
                 if row.get(key) is not None:
                     row[key] = row[key][:top_sv]
             row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
-            for key in ("sign_flip_p", "noise_norm", "example_energy", "example_energy_share"):  # off: keys as before
+            for key in ("sign_flip_p", "sign_flip_null", "noise_norm", "example_energy", "example_energy_share"):
                 if row.get(key) is None:
                     row.pop(key, None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}
@@ -230,6 +268,7 @@ def _fix_row(m: ModuleProbe) -> ModuleProbe:
         update_ranks=None if m.update_ranks is None else {k: None if v is None else float(v) for k, v in m.update_ranks.items()},
         update_checkpoints={s: {k: float(v) for k, v in r.items()} for s, r in m.update_checkpoints.items()},
         sign_flip_p=None if m.sign_flip_p is None else tuple(float(p) for p in m.sign_flip_p),
+        sign_flip_null=None if m.sign_flip_null is None else tuple(float(p) for p in m.sign_flip_null),
     )
 
 

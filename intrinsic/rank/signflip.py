@@ -61,6 +61,7 @@ class SignFlipTest:
     pvalues: tuple[float, ...]  # p_k for the steps made, k = 1..; the last one is > alpha unless kmax was hit
     stats: tuple[float, ...]  # T_k(G): the (approximate) k-th singular value of G
     null_q: tuple[float, ...]  # (1 - alpha) quantile of the step's null statistics
+    null_ms: tuple[float, ...]  # mean of the squared null statistics per step: the noise energy of direction k
     alpha: float
     resamples: int
     folds: int
@@ -114,7 +115,7 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
     start = torch.randn(m, min(BLOCK, m), generator=gen, dtype=torch.float64).to(F.device)  # (m, p)
     chunk = max(1, CHUNK_BYTES // (8 * m * m))
     tol = float(S[0]) * max(m, n) * 1e-7 if len(S) else 0.0  # below float32 round-off: not a direction
-    pvals, stats, quants = [], [], []
+    pvals, stats, quants, ms = [], [], [], []
     starts = list(range(0, len(signs), chunk))
     cache = {}  # chunk start -> (b, m, m) sum_jl s_j s_l A_jl, kept when all chunks fit in one
     blocks = {i: start.expand(min(chunk, len(signs) - i), -1, -1) for i in starts}  # warm starts (b, m, p)
@@ -149,10 +150,11 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
         pvals.append(p)
         stats.append(obs)
         quants.append(float(np.quantile(null, 1.0 - alpha)))
+        ms.append(float(np.mean(null.astype(np.float64) ** 2)))
         if p > alpha:
             break
     rank = sum(1 for _ in _leading(pvals, alpha))
-    return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), alpha, resamples, K)
+    return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), tuple(ms), alpha, resamples, K)
 
 
 def _leading(pvals, alpha):

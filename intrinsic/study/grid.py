@@ -18,7 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..placement.request import KNOB_DEFAULTS
 from ..placement.strategies import canonical
+
+LATER_KNOBS = ("gains", "normalize")  # placement knobs newer than the first results
 
 if TYPE_CHECKING:
     from .spec import StudySpec
@@ -89,8 +92,9 @@ def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train) -> dic
                "strategy": strategy, "rank": rank, "budget": budget, "layers": layers}
     if strategy == "auto":
         payload["probe"] = spec.probe_settings
-    if strategy != "full":
-        payload["placement"] = spec.placement
+    if strategy != "full":  # knobs added later count only when set, so earlier cells keep their ids
+        payload["placement"] = {k: v for k, v in spec.placement.items()
+                                if k not in LATER_KNOBS or v != KNOB_DEFAULTS[k]}
     return payload
 
 
