@@ -115,7 +115,7 @@ def run_compare(args) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"{name}: {params / 1e6:.1f} M parameters, {len(refs)} probed modules, {len(real)} batches, "
           f"{tokens:,} tokens, {args.device} {args.dtype}, {torch.get_num_threads()} threads")
-    res = compare(model, refs, real, shuffled, tokens=tokens, topk=args.topk)
+    res = compare(model, refs, real, shuffled, tokens=tokens, topk=args.topk, folds=args.folds)
     res.update(name=name, params=params, device=args.device, dtype=args.dtype,
                device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                threads=torch.get_num_threads())
@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="--shape: examples per batch")
     ap.add_argument("--seq", type=int, default=None, help="--shape: tokens per example")
     ap.add_argument("--topk", type=int, default=128, help="values per spectrum in top-k mode")
+    ap.add_argument("--folds", type=int, default=8, help="fold means for sign_flip (0: off, half_difference designated)")
     ap.add_argument("--json", default=None, help="where --compare writes its JSON")
     args = ap.parse_args()
     if args.threads:

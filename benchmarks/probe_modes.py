@@ -5,7 +5,7 @@ shuffled) with only the probed weights requiring grad (the cheapest backward tha
 (2) the probe's accumulation (gradient + noise phases), without and with the per-example gradient energy
 hooks; (3) from the same sums, the spectra in exact and in top-k mode, each followed by the estimators.
 A mode's probe time is accumulation + its spectra + its estimators. Also the agreement of the modes: the
-designated rank (half_difference) and every test estimator per row, and the relative error of the top-8
+designated rank (sign_flip; half_difference without folds) and every test estimator per row, and the relative error of the top-8
 singular values of each mean gradient (values above 1e-6 sigma_1). Peak device memory per step on CUDA.
 On a CPU shared with other work, wall-clock ratios are noisy; the process CPU seconds (`cpu` keys, all threads
 of this process) are what to compare there.
@@ -68,21 +68,27 @@ def _top8_error(exact_rows, top_rows) -> list[float]:
 
 
 def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv: int = 512, seed: int = 0,
-            example_energy: bool = True, log=print) -> dict:
-    """Everything the module docstring lists, as a JSON-able dict."""
+            folds: int = 8, example_energy: bool = True, log=print) -> dict:
+    """Everything the module docstring lists, as a JSON-able dict. With `folds` K (as the probe's default, when
+    the batches are a multiple of K) the fold means are kept and sign_flip is the designated rank, else
+    half_difference."""
+    folds = folds if folds and len(real) % folds == 0 else 0
+    designated = "sign_flip" if folds else "half_difference"
     device = next(model.parameters()).device
     clock = Clock(device)
     plain_fwd_bwd(model, refs, real[:1], device)  # warm-up (CUDA context, kernels, allocator): not timed
-    res: dict = {"batches": len(real), "tokens": tokens, "modules": len(refs), "topk_k": topk}
+    res: dict = {"batches": len(real), "tokens": tokens, "modules": len(refs), "topk_k": topk, "folds": folds,
+                 "designated_estimator": designated}
     _, res["plain_s"], res["plain_peak_gb"] = clock.run(
         lambda: plain_fwd_bwd(model, refs, real + shuffled, device), "plain")
     log(f"plain fwd+bwd over {2 * len(real)} batches: {res['plain_s']:.2f} s")
     sums, res["accumulate_s"], res["accumulate_peak_gb"] = clock.run(
-        lambda: accumulate_gradients(model, refs, real, shuffled), "accumulate")
+        lambda: accumulate_gradients(model, refs, real, shuffled, folds=folds), "accumulate")
     log(f"probe accumulation (gradient + noise): {res['accumulate_s']:.2f} s")
     if example_energy:
         with_energy, res["accumulate_energy_s"], res["accumulate_energy_peak_gb"] = clock.run(
-            lambda: accumulate_gradients(model, refs, real, shuffled, example_energy=True), "accumulate_energy")
+            lambda: accumulate_gradients(model, refs, real, shuffled, folds=folds, example_energy=True),
+            "accumulate_energy")
         res["example_energy_overhead"] = res["accumulate_energy_s"] / res["accumulate_s"] - 1
         res["example_energy_overhead_cpu"] = clock.cpu["accumulate_energy"] / clock.cpu["accumulate"] - 1
         log(f"  with per-example energy: {res['accumulate_energy_s']:.2f} s "
@@ -96,7 +102,7 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
 
         spec, t_spec, peak = clock.run(spectra, f"{mode}_spectra")
         got, t_est, _ = clock.run(lambda spec=spec: gradient_rows(
-            refs, spec, "half_difference", example_energy=with_energy.example_energy if example_energy else None),
+            refs, spec, designated, example_energy=with_energy.example_energy if example_energy else None),
             f"{mode}_estimate")
         rows[mode] = got
         total = res["accumulate_s"] + t_spec + t_est
