@@ -86,9 +86,11 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
         lambda: accumulate_gradients(model, refs, real, shuffled, folds=folds), "accumulate")
     log(f"probe accumulation (gradient + noise): {res['accumulate_s']:.2f} s")
     if example_energy:
-        with_energy, res["accumulate_energy_s"], res["accumulate_energy_peak_gb"] = clock.run(
+        energy_sums, res["accumulate_energy_s"], res["accumulate_energy_peak_gb"] = clock.run(
             lambda: accumulate_gradients(model, refs, real, shuffled, folds=folds, example_energy=True),
             "accumulate_energy")
+        per_example = energy_sums.example_energy
+        del energy_sums  # its accumulators: a second copy of every sum on the device
         res["example_energy_overhead"] = res["accumulate_energy_s"] / res["accumulate_s"] - 1
         res["example_energy_overhead_cpu"] = clock.cpu["accumulate_energy"] / clock.cpu["accumulate"] - 1
         log(f"  with per-example energy: {res['accumulate_energy_s']:.2f} s "
@@ -102,7 +104,7 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
 
         spec, t_spec, peak = clock.run(spectra, f"{mode}_spectra")
         got, t_est, _ = clock.run(lambda spec=spec: gradient_rows(
-            refs, spec, designated, example_energy=with_energy.example_energy if example_energy else None),
+            refs, spec, designated, example_energy=per_example if example_energy else None),
             f"{mode}_estimate")
         rows[mode] = got
         total = res["accumulate_s"] + t_spec + t_est
