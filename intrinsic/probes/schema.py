@@ -50,7 +50,8 @@ class ModuleProbe:
     shape: tuple[int, int]  # (out, in) of the probed matrix (rows of the block for a fused block)
     params: int  # out * in
     grad_sv: tuple[float, ...]  # singular values of the mean gradient G, descending (at most max_sv)
-    grad_ranks: dict[str, float]  # rank.estimate of the gradient Spectra: every estimator in rank.ESTIMATORS
+    grad_ranks: dict[str, float | None]  # rank.estimate of the gradient Spectra: every estimator in rank.ESTIMATORS;
+    # None (top-k spectra only): an estimator that needs the whole spectrum, or an energy rank beyond the top k
     noise_sv: tuple[float, ...]  # singular values of the shuffled-label mean gradient
     update_sv: tuple[float, ...] | None  # singular values of W_K - W_0 (None: update probe skipped)
     update_ranks: dict[str, float] | None  # rank.estimate(update_sv): the descriptive estimators
