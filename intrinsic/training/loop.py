@@ -247,16 +247,9 @@ def _fast_setup(model, loaded, config: TrainConfig, world: int, emit: Callback) 
 
 def step_once(run: _Run, state: RunState, step: int) -> None:
     """One optimizer step on this process's micro-batches of step `step` (1-based); NonFiniteError on a NaN/inf."""
-    cfg, acc, n = run.config, run.accelerator, run.config.grad_accum
+    cfg, acc = run.config, run.accelerator
     t0 = time.perf_counter()
-    loss = None
-    for m in range(n):  # gradients add up over the micro-batches; DDP syncs on the last one only
-        batch = {k: v.to(acc.device) for k, v in run.batches[(step - 1) * n + m].items()}
-        with acc.no_sync(run.model) if m < n - 1 else contextlib.nullcontext():
-            micro = _loss(run, batch)
-            acc.backward(micro / n if n > 1 else micro)
-        loss = micro.detach() if loss is None else loss + micro.detach()
-    loss = loss / n if n > 1 else loss
+    loss = accumulate(run, step)
     gnorm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
     if acc.num_processes > 1:
         loss = acc.reduce(loss.detach(), reduction="mean")
@@ -278,6 +271,20 @@ def step_once(run: _Run, state: RunState, step: int) -> None:
     tokens_per_s = sum(run.tokens_per_step[:step]) / max(sum(state.step_times), 1e-9)  # a resumed run: all steps
     run.emit({"event": "step", "step": step, "steps": cfg.steps, "loss": value, "lr": run.scheduler.get_last_lr()[0],
               "tokens_per_s": tokens_per_s, "mfu": mfu(run.flops, tokens_per_s, run.peak_tflops)})
+
+
+def accumulate(run: _Run, step: int):
+    """Forward and backward of the grad_accum micro-batches of step `step` (1-based): the gradients of their
+    mean loss are left in the parameters (DDP syncs on the last micro-batch only); returns that mean loss."""
+    acc, n = run.accelerator, run.config.grad_accum
+    loss = None
+    for m in range(n):
+        batch = {k: v.to(acc.device) for k, v in run.batches[(step - 1) * n + m].items()}
+        with acc.no_sync(run.model) if m < n - 1 else contextlib.nullcontext():
+            micro = _loss(run, batch)
+            acc.backward(micro / n if n > 1 else micro)
+        loss = micro.detach() if loss is None else loss + micro.detach()
+    return loss / n if n > 1 else loss
 
 
 def _loss(run: _Run, batch: dict):
