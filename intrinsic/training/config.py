@@ -60,14 +60,14 @@ class TrainConfig:
                                                   "no for classification")
     save_adapter: bool = documented(True, "write out_dir/adapter at every evaluation")
     save_full_model: bool = documented(False, "full fine-tuning only: save the whole model under out_dir/model")
-    grad_accum: int = documented(1, "micro-batches of batch_size per optimizer step (loss scaled by 1/N; "
+    grad_accum: int = documented(1, "micro-batches of `batch_size` per optimizer step (loss scaled by 1/N; "
                                     "steps and the LR schedule count optimizer steps)")
     gradient_checkpointing: bool = documented(False, "recompute activations in the backward pass (less memory, "
                                                      "about a third more compute)")
     checkpoint_every: int = documented(0, "save a resumable checkpoint (adapter, optimizer, schedule, RNG, step) "
-                                          "every N steps, besides every eval_every; 0: only at evaluations")
-    fast: bool = documented(False, "fast path: no fp32 input cast of adapters under mixed precision, fused AdamW "
-                                   "on CUDA, chunked linear + cross-entropy for causal LMs (no B x T x V logits)")
+                                          "every N steps, besides every `eval_every`; 0: only at evaluations")
+    fast: bool = documented(False, "fast path: no fp32 input cast of adapters under mixed precision, fused AdamW, "
+                                   "chunked linear + cross-entropy for causal LMs (no B x T x V logits)")
     compile: bool = documented(False, "torch.compile the model (opt-in; pays off for small models on GPU)")
     peak_tflops: float | None = documented(None, "peak rate for MFU in TFLOP/s; None: a bf16 (fp32 without "
                                                  "mixed precision) matmul rate measured at the start on CUDA, "
