@@ -42,7 +42,8 @@ SHAPES = {
     "llama-1b": dict(config=dict(vocab_size=30522, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                                  num_attention_heads=32, num_key_value_heads=8, head_dim=64,
                                  max_position_embeddings=2048, rope_theta=500000.0, tie_word_embeddings=True),
-                     batch=8, seq=512, rank=16, arms="plain,trainer,peft,intrinsic,fast"),
+                     batch=8, seq=512, rank=16,
+                     arms="plain,trainer,peft,peft+nocast,peft+fused,peft+fused+lce,intrinsic,fast"),
     "smollm2": dict(config=dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                 num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                                 max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True),
@@ -129,14 +130,32 @@ class Setup:
         return {k: v.to(self.device) for k, v in batch.items()}
 
 
-def _timed_loop(setup: Setup, step) -> list[float]:
+PROFILE: dict = {"arms": (), "tables": {}}  # --profile: arms whose last 3 steps run under torch.profiler
+
+
+def _timed_loop(setup: Setup, step, arm: str = "") -> list[float]:
     """Seconds of each call step(batch) over all batches, synchronized at each end."""
-    times = []
-    for batch in setup.batches:
+    import contextlib
+
+    times, prof = [], None
+    for i, batch in enumerate(setup.batches):
+        if arm in PROFILE["arms"] and i == len(setup.batches) - 3:
+            import torch.profiler as tp
+
+            prof = tp.profile(activities=[tp.ProfilerActivity.CPU] + ([tp.ProfilerActivity.CUDA] if setup.cuda else []))
+            prof.__enter__()
         t0 = time.perf_counter()
         step(setup.on_device(batch))
         setup.sync()
         times.append(time.perf_counter() - t0)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        key = "self_device_time_total" if setup.cuda else "self_cpu_time_total"
+        with contextlib.suppress(Exception):  # a profiler API change must not cost the timings
+            averages = prof.key_averages()
+            PROFILE["tables"][arm] = averages.table(sort_by=key, row_limit=25)
+            top = sorted(averages, key=lambda e: -getattr(e, key))[:6]
+            print("    top ops (3 steps):", "; ".join(f"{e.key[:40]} {getattr(e, key) / 3000:.1f} ms" for e in top))
     return times
 
 
@@ -155,7 +174,7 @@ def arm_plain(setup: Setup):
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    return model, _timed_loop(setup, step)
+    return model, _timed_loop(setup, step, "plain")
 
 
 def _peft(setup: Setup):
@@ -169,21 +188,29 @@ def _peft(setup: Setup):
         return get_peft_model(model, config)
 
 
-def arm_peft(setup: Setup):
+def arm_peft(setup: Setup, nocast: bool = False, fused: bool = False, lce: bool = False, arm: str = "peft"):
+    """The plain PEFT loop, optionally with the fast path's pieces applied one by one (for attribution)."""
     import torch
+
+    from intrinsic.training.fast import causal_lm_loss, make_optimizer, no_input_cast
+    from intrinsic.training.fused_lora import fuse_lora
 
     model = _peft(setup)
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    if nocast and setup.cuda:
+        no_input_cast(model)
+    if fused:
+        fuse_lora(model)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0, fused=lce)
 
     def step(batch):
         with setup.autocast():
-            loss = model(**batch).loss
+            loss = causal_lm_loss(model, batch) if lce else model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return model, _timed_loop(setup, step)
+    return model, _timed_loop(setup, step, arm)
 
 
 def arm_trainer(setup: Setup):
@@ -249,6 +276,10 @@ ARMS = {
     "full": ("intrinsic train, full fine-tuning", lambda s: arm_intrinsic(s, full=True)),
     "trainer": ("HF Trainer + PEFT", arm_trainer),
     "peft": ("plain PEFT + AdamW loop", arm_peft),
+    "peft+nocast": ("PEFT loop, no fp32 input cast", lambda s: arm_peft(s, nocast=True, arm="peft+nocast")),
+    "peft+fused": ("PEFT loop, no cast + fused LoRA", lambda s: arm_peft(s, nocast=True, fused=True, arm="peft+fused")),
+    "peft+fused+lce": ("PEFT loop, + chunked loss, fused AdamW",
+                       lambda s: arm_peft(s, nocast=True, fused=True, lce=True, arm="peft+fused+lce")),
     "intrinsic": ("intrinsic train (defaults)", arm_intrinsic),
     "fast": ("intrinsic train --fast", lambda s: arm_intrinsic(s, fast=True)),
     "fast-compile": ("intrinsic train --fast --compile", lambda s: arm_intrinsic(s, fast=True, compile=True)),
@@ -300,6 +331,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps per arm (compilation, allocator)")
     ap.add_argument("--arms", default=None, help=f"comma-separated, of {', '.join(ARMS)} [default: per shape]")
     ap.add_argument("--name", default=None, help="results folder name [default: lora-step-SHAPE-DEVICE]")
+    ap.add_argument("--profile", default="", help="comma-separated loop arms (plain, peft, peft+...) whose last 3 "
+                                                   "steps are profiled (top ops printed, tables in the JSON)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="where NAME/ goes")
     args = ap.parse_args()
     import torch
@@ -314,26 +347,33 @@ def main() -> None:
         raise SystemExit(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
     print(f"shape {args.shape}: batch {setup.batch} x {setup.seq}, LoRA r={setup.rank} all linear, "
           f"{setup.dtype}, device {args.device}; matmul peak {peak:.3g} TFLOP/s (measured)", flush=True)
-    rows = []
+    PROFILE["arms"] = tuple(a for a in args.profile.split(",") if a)
+    rows, failed = [], {}
     for key in arms:
         t0 = time.perf_counter()
-        rows.append(run_arm(setup, key, peak))
+        try:
+            rows.append(run_arm(setup, key, peak))
+        except Exception as e:  # one failing arm does not cost the others' figures
+            failed[key] = f"{type(e).__name__}: {e}"[:500]
+            print(f"  {key:13s} FAILED {failed[key]}", flush=True)
+            continue
         r = rows[-1]
         print(f"  {key:13s} {r['s_per_step']:.4f} s/step  ({time.perf_counter() - t0:.0f} s)", flush=True)
     base = {r["arm"]: r for r in rows}
     ref = base.get("trainer")
-    print(f"\n{'arm':13s} {'s/step':>8s} {'tokens/s':>10s} {'peak GB':>8s} {'MFU':>6s} {'vs Trainer':>10s}  what")
+    print(f"\n{'arm':15s} {'s/step':>8s} {'tokens/s':>10s} {'peak GB':>8s} {'MFU':>6s} {'vs Trainer':>10s}  what")
     for r in rows:
         vs = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref else "-"
         gb = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
-        print(f"{r['arm']:13s} {r['s_per_step']:8.4f} {r['tokens_per_s']:10,.0f} {gb:>8s} {100 * r['mfu']:5.1f}% "
+        print(f"{r['arm']:15s} {r['s_per_step']:8.4f} {r['tokens_per_s']:10,.0f} {gb:>8s} {100 * r['mfu']:5.1f}% "
               f"{vs:>10s}  {r['what']}")
     name = args.name or f"lora-step-{args.shape}-{args.device.split(':')[0]}"
     result = {"shape": args.shape, "device": args.device,
               "device_name": torch.cuda.get_device_name() if setup.cuda else platform.processor(),
               "batch": setup.batch, "seq": setup.seq, "rank": setup.rank, "dtype": str(setup.dtype),
               "steps": args.steps, "warmup": args.warmup, "matmul_peak_tflops": peak,
-              "versions": {"torch": torch.__version__, **_versions()}, "rows": rows}
+              "versions": {"torch": torch.__version__, **_versions()}, "rows": rows,
+              "failed": failed, "profiles": PROFILE["tables"]}
     for folder in [args.results / name] + ([Path(os.environ["OUT"]) / name]
                                                               if os.environ.get("OUT") else []):
         folder.mkdir(parents=True, exist_ok=True)

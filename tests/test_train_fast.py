@@ -123,3 +123,49 @@ def test_fast_run_follows_default_run_and_adapter_reloads(tmp_path):
     assert sorted(r for r, _ in actual_adapters(reloaded).values()) == sorted(e.rank for e in plan.entries)
     metrics = evaluate(reloaded, make_eval_batches(lm_task(), fresh.tokenizer, config), task_kind="lm")
     assert metrics["loss"] == pytest.approx(runs[True].metrics["loss"], abs=1e-6)
+
+
+def _lora_model(model_type: str, dtype=torch.float32):
+    loaded = build_tiny_model(model_type, "lm")
+    loaded.model.to(dtype)
+    model = build_model(loaded, mixed_ranks_plan(loaded.model, skip="value" if model_type == "bert" else "v_proj"))
+    model.eval()  # no dropout: the same function twice
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    return loaded, model
+
+
+def _loss_grads(model, batch, autocast: bool = False):
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(**batch).loss
+    return loss.detach(), torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "bert"])
+def test_fused_lora_equals_peft_in_float64(model_type):
+    from intrinsic.training.fused_lora import fuse_lora
+
+    loaded, model = _lora_model(model_type, torch.float64)
+    batch = lm_batch(loaded.tokenizer)
+    ref, ref_g = _loss_grads(model, batch)
+    assert fuse_lora(model) == len(actual_adapters(model))  # every adapted module, none of the skipped ones
+    loss, g = _loss_grads(model, batch)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    assert torch.allclose(g, ref_g, rtol=1e-10, atol=1e-13)
+
+
+def test_fused_lora_under_bf16_autocast_is_as_close_to_float32_as_peft():
+    from intrinsic.training.fused_lora import fuse_lora
+
+    loaded, model = _lora_model("llama")
+    batch = lm_batch(loaded.tokenizer)
+    _, exact = _loss_grads(model, batch)
+    peft_loss, peft_g = _loss_grads(model, batch, autocast=True)
+    fuse_lora(model)
+    loss, g = _loss_grads(model, batch, autocast=True)
+    err = ((g - exact).norm() / exact.norm()).item()
+    peft_err = ((peft_g - exact).norm() / exact.norm()).item()
+    assert err < 2 * peft_err + 1e-3 and err < 0.1, (err, peft_err)  # bf16 rounding, not a different function
+    assert loss.item() == pytest.approx(peft_loss.item(), rel=1e-3)

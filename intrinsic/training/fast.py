@@ -5,6 +5,7 @@ within rounding (tests/test_train_fast.py checks losses and gradients on tiny mo
   product. Under autocast (mixed precision) that product runs in bf16/fp16 anyway, so the cast is a
   round trip (exact) that costs a B x T x d copy per adapted layer, kept for the backward pass.
   Turned off only under mixed precision; the adapters themselves stay float32 (master weights).
+- `fused_lora.fuse_lora`: each LoRA layer's base and low-rank products in one autograd node (its own module).
 - `make_optimizer`: AdamW with `fused=True` (one kernel for all parameters instead of a loop).
 - `linear_cross_entropy` / `causal_lm_loss`: the causal-LM loss computed from the last hidden
   states in chunks of tokens, with the gradient of each chunk's logits formed in the forward pass,
@@ -20,6 +21,23 @@ from typing import Any
 
 LCE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")  # head = one nn.Linear on the decoder's output
 CHUNK_ELEMENTS = 1 << 25  # logits per chunk (x 4 bytes x ~2 live copies: ~256 MiB)
+
+
+def enable_fast(model, loaded, mixed_precision: str, processes: int, emit) -> bool:
+    """Switch on the fast path's pieces for `model` (built from `loaded`); whether the chunked loss replaces
+    the model's own (`emit` gets a "note" event when it cannot)."""
+    from .fused_lora import fuse_lora
+
+    if mixed_precision != "no":  # under autocast the float32 input cast is a round trip
+        no_input_cast(model)
+    if hasattr(model, "peft_config"):
+        fuse_lora(model)
+    if loaded.task_kind != "lm":
+        return False
+    why = lce_unsupported(model, loaded.model_type, processes)
+    if why:
+        emit({"event": "note", "message": f"fast: the model's own loss is used ({why})"})
+    return why is None
 
 
 def no_input_cast(model) -> int:

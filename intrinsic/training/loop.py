@@ -187,7 +187,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     from ..models import base_param_count
     from ..tasks import count_tokens, make_batches
     from .data import make_eval_batches, subset_task
-    from .fast import make_optimizer
+    from .fast import enable_fast, make_optimizer
     from .flops import flops_per_token, measured_peak_tflops
     from .model import build_model, make_accelerator, param_counts
 
@@ -210,7 +210,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
                            max_length=config.max_length, seed=config.seed, shuffle=True,
                            num_batches=config.steps * micro)
     eval_batches = make_eval_batches(task, loaded.tokenizer, config, rank=rank, world=world)
-    lce = _fast_setup(model, loaded, config, world, emit) if config.fast else False
+    lce = enable_fast(model, loaded, config.mixed_precision, world, emit) if config.fast else False
     optimizer = make_optimizer(params, lr=config.lr, weight_decay=config.weight_decay, fused=config.fast)
     warmup = config.warmup_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -229,20 +229,6 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
                 eval_batches=eval_batches, tokens_per_step=tokens_per_step, base_params=base_params,
                 trainable=trainable, lora_params=lora_params, head_params=head_params, lce=lce,
                 flops=flops_per_token(model), peak_tflops=peak)
-
-
-def _fast_setup(model, loaded, config: TrainConfig, world: int, emit: Callback) -> bool:
-    """Switch on training.fast's pieces for `model`; whether the chunked loss replaces the model's own."""
-    from .fast import lce_unsupported, no_input_cast
-
-    if config.mixed_precision != "no":  # under autocast the float32 input cast is a round trip
-        no_input_cast(model)
-    if loaded.task_kind != "lm":
-        return False
-    why = lce_unsupported(model, loaded.model_type, world)
-    if why:
-        emit({"event": "note", "message": f"fast: the model's own loss is used ({why})"})
-    return why is None
 
 
 def step_once(run: _Run, state: RunState, step: int) -> None:
