@@ -347,6 +347,13 @@ def main() -> None:
         raise SystemExit(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
     print(f"shape {args.shape}: batch {setup.batch} x {setup.seq}, LoRA r={setup.rank} all linear, "
           f"{setup.dtype}, device {args.device}; matmul peak {peak:.3g} TFLOP/s (measured)", flush=True)
+    name = args.name or f"lora-step-{args.shape}-{args.device.split(':')[0]}"
+    folders = [args.results / name] + ([Path(os.environ["OUT"]) / name] if os.environ.get("OUT") else [])
+    meta = {"shape": args.shape, "device": args.device,
+            "device_name": torch.cuda.get_device_name() if setup.cuda else platform.processor(),
+            "batch": setup.batch, "seq": setup.seq, "rank": setup.rank, "dtype": str(setup.dtype),
+            "steps": args.steps, "warmup": args.warmup, "matmul_peak_tflops": peak,
+            "versions": {"torch": torch.__version__, **_versions()}}
     PROFILE["arms"] = tuple(a for a in args.profile.split(",") if a)
     rows, failed = [], {}
     for key in arms:
@@ -355,30 +362,32 @@ def main() -> None:
             rows.append(run_arm(setup, key, peak))
         except Exception as e:  # one failing arm does not cost the others' figures
             failed[key] = f"{type(e).__name__}: {e}"[:500]
-            print(f"  {key:13s} FAILED {failed[key]}", flush=True)
+            print(f"  {key:15s} FAILED {failed[key]}", flush=True)
             continue
+        finally:  # after every arm: a run stopped by a time limit keeps what it measured
+            write_json(folders, {**meta, "rows": rows, "failed": failed, "profiles": PROFILE["tables"]})
         r = rows[-1]
-        print(f"  {key:13s} {r['s_per_step']:.4f} s/step  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    base = {r["arm"]: r for r in rows}
-    ref = base.get("trainer")
+        print(f"  {key:15s} {r['s_per_step']:.4f} s/step  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print_table(rows)
+    print(f"wrote {', '.join(str(f / 'bench_lora_step.json') for f in folders)}")
+
+
+def write_json(folders: list[Path], result: dict) -> None:
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "bench_lora_step.json.tmp"
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(folder / "bench_lora_step.json")
+
+
+def print_table(rows: list[dict]) -> None:
+    ref = {r["arm"]: r for r in rows}.get("trainer")
     print(f"\n{'arm':15s} {'s/step':>8s} {'tokens/s':>10s} {'peak GB':>8s} {'MFU':>6s} {'vs Trainer':>10s}  what")
     for r in rows:
         vs = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref else "-"
         gb = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
         print(f"{r['arm']:15s} {r['s_per_step']:8.4f} {r['tokens_per_s']:10,.0f} {gb:>8s} {100 * r['mfu']:5.1f}% "
               f"{vs:>10s}  {r['what']}")
-    name = args.name or f"lora-step-{args.shape}-{args.device.split(':')[0]}"
-    result = {"shape": args.shape, "device": args.device,
-              "device_name": torch.cuda.get_device_name() if setup.cuda else platform.processor(),
-              "batch": setup.batch, "seq": setup.seq, "rank": setup.rank, "dtype": str(setup.dtype),
-              "steps": args.steps, "warmup": args.warmup, "matmul_peak_tflops": peak,
-              "versions": {"torch": torch.__version__, **_versions()}, "rows": rows,
-              "failed": failed, "profiles": PROFILE["tables"]}
-    for folder in [args.results / name] + ([Path(os.environ["OUT"]) / name]
-                                                              if os.environ.get("OUT") else []):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "bench_lora_step.json").write_text(json.dumps(result, indent=1))
-        print(f"wrote {folder / 'bench_lora_step.json'}")
 
 
 def _versions() -> dict:
