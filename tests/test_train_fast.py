@@ -169,3 +169,17 @@ def test_fused_lora_under_bf16_autocast_is_as_close_to_float32_as_peft():
     peft_err = ((peft_g - exact).norm() / exact.norm()).item()
     assert err < 2 * peft_err + 1e-3 and err < 0.1, (err, peft_err)  # bf16 rounding, not a different function
     assert loss.item() == pytest.approx(peft_loss.item(), rel=1e-3)
+
+
+def test_chunked_loss_under_bf16_autocast_is_as_close_to_float32_as_the_model_loss():
+    loaded, model = _lora_model("llama")
+    batch = lm_batch(loaded.tokenizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    exact_loss, exact = _loss_grads(model, batch)
+    ref_loss, ref = _loss_grads(model, batch, autocast=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = causal_lm_loss(model, batch)
+    g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, params)])
+    err, ref_err = ((g - exact).norm() / exact.norm()).item(), ((ref - exact).norm() / exact.norm()).item()
+    assert err < 2 * ref_err + 1e-3 and err < 0.1, (err, ref_err)
+    assert abs(loss.item() - exact_loss.item()) < 2 * abs(ref_loss.item() - exact_loss.item()) + 1e-3

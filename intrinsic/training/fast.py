@@ -95,10 +95,8 @@ def linear_cross_entropy(hidden, weight, targets, chunk: int | None = None):
 
     hidden (N, H), weight (V, H), targets (N,). Logits are formed like `nn.Linear` would (under autocast
     in the compute dtype) and the softmax in float32, as transformers' loss does."""
-    import torch
-
     chunk = chunk or max(1, CHUNK_ELEMENTS // weight.shape[0])
-    return _linear_ce().apply(hidden, weight, targets, chunk, torch.is_autocast_enabled(hidden.device.type))
+    return _linear_ce().apply(hidden, weight, targets, chunk)
 
 
 @functools.cache
@@ -111,27 +109,25 @@ def _linear_ce():
         """Loss and its gradients in one pass over chunks; backward only scales them."""
 
         @staticmethod
-        def forward(ctx, hidden, weight, targets, chunk, autocast):
-            device = hidden.device.type
+        def forward(ctx, hidden, weight, targets, chunk):  # runs under the caller's autocast, if any
             count = (targets != -100).sum().clamp(min=1)
             grad_h = torch.empty_like(hidden)
             grad_w = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            with torch.autocast(device, enabled=autocast):
-                for i in range(0, hidden.shape[0], chunk):
-                    h, y = hidden[i:i + chunk], targets[i:i + chunk]
-                    low = F.linear(h, weight)  # (n, V) in the compute dtype
-                    logits = low.float()
-                    total += F.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
-                    g = logits.softmax(-1)  # d(sum CE)/d logits = softmax - onehot, 0 on ignored rows
-                    valid = y != -100
-                    g[valid, y[valid]] -= 1
-                    g[~valid] = 0
-                    g = g.to(low.dtype)  # as autograd casts the gradient back through .float()
-                    del low, logits
-                    grad_h[i:i + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)
-                    if grad_w is not None:
-                        grad_w += (g.t() @ h.to(g.dtype)).float()
+            for i in range(0, hidden.shape[0], chunk):
+                h, y = hidden[i:i + chunk], targets[i:i + chunk]
+                low = F.linear(h, weight)  # (n, V) in the compute dtype
+                logits = low.float()
+                total += F.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
+                g = logits.softmax(-1)  # d(sum CE)/d logits = softmax - onehot, 0 on ignored rows
+                valid = y != -100
+                g[valid, y[valid]] -= 1
+                g[~valid] = 0
+                g = g.to(low.dtype)  # as autograd casts the gradient back through .float()
+                del low, logits
+                grad_h[i:i + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)
+                if grad_w is not None:
+                    grad_w += (g.t() @ h.to(g.dtype)).float()
             ctx.weight_dtype = weight.dtype
             ctx.save_for_backward(grad_h, count, *(() if grad_w is None else (grad_w,)))
             return total / count
@@ -141,6 +137,6 @@ def _linear_ce():
             grad_h, count, *rest = ctx.saved_tensors
             scale = grad_out / count
             grad_w = (rest[0] * scale).to(ctx.weight_dtype) if rest else None
-            return grad_h * scale.to(grad_h.dtype), grad_w, None, None, None
+            return grad_h * scale.to(grad_h.dtype), grad_w, None, None
 
     return LinearCE

@@ -148,11 +148,11 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
                 step_once(run, state, step)
                 maybe_evaluate(run, state, step, mem)
         except NonFiniteError as e:
-            finish(run, state, mem, "failed", str(e), step - 1)
+            finish(run, state, mem, "failed", str(e), step - 1, resumed_from=start)
             raise
         except torch.OutOfMemoryError:
             msg = _oom_message(run.config, step)
-            finish(run, state, mem, "failed", msg, step - 1, metrics={})
+            finish(run, state, mem, "failed", msg, step - 1, metrics={}, resumed_from=start)
             raise TrainingOOMError(msg) from None
     return finish(run, state, mem, "complete", None, run.config.steps, resumed_from=start)
 
