@@ -15,7 +15,9 @@ weights are bf16 on CUDA (float32 on CPU), products under bf16 autocast on CUDA.
 
 Arms: plain (forward + backward, gradients of every linear weight, no optimizer), trainer (transformers.Trainer
 + PEFT, bf16=True, its default optimizer), peft (get_peft_model + AdamW loop under autocast), intrinsic
-(train(), defaults), fast (train(fast=True)), fast-compile (fast + compile), full (train() with placement full).
+(train(), defaults), fast (train(fast=True)), fast-compile (fast + compile), full and full-fast (train() with
+placement full, without and with fast). peft+nocast, peft+fused, peft+fused+lce: the PEFT loop with the fast
+path's pieces added one at a time (attribution).
 Step times: median over the steps after --warmup (device synchronized at each step's end); the trainer's are the
 gaps between its on_step_end callbacks, intrinsic's the gaps between its step events (everything a step does).
 Peak memory: torch.cuda.max_memory_allocated over the training steps (the arm's evaluation excluded); on CPU
@@ -47,7 +49,7 @@ SHAPES = {
     "smollm2": dict(config=dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                 num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                                 max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True),
-                    batch=16, seq=64, rank=8, arms="plain,full,trainer,peft,intrinsic,fast,fast-compile"),
+                    batch=16, seq=64, rank=8, arms="plain,full,full-fast,trainer,peft,intrinsic,fast,fast-compile"),
     "tiny": dict(config=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
                              tie_word_embeddings=True),
@@ -274,6 +276,7 @@ def arm_intrinsic(setup: Setup, full: bool = False, **options):
 ARMS = {
     "plain": ("plain forward+backward, all linear-weight grads", arm_plain),
     "full": ("intrinsic train, full fine-tuning", lambda s: arm_intrinsic(s, full=True)),
+    "full-fast": ("intrinsic train --fast, full fine-tuning", lambda s: arm_intrinsic(s, full=True, fast=True)),
     "trainer": ("HF Trainer + PEFT", arm_trainer),
     "peft": ("plain PEFT + AdamW loop", arm_peft),
     "peft+nocast": ("PEFT loop, no fp32 input cast", lambda s: arm_peft(s, nocast=True, arm="peft+nocast")),
@@ -312,7 +315,7 @@ def run_arm(setup: Setup, key: str, peak_tflops: float) -> dict:
     model, times = ARMS[key][1](setup)
     kept = times[setup.warmup:] or times
     s_step = statistics.median(kept)
-    peak = arm_intrinsic.peak if key in ("full", "intrinsic", "fast", "fast-compile") else \
+    peak = arm_intrinsic.peak if key in ("full", "full-fast", "intrinsic", "fast", "fast-compile") else \
         (torch.cuda.max_memory_allocated() if setup.cuda else None)
     flops = flops_per_token(model)
     tps = setup.tokens / s_step

@@ -183,3 +183,12 @@ def test_chunked_loss_under_bf16_autocast_is_as_close_to_float32_as_the_model_lo
     err, ref_err = ((g - exact).norm() / exact.norm()).item(), ((ref - exact).norm() / exact.norm()).item()
     assert err < 2 * ref_err + 1e-3 and err < 0.1, (err, ref_err)
     assert abs(loss.item() - exact_loss.item()) < 2 * abs(ref_loss.item() - exact_loss.item()) + 1e-3
+
+
+def test_fast_full_fine_tuning_follows_the_default_with_a_trained_head():
+    curves = []
+    for fast in (False, True):
+        loaded = build_tiny_model("llama", "lm")
+        r = train(loaded, lm_task(), "full", TrainConfig(steps=4, lr=1e-3, fast=fast, **FAST))
+        curves.append(r.loss_curve)
+    assert np.allclose(curves[0], curves[1], rtol=2e-4)  # the head's gradient comes from the chunked loss

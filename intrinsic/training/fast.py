@@ -63,7 +63,7 @@ def lce_unsupported(model, model_type: str, processes: int) -> str | None:
     """Why the chunked loss cannot replace the model's own (None: it can)."""
     import torch
 
-    base = _base(model)
+    base = base_model(model)
     if model_type not in LCE_TYPES:
         return f"the chunked loss supports {', '.join(LCE_TYPES)}, not {model_type}"
     if processes > 1:
@@ -74,7 +74,7 @@ def lce_unsupported(model, model_type: str, processes: int) -> str | None:
     return None
 
 
-def _base(model):
+def base_model(model):
     """The transformers model inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -82,7 +82,7 @@ def _base(model):
 def causal_lm_loss(model, batch: dict[str, Any]):
     """Mean next-token cross-entropy of a causal LM on `batch` (input_ids, attention_mask, labels with
     -100 on ignored positions), as the model's own `.loss`, without storing the logits."""
-    base = _base(model)
+    base = base_model(model)
     hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
     hidden = hidden.last_hidden_state[:, :-1]  # (B, T-1, H): position t predicts token t+1
     targets = batch["labels"][:, 1:]

@@ -14,6 +14,8 @@ a training step can reach there, rather than a datasheet number); None on CPU.
 
 from __future__ import annotations
 
+import functools
+
 
 def flops_per_token(model) -> float:
     """Model FLOPs of one training token (forward + backward) of `model`'s linear layers."""
@@ -28,14 +30,26 @@ def flops_per_token(model) -> float:
 
 
 def measured_peak_tflops(device, dtype, size: int = 8192, reps: int = 20) -> float | None:
-    """TFLOP/s of a size x size matrix product in `dtype` on a CUDA `device` (median of `reps`); None off CUDA."""
+    """TFLOP/s of a size x size matrix product in `dtype` on a CUDA `device` (median of `reps`); None off CUDA.
+    Measured once per process, device and dtype; random operands from a private generator (the run's RNG
+    streams are left as they were)."""
     import torch
 
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _measure(str(device), dtype, size, reps)
+
+
+@functools.cache
+def _measure(device: str, dtype, size: int, reps: int) -> float:
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     for _ in range(3):
         a @ b
     times = []

@@ -187,7 +187,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     from ..models import base_param_count
     from ..tasks import count_tokens, make_batches
     from .data import make_eval_batches, subset_task
-    from .fast import enable_fast, make_optimizer
+    from .fast import base_model, enable_fast, make_optimizer
     from .flops import flops_per_token, measured_peak_tflops
     from .model import build_model, make_accelerator, param_counts
 
@@ -219,7 +219,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     # the rate num_processes times too fast; here one step = one optimizer step on every process
     model, optimizer = accelerator.prepare(model, optimizer)
     if config.compile:
-        (model.get_base_model().get_decoder() if lce else model).compile()
+        (base_model(model).get_decoder() if lce else model).compile()
     tokens_per_step = [count_tokens(batches[s * micro:(s + 1) * micro]) for s in range(config.steps)]
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp, next(model.parameters()).dtype)
     peak = config.peak_tflops or measured_peak_tflops(accelerator.device, compute)
