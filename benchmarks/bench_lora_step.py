@@ -6,7 +6,7 @@ writes JSON to benchmarks/results/<name>/bench_lora_step.json (and to $OUT/<name
 Usage (GPU machine, after `bash scripts/gpu_env.sh`; no download: models are random-init from a config):
     python benchmarks/bench_lora_step.py --shape llama-1b --device cuda
     python benchmarks/bench_lora_step.py --shape smollm2 --device cuda
-    python benchmarks/bench_lora_step.py --shape tiny --steps 2          # CPU smoke test (tests/test_bench_lora_step.py)
+    python benchmarks/bench_lora_step.py --shape tiny --steps 2     # CPU smoke (tests/test_bench_lora_step.py)
 
 Shapes: llama-1b = Llama-3.2-1B's config (vocabulary 30,522), batch 8 x 512, LoRA r=16 on every linear layer,
 bf16 weights; smollm2 = SmolLM2-135M's config, batch 16 x 64 (short texts), LoRA all@8 against a full

@@ -72,7 +72,8 @@ def train(
                                   "(no --max-eval-examples cap)."),
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
     grad_accum: Annotated[Optional[int], _opt("grad_accum", "--grad-accum")] = None,
-    gradient_checkpointing: Annotated[Optional[bool], _opt("gradient_checkpointing", "--gradient-checkpointing")] = None,
+    gradient_checkpointing: Annotated[Optional[bool],
+                                      _opt("gradient_checkpointing", "--gradient-checkpointing")] = None,
     checkpoint_every: Annotated[Optional[int], _opt("checkpoint_every", "--checkpoint-every")] = None,
     fast: Annotated[Optional[bool], _opt("fast", "--fast")] = None,
     compile_model: Annotated[Optional[bool], _opt("compile", "--compile")] = None,
@@ -200,8 +201,8 @@ def _metric_rows(r) -> list[dict]:
         {"metric": "adapter on disk", "value": f"{r.adapter_bytes / 1024:,.1f} KiB" if r.adapter_bytes else "-"},
         {"metric": "train time",
          "value": f"{r.train_time_s:.1f} s ({r.steps} steps, {1000 * r.time_per_step_s:.1f} ms/step)"},
-        {"metric": "tokens / s", "value": f"{r.tokens_per_s:,.0f}" + (f" (MFU {100 * r.mfu:.1f}% of "
-                                                                        f"{r.peak_tflops:.0f} TFLOP/s)" if r.mfu else "")},
+        {"metric": "tokens / s", "value": f"{r.tokens_per_s:,.0f}" + (
+            f" (MFU {100 * r.mfu:.1f}% of {r.peak_tflops:.0f} TFLOP/s)" if r.mfu else "")},
         {"metric": "eval time", "value": f"{r.eval_time_s:.1f} s"},
         {"metric": "peak memory", "value": f"{r.peak_memory_mb:,.1f} MiB ({r.memory_kind})"},
     ]

@@ -66,8 +66,8 @@ class TrainConfig:
                                                      "about a third more compute)")
     checkpoint_every: int = documented(0, "save a resumable checkpoint (adapter, optimizer, schedule, RNG, step) "
                                           "every N steps, besides every `eval_every`; 0: only at evaluations")
-    fast: bool = documented(False, "fast path: fused LoRA layers, no fp32 input cast under mixed precision, fused AdamW, "
-                                   "chunked linear + cross-entropy for causal LMs (no B x T x V logits)")
+    fast: bool = documented(False, "fast path: fused LoRA layers, no fp32 input cast under mixed precision, "
+                                   "fused AdamW, chunked linear + cross-entropy for causal LMs (no B x T x V logits)")
     compile: bool = documented(False, "torch.compile the model (opt-in; pays off for small models on GPU)")
     peak_tflops: float | None = documented(None, "peak rate for MFU in TFLOP/s; None: a bf16 (fp32 without "
                                                  "mixed precision) matmul rate measured at the start on CUDA, "

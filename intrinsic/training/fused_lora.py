@@ -20,12 +20,16 @@ from __future__ import annotations
 import functools
 import types
 
+_FUNCTION = None  # the autograd Function, set by fuse_lora
+
 
 def fuse_lora(model) -> int:
     """Route the forward of every eligible LoRA layer of `model` through the fused product; their count."""
     import torch
     from peft.tuners.lora import Linear as LoraLinear
 
+    global _FUNCTION
+    _FUNCTION = _fused()  # built here, outside any compiled region (torch.compile traces _forward)
     count = 0
     for m in model.modules():
         if not isinstance(m, LoraLinear) or list(m.lora_A) != ["default"] or getattr(m, "lora_variant", None):
@@ -48,7 +52,7 @@ def _forward(self, x, *args, **kwargs):
             or not (autocast or x.dtype == base.weight.dtype == a.weight.dtype)):
         return type(self).forward(self, x, *args, **kwargs)
     dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
-    return _fused().apply(x, base.weight, base.bias, a.weight, b.weight, float(self.scaling["default"]), dtype)
+    return _FUNCTION.apply(x, base.weight, base.bias, a.weight, b.weight, float(self.scaling["default"]), dtype)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ Layout of `out_dir` (the CLI and the study runner use these names instead of spe
     model/       MODEL_DIR    full fine-tuning with save_full_model: the whole model and tokenizer
     probe/       PROBE_DIR    the probe report `--placement auto` planned from (written by the CLI)
     plan.json    PLAN_FILE    the placement Plan (written by `train` before the first step)
-    checkpoint/  CHECKPOINT_DIR  the resumable mid-run state (training.checkpoint), removed when complete
+    checkpoint/  CHECKPOINT_DIR  the resumable mid-run state (training.checkpoint), gone when complete
 
 An out_dir that already holds a run.json is refused unless `overwrite` (start fresh) or `resume`;
 `resume` returns a complete run as it is, restarts a failed one from step 0, and lets `train`
