@@ -12,9 +12,9 @@ Layout of `out_dir` (the CLI and the study runner use these names instead of spe
 
 An out_dir that already holds a run.json is refused unless `overwrite` (start fresh) or `resume`;
 `resume` returns a complete run as it is, restarts a failed one from step 0, and lets `train`
-continue an interrupted one (no run.json) from its last checkpoint. A complete run is only returned when its stored settings
-(model, task, placement, plan, TrainConfig) are the requested ones (`run_differences`): a run
-with other settings is refused, naming what differs.
+continue an interrupted one (no run.json) from its last checkpoint. A complete run is only
+returned when its stored settings (model, task, placement, plan, TrainConfig) are the requested
+ones (`run_differences`): a run with other settings is refused, naming what differs.
 """
 
 from __future__ import annotations
