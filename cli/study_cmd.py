@@ -7,11 +7,16 @@ intrinsic/study/ and studies/README.md for the study file format).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from .common import JsonOpt, console, display_table, err_console, handle_errors, print_json, progress
+from intrinsic.errors import ConfigError
+from intrinsic.study.engine import RaySettings
+
+from .common import (JsonOpt, config_help, config_option, console, display_table, err_console, handle_errors, print_json,
+                     progress)
 
 study_app = typer.Typer(
     help="Run a study (a grid of placements x budgets x seeds) with resume, and report it: statistics over "
@@ -40,15 +45,30 @@ def run(
     shard: str = typer.Option(None, "--shard", help="Run only shard K/N of the cells (e.g. 0/8), so N processes "
                               "can share a GPU or several; run --probes-only first, then `study report DIR`."),
     probes_only: bool = typer.Option(False, "--probes-only", help="Only compute the probes (of shard K/N's seeds)."),
+    engine: str = typer.Option("local", "--engine", help="Who runs the cells: local (one after another in this "
+                               "process, the reference) or ray (one Ray task per cell, on this machine or a "
+                               "cluster; pip install 'intrinsic\\[ray]')."),
+    address: Annotated[Optional[str], config_option(RaySettings, "address", "--address")] = None,
+    gpus_per_cell: Annotated[Optional[float], config_option(RaySettings, "gpus_per_cell", "--gpus-per-cell")] = None,
+    cpus_per_cell: Annotated[float, config_option(RaySettings, "cpus_per_cell", "--cpus-per-cell")] = 1.0,
+    max_retries: Annotated[int, config_option(RaySettings, "max_retries", "--max-retries")] = 2,
+    exclusive_timing: Annotated[bool, typer.Option("--exclusive-timing", help=config_help(
+        RaySettings, "exclusive_timing"))] = False,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report.
     Exits 1 when a cell failed (infeasible budgets are results, not failures), 2 on a bad definition."""
     with handle_errors():
+        from intrinsic.study.engine import make_engine
         from intrinsic.study.rows import cell_row
         from intrinsic.study.runner import Hooks, parse_shard, run_probes, run_study
         from intrinsic.study.spec import load_spec, resolve_study
 
+        runner_engine = make_engine(engine, RaySettings(address, gpus_per_cell, cpus_per_cell, max_retries,
+                                                        exclusive_timing))
+        if runner_engine is not None and (shard or probes_only):
+            raise ConfigError("--shard and --probes-only are for the local engine; --engine ray schedules every "
+                              "cell and probe itself.")
         spec = load_spec(resolve_study(study), quick=quick)
         out = out or _default_out(spec)
         shard_kn = parse_shard(shard)
@@ -80,24 +100,29 @@ def run(
             task = bar.add_task(spec.name, total=None, info="")
 
             def start(cell, i, n):
-                bar.update(task, total=n, completed=i, info=f"{cell.label} seed {cell.seed}")
+                bar.update(task, total=n, info=f"{cell.label} seed {cell.seed}")
 
             def end(cell, row, i, n):
-                bar.update(task, completed=i + 1)
+                bar.update(task, total=n, completed=i + 1)
                 if not row.ok and not as_json:
                     err_console.print(f"[yellow]{row.status}[/] {escape(cell.label)} seed {cell.seed}: "
                                       f"{escape(str(row.error))}", highlight=False)
 
-            summary = run_study(spec, out, only=only, force=force, shard=shard_kn,
-                                hooks=Hooks(on_cell_start=start, on_cell_end=end,
-                                            on_message=lambda m: bar.update(task, info=m)))
+            def message(m):
+                bar.update(task, info=m)
+                if m.startswith("Ray dashboard") and not as_json:
+                    err_console.print(m, highlight=False)
+
+            summary = run_study(spec, out, only=only, force=force, shard=shard_kn, engine=runner_engine,
+                                hooks=Hooks(on_cell_start=start, on_cell_end=end, on_message=message))
         files = None
         if report and shard_kn is None and summary.counts.get("ok"):
             from intrinsic.study.report import write_report
 
             files, _, _ = write_report(out)
         if as_json:
-            print_json({"summary": summary, "report": files})
+            print_json({"summary": summary, "report": files,
+                        "engine": runner_engine.describe() if runner_engine else {"engine": "local"}})
         else:
             counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
             console.print(f"ran {summary.ran}, skipped {summary.skipped} finished; now {counts}; "
