@@ -85,6 +85,8 @@ def run(
             from intrinsic.study.check import check_resources
 
             check_resources(spec)  # before the header: a bad model or task is one line, nothing written
+            if runner_engine is not None:
+                runner_engine.prepare(spec)  # likewise an unreachable cluster or too many GPUs per cell
         if list_cells:
             rows = [cell_row(c, out / "cells" / c.id).to_record() for c in cells]
             cols = ["id", "label", "seed", "status", "score", "error"]

@@ -30,6 +30,10 @@ class Engine(Protocol):
 
     name: str  # "local" | "ray"
 
+    def prepare(self, spec: StudySpec) -> Any:
+        """Check the engine's settings against the study and the machines (one-line errors before any work)."""
+        ...
+
     def run_cells(self, spec: StudySpec, out: Path, todo: list[Cell], hooks: Any) -> list[CellRow]:
         """Run every cell of `todo` through `runner.run_cell` (probes first), calling the `runner.Hooks`;
         return the rows rebuilt from the cell directories (results.json rewritten)."""

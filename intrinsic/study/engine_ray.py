@@ -76,10 +76,10 @@ def connect(settings: RaySettings) -> tuple[bool, str | None]:
     """Join the cluster at settings.address (or start a local instance): (started here, dashboard URL).
     A Ray already initialized in this process (a test's local cluster) is used as it is."""
     ray = import_ray()
-    if ray.is_initialized():
-        return False, None
     if settings.address not in (None, "auto", "local"):
         check_reachable(settings.address)
+    if ray.is_initialized():
+        return False, None
     try:
         ctx = ray.init(address=settings.address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -156,29 +156,38 @@ class RayEngine:
 
     def __init__(self, settings: RaySettings, cell_fn: Callable[..., None] = run_cell):
         self.settings, self.cell_fn = settings, cell_fn
+        self._started: bool | None = None  # None: not connected yet; True: this engine started Ray (and stops it)
         self.info: dict[str, Any] = {"engine": "ray", "address": settings.address, "max_retries": settings.max_retries}
 
     def describe(self) -> dict[str, Any]:
         return dict(self.info)
 
+    def prepare(self, spec: StudySpec) -> Resources:
+        """Join (or start) Ray and resolve each task's resources; bad settings fail here, before any work."""
+        ray = import_ray()
+        if self._started is None:
+            self._started, dashboard = connect(self.settings)
+            self.info["dashboard"] = dashboard
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        res = resolve_resources(self.settings, spec, nodes)
+        self.info.update(nodes=len(nodes), gpus_per_cell=res.gpus, cpus_per_cell=res.cpus, timing=res.timing)
+        return res
+
     def run_cells(self, spec: StudySpec, out: Path, todo: list[Cell], hooks: Any) -> list[CellRow]:
         ray = import_ray()
         say = hooks.on_message or (lambda _m: None)
-        started, dashboard = connect(self.settings)
         try:
-            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-            res = resolve_resources(self.settings, spec, nodes)
-            self.info.update(dashboard=dashboard, nodes=len(nodes), gpus_per_cell=res.gpus, cpus_per_cell=res.cpus,
-                             timing=res.timing)
-            if dashboard:
-                say(f"Ray dashboard: {dashboard}")
+            res = self.prepare(spec)
+            if self.info.get("dashboard"):
+                say(f"Ray dashboard: {self.info['dashboard']}")
             opts = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": self.settings.max_retries,
                     "retry_exceptions": False}
             self._probes(ray, spec, out, todo, res, opts, say)
             return self._cells(ray, spec, out, todo, res, opts, hooks)
         finally:
-            if started:
+            if self._started:
                 ray.shutdown()
+            self._started = None
 
     def _probes(self, ray, spec, out, todo, res, opts, say) -> None:
         """One task per seed that needs a probe, all finished before the first cell starts."""
