@@ -66,6 +66,11 @@ def run(
 
         runner_engine = make_engine(engine, RaySettings(address, gpus_per_cell, cpus_per_cell, max_retries,
                                                         exclusive_timing))
+        ray_opts = {"--address": address, "--gpus-per-cell": gpus_per_cell, "--cpus-per-cell": cpus_per_cell != 1.0,
+                    "--max-retries": max_retries != 2, "--exclusive-timing": exclusive_timing}
+        given = [k for k, v in ray_opts.items() if v not in (None, False)]
+        if runner_engine is None and given:
+            raise ConfigError(f"{', '.join(given)} only apply to --engine ray.")
         if runner_engine is not None and (shard or probes_only):
             raise ConfigError("--shard and --probes-only are for the local engine; --engine ray schedules every "
                               "cell and probe itself.")

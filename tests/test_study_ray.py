@@ -133,6 +133,7 @@ def test_cli_engine_ray_json_and_bad_input(cluster, tiny_bert_dir, tiny_csv, tmp
     assert "more than the 0 GPUs" in bad("--engine", "ray", "--gpus-per-cell", "1")
     assert "more than the 2 CPUs" in bad("--engine", "ray", "--cpus-per-cell", "3")
     assert "--max-retries must be >= 0" in bad("--engine", "ray", "--max-retries", "-1")
+    assert "--gpus-per-cell only apply to --engine ray" in bad("--gpus-per-cell", "1")
     assert "unreachable" in bad("--engine", "ray", "--address", "127.0.0.1:9")
     assert "--shard and --probes-only are for the local engine" in bad("--engine", "ray", "--shard", "0/2")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
