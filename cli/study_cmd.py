@@ -15,8 +15,8 @@ from rich.markup import escape
 from intrinsic.errors import ConfigError
 from intrinsic.study.engine import RaySettings
 
-from .common import (JsonOpt, config_help, config_option, console, display_table, err_console, handle_errors, print_json,
-                     progress)
+from .common import (JsonOpt, config_help, config_option, console, display_table, err_console, handle_errors,
+                     print_json, progress)
 
 study_app = typer.Typer(
     help="Run a study (a grid of placements x budgets x seeds) with resume, and report it: statistics over "
@@ -30,6 +30,23 @@ _WIDE_ONLY = ("std", "gain", "ranks", "peak_mb", "time_s", "status")  # comparis
 
 def _default_out(spec) -> Path:
     return Path("study-results") / (spec.name + ("-quick" if spec.quick else ""))
+
+
+def _engine(name: str, sharded: bool, settings: RaySettings):
+    """The engine of --engine (None: the local runner), refusing options that do not apply to it."""
+    from intrinsic.study.engine import make_engine
+
+    engine = make_engine(name, settings)
+    given = [flag for flag, name in (("--address", "address"), ("--gpus-per-cell", "gpus_per_cell"),
+                                     ("--cpus-per-cell", "cpus_per_cell"), ("--max-retries", "max_retries"),
+                                     ("--exclusive-timing", "exclusive_timing"))
+             if getattr(settings, name) != getattr(RaySettings(), name)]
+    if engine is None and given:
+        raise ConfigError(f"{', '.join(given)} only apply to --engine ray.")
+    if engine is not None and sharded:
+        raise ConfigError("--shard and --probes-only are for the local engine; --engine ray schedules every cell "
+                          "and probe itself.")
+    return engine
 
 
 @study_app.command("run")
@@ -59,21 +76,13 @@ def run(
     """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report.
     Exits 1 when a cell failed (infeasible budgets are results, not failures), 2 on a bad definition."""
     with handle_errors():
-        from intrinsic.study.engine import make_engine
         from intrinsic.study.rows import cell_row
         from intrinsic.study.runner import Hooks, parse_shard, run_probes, run_study
         from intrinsic.study.spec import load_spec, resolve_study
 
-        runner_engine = make_engine(engine, RaySettings(address, gpus_per_cell, cpus_per_cell, max_retries,
-                                                        exclusive_timing))
-        ray_opts = {"--address": address, "--gpus-per-cell": gpus_per_cell, "--cpus-per-cell": cpus_per_cell != 1.0,
-                    "--max-retries": max_retries != 2, "--exclusive-timing": exclusive_timing}
-        given = [k for k, v in ray_opts.items() if v not in (None, False)]
-        if runner_engine is None and given:
-            raise ConfigError(f"{', '.join(given)} only apply to --engine ray.")
-        if runner_engine is not None and (shard or probes_only):
-            raise ConfigError("--shard and --probes-only are for the local engine; --engine ray schedules every "
-                              "cell and probe itself.")
+        runner_engine = _engine(engine, bool(shard or probes_only), RaySettings(
+            address=address, gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, max_retries=max_retries,
+            exclusive_timing=exclusive_timing))
         spec = load_spec(resolve_study(study), quick=quick)
         out = out or _default_out(spec)
         shard_kn = parse_shard(shard)
