@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 
@@ -27,7 +28,7 @@ _MEASURED = {"peak_memory_mb", "train_time_s", "time_per_step_s", "tokens_per_s"
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray instance with 2 CPUs (2 workers for 1-CPU cells), shared by this module's tests."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -135,6 +136,10 @@ def test_cli_engine_ray_json_and_bad_input(cluster, tiny_bert_dir, tiny_csv, tmp
     assert "--max-retries must be >= 0" in bad("--engine", "ray", "--max-retries", "-1")
     assert "--gpus-per-cell only apply to --engine ray" in bad("--gpus-per-cell", "1")
     assert "unreachable" in bad("--engine", "ray", "--address", "127.0.0.1:9")
+    with socket.socket() as silent:  # accepts connections, never answers: not a Ray cluster
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert "is not a Ray cluster" in bad("--engine", "ray", "--address", "127.0.0.1:%d" % silent.getsockname()[1])
     assert "--shard and --probes-only are for the local engine" in bad("--engine", "ray", "--shard", "0/2")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
     assert "pip install 'intrinsic[ray]'" in bad("--engine", "ray")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,36 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     except OSError as e:
         raise ConfigError(f"Ray address {address} is unreachable ({e.strerror or type(e).__name__}); start the "
                           "head node with `ray start --head`, or check the address.") from None
+    if "://" not in address:  # HOST:PORT is the cluster's GCS: it must answer as one (ray.init would retry for ~20 s)
+        _check_gcs(hostport, timeout)
+
+
+def _check_gcs(hostport: str, timeout: float) -> None:
+    """Refuse a HOST:PORT that accepts connections but does not answer as a Ray GCS within `timeout`. Ray's
+    GCS client has no short timeout of its own, so it runs in a daemon thread that is abandoned on timeout."""
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:  # a Ray without this internal client: leave the check to ray.init
+        return
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            GcsClient(address=hostport)
+            outcome.append(None)
+        except (TypeError, AttributeError):  # another client signature: no verdict
+            outcome.append(None)
+        except Exception as e:  # noqa: BLE001 - any other RPC failure means: not a Ray cluster
+            asks_token = "auth" in type(e).__name__.lower() or "Unauthenticated" in str(e)
+            outcome.append(None if asks_token else e)  # a Ray GCS asking for the token ray.init will send
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome or outcome[0] is not None:
+        why = f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else f"no answer within {timeout:g} s"
+        raise ConfigError(f"{hostport} accepts connections but is not a Ray cluster ({why.splitlines()[0]}); "
+                          "check the address (the head's `ray start --head` prints it).")
 
 
 def connect(settings: RaySettings) -> tuple[bool, str | None]:
@@ -83,8 +114,11 @@ def connect(settings: RaySettings) -> tuple[bool, str | None]:
     try:
         ctx = ray.init(address=settings.address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"Cannot join the Ray cluster at {settings.address}: {first}") from None
+        text = str(e.__cause__ or e).strip()
+        first = text.splitlines()[0][:300] if text else type(e).__name__
+        hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and its token (`ray get-auth-token`)"
+                if "auth" in text.lower() else "")
+        raise ConfigError(f"Cannot join the Ray cluster at {settings.address}: {first}{hint}") from None
     return settings.address in (None, "local"), getattr(ctx, "dashboard_url", None) or None
 
 
