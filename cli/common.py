@@ -48,8 +48,8 @@ def _no_bool_metavar() -> None:
     """Typer shows `<bool>` as the type of a flag (--json, --overwrite): a flag takes no value, so show none."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "_flags_bare", False):
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_flags_bare", False):  # other Typer versions: nothing to patch
         return
 
     def display_type_rich(self, ctx):

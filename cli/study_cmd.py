@@ -7,11 +7,16 @@ intrinsic/study/ and studies/README.md for the study file format).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from .common import JsonOpt, console, display_table, err_console, handle_errors, print_json, progress
+from intrinsic.errors import ConfigError
+from intrinsic.study.engine import RaySettings
+
+from .common import (JsonOpt, config_help, config_option, console, display_table, err_console, handle_errors,
+                     print_json, progress)
 
 study_app = typer.Typer(
     help="Run a study (a grid of placements x budgets x seeds) with resume, and report it: statistics over "
@@ -27,6 +32,23 @@ def _default_out(spec) -> Path:
     return Path("study-results") / (spec.name + ("-quick" if spec.quick else ""))
 
 
+def _engine(name: str, sharded: bool, settings: RaySettings):
+    """The engine of --engine (None: the local runner), refusing options that do not apply to it."""
+    from intrinsic.study.engine import make_engine
+
+    engine = make_engine(name, settings)
+    given = [flag for flag, name in (("--address", "address"), ("--gpus-per-cell", "gpus_per_cell"),
+                                     ("--cpus-per-cell", "cpus_per_cell"), ("--max-retries", "max_retries"),
+                                     ("--exclusive-timing", "exclusive_timing"))
+             if getattr(settings, name) != getattr(RaySettings(), name)]
+    if engine is None and given:
+        raise ConfigError(f"{', '.join(given)} only apply to --engine ray.")
+    if engine is not None and sharded:
+        raise ConfigError("--shard and --probes-only are for the local engine; --engine ray schedules every cell "
+                          "and probe itself.")
+    return engine
+
+
 @study_app.command("run")
 def run(
     study: str = typer.Argument(..., help="A study TOML file, or the name of a packaged study (placement-ablation, "
@@ -40,6 +62,15 @@ def run(
     shard: str = typer.Option(None, "--shard", help="Run only shard K/N of the cells (e.g. 0/8), so N processes "
                               "can share a GPU or several; run --probes-only first, then `study report DIR`."),
     probes_only: bool = typer.Option(False, "--probes-only", help="Only compute the probes (of shard K/N's seeds)."),
+    engine: str = typer.Option("local", "--engine", help="Who runs the cells: local (one after another in this "
+                               "process, the reference) or ray (one Ray task per cell, on this machine or a "
+                               "cluster; pip install 'intrinsic\\[ray]')."),
+    address: Annotated[Optional[str], config_option(RaySettings, "address", "--address")] = None,
+    gpus_per_cell: Annotated[Optional[float], config_option(RaySettings, "gpus_per_cell", "--gpus-per-cell")] = None,
+    cpus_per_cell: Annotated[float, config_option(RaySettings, "cpus_per_cell", "--cpus-per-cell")] = 1.0,
+    max_retries: Annotated[int, config_option(RaySettings, "max_retries", "--max-retries")] = 2,
+    exclusive_timing: Annotated[bool, typer.Option("--exclusive-timing", help=config_help(
+        RaySettings, "exclusive_timing"))] = False,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run every unfinished cell of a study; finished cells are kept, failures recorded, then report.
@@ -49,6 +80,9 @@ def run(
         from intrinsic.study.runner import Hooks, parse_shard, run_probes, run_study
         from intrinsic.study.spec import load_spec, resolve_study
 
+        runner_engine = _engine(engine, bool(shard or probes_only), RaySettings(
+            address=address, gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell, max_retries=max_retries,
+            exclusive_timing=exclusive_timing))
         spec = load_spec(resolve_study(study), quick=quick)
         out = out or _default_out(spec)
         shard_kn = parse_shard(shard)
@@ -65,6 +99,8 @@ def run(
             from intrinsic.study.check import check_resources
 
             check_resources(spec)  # before the header: a bad model or task is one line, nothing written
+            if runner_engine is not None:
+                runner_engine.prepare(spec)  # likewise an unreachable cluster or too many GPUs per cell
         if list_cells:
             rows = [cell_row(c, out / "cells" / c.id).to_record() for c in cells]
             cols = ["id", "label", "seed", "status", "score", "error"]
@@ -80,24 +116,29 @@ def run(
             task = bar.add_task(spec.name, total=None, info="")
 
             def start(cell, i, n):
-                bar.update(task, total=n, completed=i, info=f"{cell.label} seed {cell.seed}")
+                bar.update(task, total=n, info=f"{cell.label} seed {cell.seed}")
 
             def end(cell, row, i, n):
-                bar.update(task, completed=i + 1)
+                bar.update(task, total=n, completed=i + 1)
                 if not row.ok and not as_json:
                     err_console.print(f"[yellow]{row.status}[/] {escape(cell.label)} seed {cell.seed}: "
                                       f"{escape(str(row.error))}", highlight=False)
 
-            summary = run_study(spec, out, only=only, force=force, shard=shard_kn,
-                                hooks=Hooks(on_cell_start=start, on_cell_end=end,
-                                            on_message=lambda m: bar.update(task, info=m)))
+            def message(m):
+                bar.update(task, info=m)
+                if m.startswith("Ray dashboard") and not as_json:
+                    err_console.print(m, highlight=False)
+
+            summary = run_study(spec, out, only=only, force=force, shard=shard_kn, engine=runner_engine,
+                                hooks=Hooks(on_cell_start=start, on_cell_end=end, on_message=message))
         files = None
         if report and shard_kn is None and summary.counts.get("ok"):
             from intrinsic.study.report import write_report
 
             files, _, _ = write_report(out)
         if as_json:
-            print_json({"summary": summary, "report": files})
+            print_json({"summary": summary, "report": files,
+                        "engine": runner_engine.describe() if runner_engine else {"engine": "local"}})
         else:
             counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items()))
             console.print(f"ran {summary.ran}, skipped {summary.skipped} finished; now {counts}; "

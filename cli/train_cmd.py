@@ -75,6 +75,13 @@ def train(
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split "
                                   "(no --max-eval-examples cap)."),
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
+    grad_accum: Annotated[Optional[int], _opt("grad_accum", "--grad-accum")] = None,
+    gradient_checkpointing: Annotated[Optional[bool],
+                                      _opt("gradient_checkpointing", "--gradient-checkpointing")] = None,
+    checkpoint_every: Annotated[Optional[int], _opt("checkpoint_every", "--checkpoint-every")] = None,
+    fast: Annotated[Optional[bool], _opt("fast", "--fast")] = None,
+    compile_model: Annotated[Optional[bool], _opt("compile", "--compile")] = None,
+    peak_tflops: Annotated[Optional[float], _opt("peak_tflops", "--peak-tflops")] = None,
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
     device: DeviceOpt = "auto",
@@ -84,8 +91,9 @@ def train(
     out: Path = typer.Option(None, "--out", "-o", help="Run directory \\[default: runs/MODEL-TASK-PLACEMENT-sSEED, "
                                "MODEL and TASK by their last path component, a data file without its suffix]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT (start fresh)."),
-    resume: bool = typer.Option(False, "--resume", help="Return OUT's run if it is complete; otherwise train from "
-                                "step 0 (no mid-run checkpoints)."),
+    resume: bool = typer.Option(False, "--resume", help="Return OUT's run if it is complete; continue an interrupted "
+                                "one from its last checkpoint (OUT/checkpoint, saved at every evaluation and "
+                                "--checkpoint-every); a failed one starts again from step 0."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fine-tune MODEL on TASK with a LoRA placement (or fully) and report score, params, time and memory."""
@@ -100,7 +108,9 @@ def train(
                                     max_rank=max_rank, granularity=granularity, rslora=rslora,
                                     gains=gains, normalize=normalize)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                     eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision)
+                     eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision,
+                     grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
+                     checkpoint_every=checkpoint_every, fast=fast, compile=compile_model, peak_tflops=peak_tflops)
         settings = {k: v for k, v in given.items() if v is not None}
         if all_eval or max_eval_examples is not None:
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
@@ -111,7 +121,7 @@ def train(
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
         with output_dir(out):  # a failure before anything is written leaves no empty folder behind
             if done is None:
-                done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json, columns)
+                done = _run(model, task, request, probe_dir, config, device, dtype, out, as_json, columns, resume)
             else:  # same model, task, placement and config: compare the plan too (it needs the model)
                 from intrinsic.training.rundir import refuse_other_run
 
@@ -127,7 +137,8 @@ def train(
             _render_run(done, out)
 
 
-def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool, columns: dict):
+def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool, columns: dict,
+         resume: bool = False):
     pipe, plan = _plan(model, task_name, request, probe_dir, config, device, dtype, out, quiet, columns)
     if not quiet:
         err_console.print(f"[dim]data: {escape(pipe.task_data.describe())}[/]")
@@ -142,13 +153,18 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
 
         def on_event(ev):
             if ev["event"] == "step":
-                bar.update(job, completed=ev["step"], info=f"loss {ev['loss']:.4f}{last['eval']}")
+                rate = f"  {human(ev['tokens_per_s'])} tok/s" + (f" MFU {100 * ev['mfu']:.0f}%" if ev["mfu"] else "")
+                bar.update(job, completed=ev["step"], info=f"loss {ev['loss']:.4f}{rate}{last['eval']}")
+            elif ev["event"] == "start" and ev.get("resumed_from"):
+                bar.update(job, completed=ev["resumed_from"], info=f"resumed from step {ev['resumed_from']}")
+            elif ev["event"] == "note" and not quiet:
+                err_console.print(f"[dim]{escape(ev['message'])}[/]")
             elif ev["event"] == "eval":
                 m = ev["metrics"]
                 last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
                 bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
 
-        return pipe.train(plan, config, out, callback=on_event)
+        return pipe.train(plan, config, out, callback=on_event, resume=resume)
 
 
 def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path, quiet: bool, columns: dict):
@@ -190,7 +206,8 @@ def _metric_rows(r) -> list[dict]:
         {"metric": "adapter on disk", "value": f"{r.adapter_bytes / 1024:,.1f} KiB" if r.adapter_bytes else "-"},
         {"metric": "train time",
          "value": f"{r.train_time_s:.1f} s ({r.steps} steps, {1000 * r.time_per_step_s:.1f} ms/step)"},
-        {"metric": "tokens / s", "value": f"{r.tokens_per_s:,.0f}"},
+        {"metric": "tokens / s", "value": f"{r.tokens_per_s:,.0f}" + (
+            f" (MFU {100 * r.mfu:.1f}% of {r.peak_tflops:.0f} TFLOP/s)" if r.mfu else "")},
         {"metric": "eval time", "value": f"{r.eval_time_s:.1f} s"},
         {"metric": "peak memory", "value": f"{r.peak_memory_mb:,.1f} MiB ({r.memory_kind})"},
     ]

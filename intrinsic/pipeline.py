@@ -128,11 +128,12 @@ class Pipeline:
         return make_plan(self.refs, request, base_params=self.base_params,
                          gains=gains if probe is not None else None)
 
-    def train(self, plan, config=None, out_dir: str | Path | None = None, *, callback=None):
-        """Train `plan` ("full" or a Plan; the trainer also writes it to OUT/plan.json) and return the RunResult."""
+    def train(self, plan, config=None, out_dir: str | Path | None = None, *, callback=None, resume: bool = False):
+        """Train `plan` ("full" or a Plan; the trainer also writes it to OUT/plan.json) and return the RunResult;
+        `resume`: continue from OUT's mid-run checkpoint when there is one."""
         from .training import train
 
-        return train(self.working(), self.task_data, plan, config, out_dir, callback=callback)
+        return train(self.working(), self.task_data, plan, config, out_dir, callback=callback, resume=resume)
 
 
 def plan_from_probe(report, request):

@@ -35,7 +35,10 @@ MIRRORS = {
     "train": {**PLACEMENT, "--steps": (T, "steps"), "--lr": (T, "lr"), "--batch-size": (T, "batch_size"),
               "--max-length": (T, "max_length"), "--seed": (T, "seed"), "--eval-every": (T, "eval_every"),
               "--max-examples": (T, "max_examples"), "--max-eval-examples": (T, "max_eval_examples"),
-              "--mixed-precision": (T, "mixed_precision"), "--save-model": (T, "save_full_model")},
+              "--mixed-precision": (T, "mixed_precision"), "--save-model": (T, "save_full_model"),
+              "--grad-accum": (T, "grad_accum"), "--gradient-checkpointing": (T, "gradient_checkpointing"),
+              "--checkpoint-every": (T, "checkpoint_every"), "--fast": (T, "fast"), "--compile": (T, "compile"),
+              "--peak-tflops": (T, "peak_tflops")},
     "plan": {**PLACEMENT, "--alpha-mult": (R, "alpha_mult")},
     "modules": {"--modules": (P, "modules")},
 }

@@ -258,3 +258,33 @@ def test_resume_refuses_a_run_with_other_settings(assets, runs, tmp_path):
     assert (out / "run.json").read_text() == before  # nothing touched
     same = invoke(["train", model, csv, "--out", out, *FAST, "--placement", "q,v", "--rank", "2", "--resume", "--json"])
     assert same.exit_code == 0 and json.loads(same.stdout)["created"] == data["created"]
+
+
+# ----------------------------------------------------------------------------- trainer options (issue 11)
+
+
+def test_train_resume_continues_an_interrupted_run_from_its_checkpoint(assets, runs, tmp_path):
+    from intrinsic import PlacementRequest, TrainConfig
+    from intrinsic.pipeline import Pipeline
+
+    model, csv = assets
+    whole = runs["all"][1]  # FAST --placement all --rank 4, uninterrupted
+    pipe = Pipeline(str(model), str(csv), seed=0, device="cpu")
+    config = TrainConfig(steps=12, batch_size=8, max_length=16, lr=1e-2, checkpoint_every=5)
+
+    def stop(ev):
+        if ev["event"] == "step" and ev["step"] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipe.train(pipe.plan(PlacementRequest("all", rank=4)), config, tmp_path, callback=stop)
+    resumed = train_json(assets, tmp_path, "--placement", "all", "--rank", "4", "--checkpoint-every", "5", "--resume")
+    assert resumed["resumed_from"] == 5 and resumed["loss_curve"] == whole["loss_curve"]
+    assert resumed["score"] == whole["score"]
+
+
+def test_train_bad_trainer_options_are_one_line(assets, tmp_path):
+    model, csv = assets
+    result = invoke(["train", model, csv, "--out", tmp_path / "x", *FAST, "--grad-accum", "0"])
+    assert result.exit_code == 2 and "error: --grad-accum must be a positive integer, got 0" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -91,10 +91,17 @@ def test_label_contrast_equals_the_hand_computation(fitted, tmp_path):
     # the stored norm agrees with the stored shuffled-label spectrum (full here: max_sv >= min(shape))
     for m in top:
         assert m.noise_norm ** 2 == pytest.approx(sum(s * s for s in m.noise_sv), rel=1e-6)
+    # the label-dependent share ||G - G_shuffled||^2 / ||G||^2, against the stored norms and a recomputation
+    share = sum(m.label_norm ** 2 for m in top) / sum(m.grad_norm ** 2 for m in top)
+    assert c["label_share"] == pytest.approx(share, rel=1e-12)
+    for kind in {m.kind for m in top}:
+        rows = [m for m in top if m.kind == kind]
+        want = sum(m.label_norm ** 2 for m in rows) / sum(m.grad_norm ** 2 for m in rows)
+        assert c["label_share_by_kind"][kind] == pytest.approx(want, rel=1e-12)
     fitted.save(tmp_path)
     data = json.loads((tmp_path / "probe.json").read_text())
     assert data["summary"]["label_contrast"]["total"] == pytest.approx(total)
-    assert all("noise_norm" in row for row in data["modules"])
+    assert all("noise_norm" in row and "label_norm" in row for row in data["modules"])
 
 
 def test_fit_head_is_the_default_and_off_records_no_fit(tiny_bert):
@@ -143,3 +150,22 @@ def test_cli_fit_head(tiny_bert_dir, tiny_csv, tmp_path):
     assert data["settings"]["fit_head"] is True
     assert data["summary"]["head_fit"]["loss_after"] < data["summary"]["head_fit"]["loss_before"]
     assert data["summary"]["label_contrast"]["total"] > 0
+
+
+def test_label_norm_is_the_norm_of_the_difference_of_the_two_mean_gradients(tiny_bert):
+    """label_norm = ||G - G_shuffled||_F from the accumulated sums (not, e.g., ||G|| - ||G_shuffled||)."""
+    from intrinsic.arch import discover
+    from intrinsic.probes.gradient import accumulate_gradients, measure_sums
+    from intrinsic.tasks import make_batches
+
+    data = _task()
+    refs = discover(tiny_bert.model)[:2]
+    real = make_batches(data, tiny_bert.tokenizer, num_batches=4, batch_size=8, max_length=24, seed=0)
+    shuf = make_batches(data, tiny_bert.tokenizer, num_batches=4, batch_size=8, max_length=24, seed=0,
+                        shuffle_labels=True)
+    sums = accumulate_gradients(tiny_bert.model, refs, real, shuf)
+    spectra = measure_sums(sums, tokens=100, max_sv=8, seed=0)
+    for i, (key, s) in enumerate(spectra.items()):
+        G, _, _, Gn = sums.means(i)
+        assert s.label_norm == pytest.approx(float(torch.linalg.vector_norm(G - Gn)), rel=1e-6)
+        assert s.label_norm != pytest.approx(abs(s.norm - s.noise_norm), rel=1e-3)

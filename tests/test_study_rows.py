@@ -24,7 +24,7 @@ OK_KEYS = ["id", "config_id", "label", "variant", "strategy", "rank", "budget", 
            "status", "error", "score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params",
            "lora_params", "trainable_pct", "peak_memory_mb", "memory_kind", "train_time_s", "time_per_step_s",
            "tokens_per_s", "adapter_bytes", "gain", "rank_min", "rank_max", "modules", "plan_params",
-           "predicted_share"]
+           "predicted_share", "timing"]
 UNFINISHED_KEYS = OK_KEYS[:13]
 
 CELL = Cell(id="c1", config_id="k1", strategy="auto", rank=None, budget="all@4", layers=None, seed=3,
@@ -65,8 +65,9 @@ TOTAL = 200.0
 def test_finished_cell_row_from_run_and_plan(tmp_path):
     plan = _plan()
     _run(plan, untrained=0.5).save(tmp_path)
+    (tmp_path / "cell.json").write_text(json.dumps({"timing": "shared"}))  # as runner.run_cell records it
     row = cell_row(CELL, tmp_path, _Energy(SV, TOTAL))
-    assert row.status == "ok" and row.ok and row.error is None
+    assert row.status == "ok" and row.ok and row.error is None and row.timing == "shared"
     assert (row.id, row.config_id, row.label, row.strategy, row.budget, row.seed) == (
         "c1", "k1", "auto budget=all@4", "auto", "all@4", 3)
     assert (row.score, row.baseline_score, row.untrained_score) == (0.8, 0.55, 0.5)

@@ -156,5 +156,6 @@ def test_shards_partition_the_grid_and_together_finish_it(tiny_bert_dir, tiny_cs
     _, rows = load_results(out)
     assert sorted(r.id for r in rows) == sorted(c.id for c in cells)
     assert all(r.status == "ok" for r in rows)
+    assert {r.timing for r in rows} == {"shared"}  # shards are meant to share a device: their times are marked
     with pytest.raises(ConfigError, match="K/N"):
         parse_shard("2/2")

@@ -124,6 +124,7 @@ def test_topk_probe_spectra_agree_with_exact_on_planted_ranks():
         assert len(t.sv) == min(64, *e.shape)
         np.testing.assert_allclose(t.sv[:8], e.sv[:8], rtol=1e-4)
         assert t.diff_top == pytest.approx(e.diff_top, rel=1e-4)
+        assert (t.norm, t.noise_norm, t.label_norm) == pytest.approx((e.norm, e.noise_norm, e.label_norm), rel=1e-5)
         np.testing.assert_allclose(t.noise_sv[:8], e.noise_sv[:8], rtol=1e-4)
         for name in ("half_difference", "noise_floor", "split_half", "energy_90", "stable_rank"):
             assert est_t[name] == pytest.approx(est_e[name], rel=1e-4), (key, name)

@@ -3,8 +3,14 @@
 The probe measures the mean gradient G on the calibration batches and G_shuffled on the same texts
 with the labels permuted. Their energy ratio ||G_shuffled||^2 / ||G||^2 says how much of G is
 label-independent: near or above 1, the gradient mostly pulls a random head towards the label
-marginal, not towards the task (science review 2026-11: 1.26 on MiniLM, seed 0). Recorded when the
-rows carry `noise_norm` (probes with `fit_head`); totals and kinds sum energy over top-level rows.
+marginal, not towards the task (science review 2026-11: 1.26 on MiniLM, seed 0).
+
+With a fitted head that ratio no longer measures noise: the shuffled-label gradient is then the pull
+of confident predictions back towards the label prior, E[(p(x) - y_bar) J(x)], which grows as the head
+fits. The label-dependent part is the difference: G - G_shuffled = -E[(y - y_bar) J(x)] to first order
+(the shuffled labels are independent of x), the same whatever the head predicts. `label_share`,
+||G - G_shuffled||^2 / ||G||^2, is the share of G's energy that depends on the labels (it includes the
+two gradients' sampling noise). Totals and kinds sum energy over top-level rows.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ def label_contrast(modules) -> dict[str, Any] | None:
         acc = by_kind.setdefault(m.kind, [0.0, 0.0])
         acc[0] += m.noise_norm ** 2
         acc[1] += m.grad_norm ** 2
+    labelled = [m for m in top if m.label_norm is not None]
+    share = {"label_share": _ratio(sum(m.label_norm ** 2 for m in labelled), sum(m.grad_norm ** 2 for m in labelled)),
+             "label_share_by_kind": {k: _ratio(sum(m.label_norm ** 2 for m in labelled if m.kind == k),
+                                               sum(m.grad_norm ** 2 for m in labelled if m.kind == k))
+                                     for k in sorted({m.kind for m in labelled})}} if labelled else {}
     return {
+        **share,
         "total": _ratio(sum(m.noise_norm ** 2 for m in top), sum(m.grad_norm ** 2 for m in top)),
         "by_kind": {k: _ratio(n2, g2) for k, (n2, g2) in sorted(by_kind.items())},
         "modules": {m.name: _ratio(m.noise_norm ** 2, m.grad_norm ** 2) for m in rows},

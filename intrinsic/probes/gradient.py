@@ -199,7 +199,8 @@ def measure_sums(sums: GradientSums, tokens: int, max_sv: int, seed: int,
         halves = _halves(Ge, Go, max_sv, seed)
         diff_top = spectrum((Ge - Go) / 2, 1, seed)[0]  # sigma_1 of the half difference
         out[key] = Spectra(sv=sv, shape=shape, tokens=tokens, norm=float(torch.linalg.vector_norm(G)), halves=halves,
-                           noise_sv=noise_sv, noise_norm=float(torch.linalg.vector_norm(Gn)), diff_top=float(diff_top), seed=seed,
+                           noise_sv=noise_sv, noise_norm=float(torch.linalg.vector_norm(Gn)),
+                           label_norm=float(torch.linalg.vector_norm(G - Gn)), diff_top=float(diff_top), seed=seed,
                            folds=sums.fold_means(index[id(ref)], sel))  # (K, rows, in) or None
         if progress:
             progress("spectra", v + 1, len(views))

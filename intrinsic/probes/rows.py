@@ -45,6 +45,7 @@ def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], ran
             intrinsic_rank=int(round(ranks[rank_estimator])), update_sv=None, update_ranks=None,
             update_checkpoints={}, update_checkpoint_sv={}, energy_share=0.0,
             noise_norm=s.noise_norm if noise_norm else None,
+            label_norm=s.label_norm if noise_norm else None,
             sign_flip_p=None if s.folds is None else sign_flip_cached(s.folds, s.seed).pvalues,
             sign_flip_null=None if s.folds is None else sign_flip_cached(s.folds, s.seed).null_ms,
             example_energy=None if example_energy is None else example_energy.get(key, 0.0),

@@ -64,7 +64,8 @@ class ModuleProbe:
     even_sv: tuple[float, ...] = ()  # spectrum of the mean gradient over even batches (split half A)
     odd_sv: tuple[float, ...] = ()  # spectrum of the mean gradient over odd batches (split half B)
     update_checkpoint_sv: dict[str, tuple[float, ...]] = field(default_factory=dict)  # str(step) -> spectrum
-    noise_norm: float | None = None  # ||G_shuffled||_F (None: not recorded; fit_head probes record it)
+    noise_norm: float | None = None  # ||G_shuffled||_F (None: not recorded by probes before the head fit)
+    label_norm: float | None = None  # ||G - G_shuffled||_F, the label-dependent part of G (None: not recorded)
     sign_flip_p: tuple[float, ...] | None = None  # sign-flip step-down p-values p_1, p_2, .. (None: no folds kept)
     sign_flip_null: tuple[float, ...] | None = None  # per step k: mean squared null statistic, the noise energy
     #   direction k must exceed (mean over the sign-flipped resamples of sigma_k^2); None: no folds kept
@@ -177,7 +178,8 @@ class ProbeReport:
                 if row.get(key) is not None:
                     row[key] = row[key][:top_sv]
             row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
-            for key in ("sign_flip_p", "sign_flip_null", "noise_norm", "example_energy", "example_energy_share"):
+            for key in ("sign_flip_p", "sign_flip_null", "noise_norm", "label_norm", "example_energy",
+                        "example_energy_share"):  # off: the row keeps the keys it had before
                 if row.get(key) is None:
                     row.pop(key, None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}

@@ -36,6 +36,7 @@ class Spectra:
     halves: tuple[Basis, Basis] | None = None  # (sv, U, V) of the even and odd half means, for split_half
     noise_sv: np.ndarray | None = None  # singular values of the shuffled-label mean gradient
     noise_norm: float | None = None  # Frobenius norm of the shuffled-label mean gradient
+    label_norm: float | None = None  # Frobenius norm of G - G_shuffled: the label-dependent part of the gradient
     diff_top: float | None = None  # largest singular value of (G_even - G_odd) / 2
     seed: int = 0  # seed of the split-half null (Monte Carlo)
     by_step: dict[int, np.ndarray] | None = None  # update probe: spectrum of W_step - W_0 per checkpoint step

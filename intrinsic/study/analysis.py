@@ -49,6 +49,8 @@ class ConfigSummary:
     ranks: str  # rank range of the plan, e.g. "8" or "2-31"
     memory_kind: str | None = None  # "cuda" (max allocated) or "rss" (CPU process growth: unreliable across cells)
     scores_by_seed: dict[int, float] = field(default_factory=dict)  # seed -> score, finished seeds only
+    timing: str | None = None  # "shared" when a finished seed shared its device (time and memory), "exclusive"
+    #                            when every one had it alone, None when not recorded (older results)
 
     def metric(self, name: str) -> Summary:
         return getattr(self, name)
@@ -146,8 +148,16 @@ def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
             predicted_share=s("predicted_share"), ranks=_ranks_text(ok),
             memory_kind=next((r.memory_kind for r in ok if r.memory_kind), None),
             scores_by_seed={int(r.seed): float(r.score) for r in ok if r.score is not None},
+            timing=_timing({r.timing for r in ok}),
         ))
     return out
+
+
+def _timing(timings: set[str | None]) -> str | None:
+    """A config's timing from its finished seeds': shared if any shared its device."""
+    if "shared" in timings:
+        return "shared"
+    return "exclusive" if timings == {"exclusive"} else None
 
 
 def group_index(configs: list[ConfigSummary]) -> dict[str, tuple[str, ...]]:

@@ -63,7 +63,21 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
         })
     cols = ["placement", "seeds", "score", "std", "ci95", "gain", "params", "ranks", "peak_mb",
             "time_s", f"diff_vs_{REFERENCE}", "p", "verdict"]
+    if shared_timing(a):  # peak_mb and time_s of shared devices are marked (see timing_note)
+        for row, label in zip(rows, a.groups[group]):
+            row["timing"] = by_label[label].timing or "-"
+        cols.insert(cols.index("time_s") + 1, "timing")
     return (f"Comparison group {group}", cols, rows)
+
+
+def shared_timing(a: StudyAnalysis) -> bool:
+    """Whether any finished cell of the study ran on a device it shared with other cells."""
+    return any(c.timing == "shared" for c in a.configs)
+
+
+TIMING_NOTE = ("**Shared devices.** Rows with timing `shared` ran beside other cells on the same device (several "
+               "cells per GPU, or several per CPU node): their time and peak memory are not those of a dedicated "
+               "device; compare them only with each other. Run with `--exclusive-timing` for unshared figures.")
 
 
 def frontier_table(a: StudyAnalysis) -> TableRows:
@@ -251,6 +265,8 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
                             "time is the wall time of the training steps only (on a shared CPU both are noisy)."))
     if rss_only(a):
         blocks.append(Paragraph(f"**Caveat.** {RSS_CAVEAT}."))
+    if shared_timing(a):
+        blocks.append(Paragraph(TIMING_NOTE))
     blocks.append(Heading(2, "Does the probe predict the outcome?"))
     blocks.append(Paragraph("Predicted value: the share of the mean gradient's energy a placement captures, sum over "
                             "adapted modules of sum_{i<=rank} sigma_i^2 over the total (1.0 for full fine-tuning). "

@@ -78,6 +78,9 @@ class CellRow:
     plan_params: int | None = documented(None, "LoRA parameters of the plan, Plan.params (None for full)")
     predicted_share: float | None = documented(None, "probe-predicted share of mean-gradient energy the plan "
                                                      "captures (1.0 for full; None without a probe)")
+    timing: str | None = documented(None, '"exclusive": the cell had its device to itself; "shared": other cells '
+                                          "ran on it, so its time and memory are not a dedicated device's; None: "
+                                          "not recorded (older results)")
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -94,7 +97,8 @@ class CellRow:
         return cls(**_settings(cell), status=status, error=error)
 
     @classmethod
-    def finished(cls, cell: Cell, run: RunResult, plan: PlanOf, predicted_share: float | None) -> CellRow:
+    def finished(cls, cell: Cell, run: RunResult, plan: PlanOf, predicted_share: float | None,
+                 timing: str | None = None) -> CellRow:
         """The row of a finished cell, from its RunResult and the Plan it trained ("full": full fine-tuning)."""
         # gain over the untrained model when it was scored, else over the trainer's baseline (majority class)
         base = run.untrained_score if run.untrained_score is not None else run.baseline_score
@@ -103,7 +107,8 @@ class CellRow:
                    gain=run.score - base if run.score is not None and base is not None else None,
                    rank_min=min(ranks) if ranks else None, rank_max=max(ranks) if ranks else None,
                    modules=len(ranks) if ranks else None,
-                   plan_params=plan.params if isinstance(plan, Plan) else None, predicted_share=predicted_share)
+                   plan_params=plan.params if isinstance(plan, Plan) else None, predicted_share=predicted_share,
+                   timing=timing)
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored in results.json: every field when ok, else the settings, status and error only."""
@@ -202,7 +207,8 @@ def cell_row(cell: Cell, cell_dir: Path, energy: ProbeEnergy | None = None) -> C
     run = read_run(cell_dir)
     if is_finished(run):
         plan = plan_of(run)
-        return CellRow.finished(cell, run, plan, energy.share(cell.seed, plan) if energy else None)
+        return CellRow.finished(cell, run, plan, energy.share(cell.seed, plan) if energy else None,
+                                _timing(cell_dir))
     status, error = "pending", None
     if run is not None:  # the trainer recorded a failed run (non-finite loss, out of memory)
         status, error = "failed", run.error
@@ -214,6 +220,14 @@ def cell_row(cell: Cell, cell_dir: Path, energy: ProbeEnergy | None = None) -> C
         except ValueError:
             pass
     return CellRow.unfinished(cell, status, error)
+
+
+def _timing(cell_dir: Path) -> str | None:
+    """The timing the runner recorded in cell.json (exclusive | shared), None when absent."""
+    try:
+        return json.loads((cell_dir / "cell.json").read_text()).get("timing")
+    except (OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- results.json

@@ -3,7 +3,7 @@
 Layout of a results directory:
 
     study.json              the study record: name, definition hash, effective spec (written first)
-    cells/<id>/cell.json    the cell's settings (written before training)
+    cells/<id>/cell.json    the cell's settings and its timing (exclusive | shared device), written before training
     cells/<id>/run.json     RunResult, written atomically by `train` last: its presence = finished
     cells/<id>/status.json  {status: failed|infeasible, error} when the cell did not finish
     probes/<hash>/          the gradient probe of one (model, task, data, probe settings, seed)
@@ -130,14 +130,17 @@ def train_config(cell: Cell):
         raise ConfigError(f"[train] settings do not fit TrainConfig: {e}") from None
 
 
-def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path) -> None:
-    """Train one cell into out/cells/<id>, recording failure or infeasibility instead of raising."""
+def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, *, timing: str = "exclusive") -> None:
+    """Train one cell into out/cells/<id>, recording failure or infeasibility instead of raising. Every
+    engine calls this (intrinsic/study/engine.py). `timing`: "exclusive" when the cell has its device to
+    itself, "shared" when other cells run on it (its time and memory are then not a dedicated device's)."""
     cell_dir = out_dir / "cells" / cell.id
     if cell_dir.exists():
         shutil.rmtree(cell_dir)  # half-written, failed or infeasible: redo from scratch
     cell_dir.mkdir(parents=True)
     write_json(cell_dir / "cell.json", {"cell": to_dict(cell), "study": spec.name, "model": spec.model,
-                                        "task": spec.task, "data": spec.data, "dtype": spec.dtype})
+                                        "task": spec.task, "data": spec.data, "dtype": spec.dtype,
+                                        "timing": timing})
     try:
         config = train_config(cell)
         pipe = seeds.pipeline(cell.seed)
@@ -219,11 +222,12 @@ def run_probes(spec: StudySpec, out_dir: str | Path, *, shard: tuple[int, int] |
 
 
 def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, force: bool = False,
-              hooks: Hooks | None = None, shard: tuple[int, int] | None = None) -> RunSummary:
+              hooks: Hooks | None = None, shard: tuple[int, int] | None = None, engine: Any = None) -> RunSummary:
     """Run every unfinished cell of the grid (or the `only` selection, or one shard of it) and
     rebuild results.json. Shards of one study may run concurrently in separate processes (on one
     or several GPUs): each cell belongs to exactly one shard and writes only its own directory.
-    The model and task are checked before the results directory is written."""
+    The model and task are checked before the results directory is written. `engine` (an
+    `engine.Engine`, e.g. Ray's) runs the pending cells; None runs them here, one after another."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     hooks = hooks or Hooks()
@@ -231,7 +235,10 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     check_resources(spec)
     with _claimed(spec, out, force):
         todo = [c for c in cells if finished_run(out / "cells" / c.id) is None]
-        rows = _run_cells(spec, out, todo, hooks)
+        if engine is None:  # alone on its device, unless shards share it
+            rows = _run_cells(spec, out, todo, hooks, timing="shared" if shard else "exclusive")
+        else:
+            rows = engine.run_cells(spec, out, todo, hooks)
     sel = {c.id for c in cells}
     counts: dict[str, int] = {}
     for r in rows:
@@ -241,7 +248,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
                       counts, time.perf_counter() - t0)
 
 
-def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> list[CellRow]:
+def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks, timing: str = "exclusive") -> list[CellRow]:
     """Train `todo` in order (each seed's probe first when the study probes), then the rebuilt rows."""
     say = hooks.on_message or (lambda _m: None)
     seeds = _Seeds(spec, out, say)
@@ -254,7 +261,7 @@ def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> li
                     seeds.probe(cell.seed)
                 except Exception as e:  # noqa: BLE001 - auto cells will record the failure themselves
                     say(f"probe failed for seed {cell.seed}: {e}")
-            run_cell(cell, spec, seeds, out)
+            run_cell(cell, spec, seeds, out, timing=timing)
             row = next(r for r in rebuild_results(spec, out) if r.id == cell.id)
             if hooks.on_cell_end:
                 hooks.on_cell_end(cell, row, i, len(todo))

@@ -60,17 +60,32 @@ class TrainConfig:
                                                   "no for classification")
     save_adapter: bool = documented(True, "write out_dir/adapter at every evaluation")
     save_full_model: bool = documented(False, "full fine-tuning only: save the whole model under out_dir/model")
+    grad_accum: int = documented(1, "micro-batches of `batch_size` per optimizer step (loss scaled by 1/N; "
+                                    "steps and the LR schedule count optimizer steps)")
+    gradient_checkpointing: bool = documented(False, "recompute activations in the backward pass (less memory, "
+                                                     "about a third more compute)")
+    checkpoint_every: int = documented(0, "save a resumable checkpoint (adapter, optimizer, schedule, RNG, step) "
+                                          "every N steps, besides every `eval_every`; 0: only at evaluations")
+    fast: bool = documented(False, "fast path: fused LoRA layers, no fp32 input cast under mixed precision, "
+                                   "fused AdamW, chunked linear + cross-entropy for causal LMs (no B x T x V logits)")
+    compile: bool = documented(False, "torch.compile the model (opt-in; pays off for small models on GPU)")
+    peak_tflops: float | None = documented(None, "peak rate for MFU in TFLOP/s; None: a bf16 (fp32 without "
+                                                 "mixed precision) matmul rate measured at the start on CUDA, "
+                                                 "no MFU on CPU")
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "max_length": self.max_length,
-                    "eval_batch_size": self.eval_batch_size}
+                    "eval_batch_size": self.eval_batch_size, "grad_accum": self.grad_accum}
         for name, v in positive.items():
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"`{name}` must be a positive integer, got {v!r}")
         if self.lr is not None and not (self.lr > 0):
             raise ConfigError(f"`lr` must be > 0, got {self.lr}")
-        if self.eval_every < 0:
-            raise ConfigError(f"`eval_every` must be >= 0, got {self.eval_every}")
+        for name in ("eval_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"`{name}` must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.peak_tflops is not None and not (self.peak_tflops > 0):
+            raise ConfigError(f"`peak_tflops` must be > 0, got {self.peak_tflops}")
         for name in ("max_examples", "max_eval_examples"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -140,6 +155,12 @@ class RunResult:
     loss_curve: tuple[float, ...] = documented((), "training loss at every step")
     eval_curve: tuple[dict, ...] = documented((), 'one dict per evaluation: {"step": s, "score": ..., <metrics>}')
     created: str = documented("", "UTC timestamp (ISO 8601) when the run finished")
+    flops_per_token: float | None = documented(None, "model FLOPs per training token (training.flops: matmuls "
+                                                     "of the linear layers, no attention scores)")
+    peak_tflops: float | None = documented(None, "the peak MFU is measured against (config.peak_tflops or the "
+                                                 "measured matmul rate), null on CPU unless given")
+    mfu: float | None = documented(None, "model FLOPs utilization: flops_per_token x tokens_per_s / peak")
+    resumed_from: int = documented(0, "the checkpoint step this run resumed from (0: trained from the start)")
 
     def save(self, out_dir: str | Path) -> Path:
         """Write run.json into the run directory `out_dir` (atomically)."""

@@ -11,6 +11,12 @@ that `PeftModel.from_pretrained(base, out_dir / "adapter")` reproduces the score
 Read top to bottom: `_setup` (fixed for the run: `_Run`) -> for each step `step_once` ->
 `maybe_evaluate` -> `finish`, over the mutable `RunState`.
 
+A step is `grad_accum` micro-batches (loss scaled by 1/grad_accum, one optimizer and schedule step).
+Under mixed precision on GPU, training and evaluation both run in accelerate's autocast (bf16/fp16
+products, float32 master weights and logits). `fast` switches on the pieces of `training.fast`;
+progress events and run.json carry tokens/s and MFU (`training.flops`). `resume=True` continues an
+interrupted run from its last checkpoint (`training.checkpoint`).
+
 Multi-GPU data parallel works unchanged under `accelerate launch`: each process takes every
 n-th batch (effective batch = batch_size x processes), DDP averages gradients, evaluation is
 sharded and gathered, and only the main process writes files.
@@ -24,9 +30,11 @@ existing out_dir is refused, overwritten or resumed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +44,9 @@ from typing import Any
 from ..errors import ConfigError, NonFiniteError
 from .config import SCHEMA_VERSION, RunResult, TrainConfig, TrainingOOMError
 from .evaluation import evaluate, majority_baseline, score_of
-from .rundir import ADAPTER_DIR, MODEL_DIR, PLAN_FILE, dir_bytes, prepare_out_dir, save_dir_atomically
+from .rundir import ADAPTER_DIR, CHECKPOINT_DIR, MODEL_DIR, PLAN_FILE, dir_bytes, prepare_out_dir, \
+    save_dir_atomically
+from .flops import mfu
 from .schedule import lr_multiplier
 
 Callback = Callable[[dict[str, Any]], None]
@@ -75,6 +85,9 @@ class _Run:
     batches: list  # this process's training batches, one per step
     eval_batches: list  # this process's shard of the held-out batches
     tokens_per_step: list[int]  # non-padding tokens of all processes' batches at each step
+    lce: bool  # the chunked linear + cross-entropy loss of training.fast replaces the model's own
+    flops: float  # model FLOPs per training token (training.flops)
+    peak_tflops: float | None  # the peak MFU is measured against
     base_params: int
     trainable: int
     lora_params: int
@@ -123,24 +136,38 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     if run.out is not None and not run.full and run.accelerator.is_main_process:
         plan.save(run.out / PLAN_FILE)  # the placement beside the run it trains, before the first step
     state = RunState()
-    if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm":
+    start = _resume(run, state, config) if resume and run.out is not None else 0
+    if not start and (run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm"):
         state.untrained = score_of(_evaluate(run, state), run.kind)
-    run.emit({"event": "start", "steps": run.config.steps, "trainable_params": run.trainable})
+    run.emit({"event": "start", "steps": run.config.steps, "trainable_params": run.trainable, "resumed_from": start})
     run.model.train()
     with PeakMemory(str(run.accelerator.device)) as mem:
-        step = 0
+        step = start
         try:
-            for step in range(1, run.config.steps + 1):
+            for step in range(start + 1, run.config.steps + 1):
                 step_once(run, state, step)
                 maybe_evaluate(run, state, step, mem)
         except NonFiniteError as e:
-            finish(run, state, mem, "failed", str(e), step - 1)
+            finish(run, state, mem, "failed", str(e), step - 1, resumed_from=start)
             raise
         except torch.OutOfMemoryError:
             msg = _oom_message(run.config, step)
-            finish(run, state, mem, "failed", msg, step - 1, metrics={})
+            finish(run, state, mem, "failed", msg, step - 1, metrics={}, resumed_from=start)
             raise TrainingOOMError(msg) from None
-    return finish(run, state, mem, "complete", None, run.config.steps)
+    return finish(run, state, mem, "complete", None, run.config.steps, resumed_from=start)
+
+
+def _resume(run: _Run, state: RunState, requested: TrainConfig) -> int:
+    """Continue from run.out's checkpoint when there is one (refused if made with other settings): its step."""
+    from .checkpoint import load_checkpoint, refuse_other_settings, restore
+
+    payload = load_checkpoint(run.out)
+    if payload is None:
+        return 0
+    refuse_other_settings(run.out, payload, dict(model=run.loaded.name, task=run.task.name, config=requested,
+                                                 placement="full" if run.full else run.plan.strategy,
+                                                 plan=run.plan))
+    return restore(run, state, payload)
 
 
 def _check_data(task, config: TrainConfig) -> None:
@@ -160,6 +187,8 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     from ..models import base_param_count
     from ..tasks import count_tokens, make_batches
     from .data import make_eval_batches, subset_task
+    from .fast import base_model, enable_fast, make_optimizer
+    from .flops import flops_per_token, measured_peak_tflops
     from .model import build_model, make_accelerator, param_counts
 
     full = plan == "full"
@@ -174,34 +203,39 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     set_seed(config.seed)
     data = subset_task(task, config)
     base_params = base_param_count(loaded.model)
-    model = build_model(loaded, plan, seed=config.seed)
+    model = build_model(loaded, plan, seed=config.seed, gradient_checkpointing=config.gradient_checkpointing)
     params, trainable, lora_params, head_params = param_counts(model)
+    micro = config.grad_accum * world  # batches of all processes per step
     batches = make_batches(data, loaded.tokenizer, split="train", batch_size=config.batch_size,
                            max_length=config.max_length, seed=config.seed, shuffle=True,
-                           num_batches=config.steps * world)
+                           num_batches=config.steps * micro)
     eval_batches = make_eval_batches(task, loaded.tokenizer, config, rank=rank, world=world)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    lce = enable_fast(model, loaded, config.mixed_precision, world, emit) if config.fast else False
+    optimizer = make_optimizer(params, lr=config.lr, weight_decay=config.weight_decay, fused=config.fast)
     warmup = config.warmup_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, warmup_steps=warmup, total_steps=config.steps))
     # the scheduler stays unprepared: accelerate's wrapper would step it once per process, decaying
     # the rate num_processes times too fast; here one step = one optimizer step on every process
     model, optimizer = accelerator.prepare(model, optimizer)
-    tokens_per_step = [count_tokens(batches[s * world:(s + 1) * world]) for s in range(config.steps)]
+    if config.compile:
+        (base_model(model).get_decoder() if lce else model).compile()
+    tokens_per_step = [count_tokens(batches[s * micro:(s + 1) * micro]) for s in range(config.steps)]
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mp, next(model.parameters()).dtype)
+    peak = config.peak_tflops or measured_peak_tflops(accelerator.device, compute)
     return _Run(loaded=loaded, task=task, data=data, plan=plan, config=config,
                 out=Path(out_dir) if out_dir is not None else None, emit=emit, accelerator=accelerator,
                 model=model, optimizer=optimizer, scheduler=scheduler, params=params, batches=batches[rank::world],
                 eval_batches=eval_batches, tokens_per_step=tokens_per_step, base_params=base_params,
-                trainable=trainable, lora_params=lora_params, head_params=head_params)
+                trainable=trainable, lora_params=lora_params, head_params=head_params, lce=lce,
+                flops=flops_per_token(model), peak_tflops=peak)
 
 
 def step_once(run: _Run, state: RunState, step: int) -> None:
-    """One optimizer step on this process's batch `step` (1-based); NonFiniteError on a NaN/inf."""
+    """One optimizer step on this process's micro-batches of step `step` (1-based); NonFiniteError on a NaN/inf."""
     cfg, acc = run.config, run.accelerator
-    batch = {k: v.to(acc.device) for k, v in run.batches[step - 1].items()}
     t0 = time.perf_counter()
-    loss = run.model(**batch).loss
-    acc.backward(loss)
+    loss = accumulate(run, step)
     gnorm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
     if acc.num_processes > 1:
         loss = acc.reduce(loss.detach(), reduction="mean")
@@ -220,14 +254,52 @@ def step_once(run: _Run, state: RunState, step: int) -> None:
                 if state.adapter_dir else "; no checkpoint had been saved yet")
         raise NonFiniteError(f"Non-finite {what} at step {step} (lr {cfg.lr:g}){kept}. Try a smaller --lr.")
     state.loss_curve.append(value)
-    run.emit({"event": "step", "step": step, "steps": cfg.steps, "loss": value, "lr": run.scheduler.get_last_lr()[0]})
+    tokens_per_s = sum(run.tokens_per_step[:step]) / max(sum(state.step_times), 1e-9)  # a resumed run: all steps
+    run.emit({"event": "step", "step": step, "steps": cfg.steps, "loss": value, "lr": run.scheduler.get_last_lr()[0],
+              "tokens_per_s": tokens_per_s, "mfu": mfu(run.flops, tokens_per_s, run.peak_tflops)})
+
+
+def accumulate(run: _Run, step: int):
+    """Forward and backward of the grad_accum micro-batches of step `step` (1-based): the gradients of their
+    mean loss are left in the parameters (DDP syncs on the last micro-batch only); returns that mean loss."""
+    acc, n = run.accelerator, run.config.grad_accum
+    loss = None
+    for m in range(n):
+        batch = {k: v.to(acc.device) for k, v in run.batches[(step - 1) * n + m].items()}
+        with acc.no_sync(run.model) if m < n - 1 else contextlib.nullcontext():
+            micro = _loss(run, batch)
+            acc.backward(micro / n if n > 1 else micro)
+        loss = micro.detach() if loss is None else loss + micro.detach()
+    return loss / n if n > 1 else loss
+
+
+def _loss(run: _Run, batch: dict):
+    """The training loss of one micro-batch: the model's own, or training.fast's chunked one."""
+    if not run.lce:
+        return run.model(**batch).loss
+    from .fast import causal_lm_loss
+
+    with run.accelerator.autocast():
+        return causal_lm_loss(run.accelerator.unwrap_model(run.model), batch)
 
 
 def maybe_evaluate(run: _Run, state: RunState, step: int, mem) -> None:
-    """At an evaluation point (every eval_every steps, and the last step): score, track the best, checkpoint."""
+    """At an evaluation point (every eval_every steps, and the last step): score, track the best, save the
+    adapter; at an evaluation point or every checkpoint_every steps before the last: the resumable checkpoint."""
     cfg = run.config
-    if not (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
-        return
+    at_eval = step == cfg.steps or bool(cfg.eval_every and step % cfg.eval_every == 0)
+    if at_eval:
+        _evaluate_and_save(run, state, step, mem)
+    if step < cfg.steps and run.out is not None and (at_eval or (cfg.checkpoint_every and
+                                                                 step % cfg.checkpoint_every == 0)):
+        from .checkpoint import save_checkpoint
+
+        with mem.paused():
+            save_checkpoint(run, state, step)
+
+
+def _evaluate_and_save(run: _Run, state: RunState, step: int, mem) -> None:
+    cfg = run.config
     with mem.paused():
         metrics = _evaluate(run, state)
         s = score_of(metrics, run.kind)
@@ -253,7 +325,7 @@ def _evaluate(run: _Run, state: RunState) -> dict[str, float]:
 
 
 def finish(run: _Run, state: RunState, mem, status: str, error: str | None, step: int,
-           metrics: dict[str, float] | None = None) -> RunResult:
+           metrics: dict[str, float] | None = None, resumed_from: int = 0) -> RunResult:
     """Save the full model if asked, build the RunResult after `step` steps, write run.json (main process).
 
     `metrics` default to those of the last evaluation ({} before any)."""
@@ -266,9 +338,11 @@ def finish(run: _Run, state: RunState, mem, status: str, error: str | None, step
         save_dir_atomically(lambda d: (unwrapped.save_pretrained(str(d)), tok.save_pretrained(str(d))),
                             run.out / MODEL_DIR)
         state.adapter_dir = str(run.out / MODEL_DIR)
-    result = _result(run, state, mem, status, error, metrics, step)
+    result = dataclasses.replace(_result(run, state, mem, status, error, metrics, step), resumed_from=resumed_from)
     if run.out is not None and main:
         result.save(run.out)
+        if status == "complete" and (run.out / CHECKPOINT_DIR).is_dir():
+            shutil.rmtree(run.out / CHECKPOINT_DIR)  # run.json now answers --resume
     return result
 
 
@@ -300,6 +374,8 @@ def _result(run: _Run, state: RunState, mem, status: str, error: str | None, met
         eval_time_s=state.eval_time, peak_memory_mb=mem.peak_mb, memory_kind=mem.kind,
         loss_curve=tuple(state.loss_curve), eval_curve=tuple(state.eval_curve),
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        flops_per_token=run.flops, peak_tflops=run.peak_tflops,
+        mfu=mfu(run.flops, tokens / max(train_time, 1e-9), run.peak_tflops),
     )
 
 

@@ -26,16 +26,23 @@ def head_module_names(model) -> list[str]:
     return names
 
 
-def build_model(loaded, plan, seed: int = 0):
+def build_model(loaded, plan, seed: int = 0, gradient_checkpointing: bool = False):
     """The trainable model: a PEFT LoRA model checked against `plan`, or the model itself for "full".
 
     The model is modified in place (adapters injected); the head trains via modules_to_save. A model
     that already carries adapters (an earlier `train` on the same object) is refused.
+    `gradient_checkpointing`: recompute each layer's activations in the backward pass (transformers'
+    non-reentrant checkpointing, which needs no input gradients); ConfigError for a model without it.
     """
     import torch
 
     model = loaded.model
     check_unadapted(loaded)
+    if gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ConfigError(f"Model '{loaded.name}' ({loaded.model_type}) does not support gradient "
+                              "checkpointing: drop --gradient-checkpointing (or use a smaller --batch-size).")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if plan == "full":
         for p in model.parameters():
             p.requires_grad_(True)

@@ -8,12 +8,13 @@ Layout of `out_dir` (the CLI and the study runner use these names instead of spe
     model/       MODEL_DIR    full fine-tuning with save_full_model: the whole model and tokenizer
     probe/       PROBE_DIR    the probe report `--placement auto` planned from (written by the CLI)
     plan.json    PLAN_FILE    the placement Plan (written by `train` before the first step)
+    checkpoint/  CHECKPOINT_DIR  the resumable mid-run state (training.checkpoint), gone when complete
 
 An out_dir that already holds a run.json is refused unless `overwrite` (start fresh) or `resume`;
-`resume` returns a complete run as it is and restarts an incomplete or failed one from step 0
-(there are no optimizer checkpoints). A complete run is only returned when its stored settings
-(model, task, placement, plan, TrainConfig) are the requested ones (`run_differences`): a run
-with other settings is refused, naming what differs.
+`resume` returns a complete run as it is, restarts a failed one from step 0, and lets `train`
+continue an interrupted one (no run.json) from its last checkpoint. A complete run is only
+returned when its stored settings (model, task, placement, plan, TrainConfig) are the requested
+ones (`run_differences`): a run with other settings is refused, naming what differs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 PROBE_DIR = "probe"
 PLAN_FILE = "plan.json"
-RUN_LAYOUT = (RUN_FILE, ADAPTER_DIR, MODEL_DIR, PROBE_DIR, PLAN_FILE)  # what a fresh start clears
+CHECKPOINT_DIR = "checkpoint"
+RUN_LAYOUT = (RUN_FILE, ADAPTER_DIR, MODEL_DIR, PROBE_DIR, PLAN_FILE, CHECKPOINT_DIR)  # what a fresh start clears
 
 
 def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
@@ -57,7 +59,7 @@ def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False, resume: boo
         if old is not None and old.status == "complete":
             refuse_other_run(out, old, **(expected or {}))
             return old
-        _clear(out)  # incomplete or failed: start again from step 0
+        _clear(out)  # failed: start again from step 0
         return None
     if overwrite:
         _clear(out)
