@@ -60,7 +60,8 @@ def _chunk(sums, chunk, shape: tuple[int, int], tokens: int, k: int, seed: int) 
     else:
         hs = topk_batched(torch.cat([Ge, Go]), k, seed=seed + 1)
     whole = min(shape) <= k  # every singular value is there: the record is complete (exact mode's estimators apply)
-    norms = torch.linalg.vector_norm(torch.cat([G, Gn, G - Gn]).flatten(1), dim=1).tolist()  # (3b,): ||G||, ||G_shuffled||, ||G - G_shuffled||
+    # (3b,) Frobenius norms: ||G||, ||G_shuffled||, ||G - G_shuffled|| (the label-dependent part)
+    norms = torch.linalg.vector_norm(torch.cat([G, Gn, G - Gn]).flatten(1), dim=1).tolist()
     out = {}
     for j, (key, i, sel) in enumerate(chunk):
         def basis(h):
@@ -71,7 +72,8 @@ def _chunk(sums, chunk, shape: tuple[int, int], tokens: int, k: int, seed: int) 
 
         out[key] = Spectra(
             sv=heads[j], shape=shape, tokens=tokens, norm=norms[j], halves=(basis(j), basis(b + j)),
-            noise_sv=heads[b + j], noise_norm=norms[b + j], label_norm=norms[2 * b + j], diff_top=float(heads[2 * b + j][0]), seed=seed,
+            noise_sv=heads[b + j], noise_norm=norms[b + j], label_norm=norms[2 * b + j],
+            diff_top=float(heads[2 * b + j][0]), seed=seed,
             folds=sums.fold_means(i, sel), energy=None if whole else norms[j] ** 2,
         )
     return out
