@@ -262,27 +262,32 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     with _claimed(spec, out, force):
         done = rebuild_results(spec, out) if any(c.lrs for c in cells) else []
         todo = sorted((c for c in cells if not is_done(c, out, done)), key=lambda c: c.phase != SWEEP)
-        rows = _run_cells(spec, out, todo, hooks)
+        rows, ran = _run_cells(spec, out, todo, hooks)
     sel = {c.id for c in cells}
     counts: dict[str, int] = {}
     for r in rows:
         if r.id in sel:
             counts[r.status] = counts.get(r.status, 0) + 1
-    return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), len(todo), len(cells) - len(todo),
+    return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), ran, len(cells) - len(todo),
                       counts, time.perf_counter() - t0)
 
 
-def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> list[CellRow]:
-    """Train `todo` in order (each seed's probe first when the study probes), then the rebuilt rows."""
+def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> tuple[list[CellRow], int]:
+    """Train `todo` in order (each seed's probe first when the study probes): (the rebuilt rows, cells run).
+    A test cell of an lr grid that waited for its sweep is skipped if it already ran with the chosen lr."""
     say = hooks.on_message or (lambda _m: None)
     seeds = _Seeds(spec, out, say)
     rows = rebuild_results(spec, out) if any(c.lrs for c in todo) else []
+    ran = 0
     try:
         for i, cell in enumerate(todo):
             lr = chosen_lr(cell, rows)
             if lr == "wait":
                 say(f"{cell.label} seed {cell.seed}: waiting for its lr sweep (unfinished cells of the arm)")
                 continue
+            if lr is not None and is_done(cell, out, rows):
+                continue
+            ran += 1
             if hooks.on_cell_start:
                 hooks.on_cell_start(cell, i, len(todo))
             if spec.probe_enabled and cell.strategy != "full":
@@ -297,7 +302,7 @@ def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> li
                 hooks.on_cell_end(cell, row, i, len(todo))
     finally:
         rows = rebuild_results(spec, out)
-    return rows
+    return rows, ran
 
 
 @contextlib.contextmanager
