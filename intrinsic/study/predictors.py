@@ -58,7 +58,10 @@ def noise_ceiling(gains: Sequence[Mapping[int, float]]) -> tuple[float | None, i
     if k < 2 or len(gains) < 3:
         return None, 0
     rhos = []
-    for half in itertools.islice(itertools.combinations(shared, k // 2), MAX_SPLITS):
+    halves = itertools.combinations(shared, k // 2)
+    if k % 2 == 0:  # each split once: the half holding the first seed (its mirror is the same split)
+        halves = (h for h in halves if h[0] == shared[0])
+    for half in itertools.islice(halves, MAX_SPLITS):
         rest = [s for s in shared if s not in half]
         a = [np.mean([g[s] for s in half]) for g in gains]
         b = [np.mean([g[s] for s in rest]) for g in gains]
