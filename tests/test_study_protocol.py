@@ -121,3 +121,15 @@ def test_noise_ceiling_by_hand():
     # halves {0} vs {1}: ranks (1,2,3) vs (2,1,3) -> rho 0.5 (one split)
     assert noise_ceiling(gains) == (pytest.approx(0.5), 1)
     assert noise_ceiling([{0: 1.0}, {0: 2.0}, {0: 3.0}]) == (None, 0)
+
+
+def test_significant_but_below_the_mde_is_too_weak_at_this_sample_size():
+    # one comparison (Holm = raw p = 0.023) whose effect 0.0176 is below its MDE 0.0185 at 5 seeds
+    d = (-0.02, -0.03, -0.01, -0.025, -0.003)
+    rows = [_row(l, l.split()[0], s, 0.8 + (d[s] if l == "ffn b" else 0)) for l in ("all b", "ffn b") for s in range(5)]
+    a = analyze(rows, STUDY)
+    (c,) = a.comparisons
+    assert c.p_holm == pytest.approx(sps.ttest_1samp(d, 0).pvalue) and c.p_holm < 0.05 and c.verdict == "worse"
+    assert abs(c.ttest.mean_diff) < c.mde and c.seeds_needed == 6 and not c.supported
+    g = next(g for g in generate(a) if g.topic == "comparison")
+    assert g.strength == WEAK and "too weak to say at this sample size" in g.text and "6 seeds" in g.text
