@@ -133,3 +133,12 @@ def test_significant_but_below_the_mde_is_too_weak_at_this_sample_size():
     assert abs(c.ttest.mean_diff) < c.mde and c.seeds_needed == 6 and not c.supported
     g = next(g for g in generate(a) if g.topic == "comparison")
     assert g.strength == WEAK and "too weak to say at this sample size" in g.text and "6 seeds" in g.text
+
+
+def test_prediction_below_the_noise_ceiling_is_too_weak():
+    shares = (0.1, 0.0, 0.2, 0.3, 0.5, 0.4, 0.6)  # two swaps: rho 0.93, exact p < 0.01
+    rows = [_row(f"c{i}", "all", s, 0.5 + i / 10, params=1000, modules=4, share=shares[i],
+                 gain=i / 10 + 1e-4 * s) for i in range(7) for s in range(4)]  # seeds agree: ceiling 1
+    k = next(k for k in analyze(rows, STUDY).predictor_checks if k.scope == "all placements")
+    assert k.ceiling == pytest.approx(1.0) and k.probe.p < 0.05 and k.probe.rho == pytest.approx(0.9285714)
+    assert k.verdict == WEAK and k.reasons == (f"rho {k.probe.rho:.2f} is below the noise ceiling 1.00",)
