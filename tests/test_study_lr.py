@@ -94,3 +94,14 @@ def test_spec_without_lrs_keeps_its_cells(tiny_bert_dir, tiny_csv):
     assert {c.lr for c in over if c.strategy == "ffn" and c.phase == SWEEP} == {3e-4, 3e-3}
     assert not [c for c in over if c.strategy == "all" and c.phase == SWEEP]
     assert math.isclose(min(c.lr for c in over if c.phase == SWEEP), 3e-4)
+
+
+@pytest.mark.parametrize("bad,match", [("lrs = [0.0]", "learning rates > 0"), ('lrs = ["x"]', "learning rates > 0"),
+                                       ("lrs = [1e-3, 1e-3]", "twice"), ("lr_seeds = [-1]", "integers >= 0")])
+def test_bad_lr_grid_is_one_clear_error(tiny_bert_dir, tiny_csv, bad, match):
+    from intrinsic.errors import ConfigError
+
+    text = study_text(tiny_bert_dir, tiny_csv, ["all"]).replace("seeds = [0]", f"seeds = [0]\n{bad}")
+    with pytest.raises(ConfigError, match=match) as e:
+        parse_spec(text, source="s.toml")
+    assert str(e.value).startswith("s.toml:")
