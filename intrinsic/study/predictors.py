@@ -10,7 +10,8 @@ configs that have every predictor (full fine-tuning has no module count and drop
   every split of the shared seeds into halves (at most `MAX_SPLITS`): how well the outcome predicts
   itself. Needs >= 2 shared seeds.
 
-Verdict: "supported" only if the probe's rho beats both trivial rhos, reaches the ceiling and has
+Verdict: "supported" only if the probe's rho beats both trivial rhos, reaches the ceiling (to the two
+decimals reported) and has
 p < alpha (exact permutation p for n <= 8); "contradicted" if the rho is negative with p < alpha;
 otherwise "too weak to say", with the reasons.
 """
@@ -92,7 +93,7 @@ def check(scope: str, configs: Sequence[ConfigSummary], alpha: float = ALPHA) ->
                 reasons.append(f"the number of {name} does as well (rho {_rho(triv):.2f} >= {probe.rho:.2f})")
         if ceiling is None:
             reasons.append("no noise ceiling (needs >= 2 seeds shared by every config)")
-        elif probe.rho < ceiling:
+        elif round(probe.rho, 2) < round(ceiling, 2):  # "reaches": equal at the two decimals reported
             reasons.append(f"rho {probe.rho:.2f} is below the noise ceiling {ceiling:.2f}")
         if probe.p is None or probe.p >= alpha:
             reasons.append(f"p = {probe.p:.2g} >= {alpha}" if probe.p is not None else "no p-value")
