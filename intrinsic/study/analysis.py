@@ -140,6 +140,11 @@ def _ranks_text(rows: Sequence[CellRow]) -> str:
     return str(a) if a == b else f"{a}-{b}"
 
 
+def _one(values: set) -> Any:
+    """The single value of a set, or None when it holds none or several."""
+    return next(iter(values)) if len(values) == 1 else None
+
+
 def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
     """Group rows by config id (first-seen order) and summarize each over its seeds."""
     by_cfg: dict[str, list[CellRow]] = {}
@@ -176,7 +181,7 @@ def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
             memory_kind=next((r.memory_kind for r in ok if r.memory_kind), None),
             scores_by_seed={int(r.seed): float(r.score) for r in ok if r.score is not None},
             gains_by_seed={int(r.seed): float(r.gain) for r in ok if r.gain is not None},
-            modules=s("modules"), lr=lrs.pop() if len(lrs := {r.lr for r in ok}) == 1 else None,
+            modules=s("modules"), lr=_one({r.lr for r in ok}),
             lr_grid=tuple(first.lr_grid),
         ))
     return out
