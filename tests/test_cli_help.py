@@ -34,7 +34,8 @@ MIRRORS = {
     "train": {**PLACEMENT, "--steps": (T, "steps"), "--lr": (T, "lr"), "--batch-size": (T, "batch_size"),
               "--max-length": (T, "max_length"), "--seed": (T, "seed"), "--eval-every": (T, "eval_every"),
               "--max-examples": (T, "max_examples"), "--max-eval-examples": (T, "max_eval_examples"),
-              "--mixed-precision": (T, "mixed_precision"), "--save-model": (T, "save_full_model")},
+              "--mixed-precision": (T, "mixed_precision"), "--save-model": (T, "save_full_model"),
+              "--eval-split": (T, "eval_split")},
     "plan": {**PLACEMENT, "--alpha-mult": (R, "alpha_mult")},
     "modules": {"--modules": (P, "modules")},
 }
