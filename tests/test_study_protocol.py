@@ -74,7 +74,7 @@ def test_supported_needs_holm_and_power():
     assert comp[0].strength == SUPPORTED and "ffn b" in comp[0].text and "Holm" in comp[0].text
     auto = [g for g in gl if g.topic == "auto" and "vs" in g.text]
     assert auto[0].strength == CONTRADICTED
-    assert any("3 paired comparisons" in g.text and "Holm" in g.text for g in gl if g.topic == "protocol")
+    assert any("3 distinct paired comparisons" in g.text and "Holm" in g.text for g in gl if g.topic == "protocol")
     # three comparisons with the same differences (-0.05, -0.03, -0.04): p = 0.020 each, Holm 3 x 0.020
     d = (-0.05, -0.03, -0.04)
     same = [_row(l, l.split()[0], s, 0.8 + (d[s] if l != "all b" else 0))
@@ -142,3 +142,19 @@ def test_prediction_below_the_noise_ceiling_is_too_weak():
     k = next(k for k in analyze(rows, STUDY).predictor_checks if k.scope == "all placements")
     assert k.ceiling == pytest.approx(1.0) and k.probe.p < 0.05 and k.probe.rho == pytest.approx(0.9285714)
     assert k.verdict == WEAK and k.reasons == (f"rho {k.probe.rho:.2f} is below the noise ceiling 1.00",)
+
+
+def test_a_pair_met_in_two_groups_counts_once_in_the_family():
+    rng = np.random.default_rng(5)
+    rows = []
+    for s in range(3):
+        rows.append(_row("all r=4", "all", s, 0.8 + rng.normal(0, 0.01), group="rank=4"))
+        rows[-1] = CellRow(**{**rows[-1].__dict__, "groups": ("rank=4", "budget=all@4")})
+        rows.append(CellRow(**{**_row("auto", "auto", s, 0.8 + rng.normal(0, 0.01)).__dict__,
+                               "groups": ("rank=4", "budget=all@4")}))
+        rows.append(_row("ffn r=4", "ffn", s, 0.8 + rng.normal(0, 0.01), group="rank=4"))
+    comps = analyze(rows, STUDY).comparisons
+    assert len(comps) == 3 and {c.family for c in comps} == {2}  # auto vs all twice (two groups), once in Holm
+    auto = [c for c in comps if c.label == "auto"]
+    ffn = next(c for c in comps if c.label == "ffn r=4")
+    assert auto[0].p_holm == auto[1].p_holm == pytest.approx(holm([auto[0].ttest.p, ffn.ttest.p])[0])

@@ -215,9 +215,15 @@ def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:
 
 
 def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """Holm over the family of every comparison with a p-value; verdicts from the corrected p."""
-    adj = holm([c.ttest.p for c in comps])
-    family = sum(p is not None for p in adj)
+    """Holm over the family of every distinct comparison with a p-value (a pair of configs that meets in
+    two groups, e.g. auto at rank r and at budget all@r, counts once); verdicts from the corrected p."""
+    first: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(comps):
+        first.setdefault((c.label, c.reference), i)
+    unique = sorted(set(first.values()))
+    adj_unique = dict(zip(unique, holm([comps[i].ttest.p for i in unique])))
+    adj = [adj_unique[first[(c.label, c.reference)]] for c in comps]
+    family = sum(adj_unique[i] is not None for i in unique)
     out = []
     for c, p in zip(comps, adj):
         verdict = c.verdict

@@ -249,8 +249,8 @@ def protocol_guidelines(a: StudyAnalysis) -> list[Guideline]:
     out = []
     fam = max((c.family for c in a.comparisons), default=0)
     if fam:
-        out.append(Guideline("protocol", f"This report makes {fam} paired comparisons (every placement against "
-                             f"`{REFERENCE}` in its group); their p-values are Holm-corrected together at alpha "
+        out.append(Guideline("protocol", f"This report makes {fam} distinct paired comparisons (every placement "
+                             f"against `{REFERENCE}` in its group); their p-values are Holm-corrected together at alpha "
                              f"{a.alpha}.", INFO, {"family": fam, "alpha": a.alpha}))
     if a.lr_choices:
         parts = [f"{ch.label}: {ch.chosen:g}" if ch.chosen is not None else f"{ch.label}: none yet"
@@ -279,9 +279,11 @@ def auto_guidelines(a: StudyAnalysis) -> list[Guideline]:
             text = f"{label} is on no Pareto frontier: some placement is at least as good and cheaper on {', '.join(off)}."
         out.append(Guideline("auto", text + " (descriptive: mean scores, no test)", INFO,
                              {"label": label, "on_frontier": fronts}))
+    seen = set()
     for c in a.comparisons:
-        if not c.label.startswith("auto") or c.ttest.mean_diff is None:
+        if not c.label.startswith("auto") or c.ttest.mean_diff is None or (c.label, c.reference) in seen:
             continue
+        seen.add((c.label, c.reference))
         verdict, why = comparison_verdict(c, a.alpha)
         if verdict == SUPPORTED and c.ttest.mean_diff < 0:
             verdict, why = CONTRADICTED, "contradicted: auto is worse"
