@@ -82,6 +82,7 @@ def train(
     fast: Annotated[Optional[bool], _opt("fast", "--fast")] = None,
     compile_model: Annotated[Optional[bool], _opt("compile", "--compile")] = None,
     peak_tflops: Annotated[Optional[float], _opt("peak_tflops", "--peak-tflops")] = None,
+    eval_split: Annotated[Optional[str], _opt("eval_split", "--eval-split")] = None,
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
     device: DeviceOpt = "auto",
@@ -110,7 +111,8 @@ def train(
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision,
                      grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
-                     checkpoint_every=checkpoint_every, fast=fast, compile=compile_model, peak_tflops=peak_tflops)
+                     checkpoint_every=checkpoint_every, fast=fast, compile=compile_model, peak_tflops=peak_tflops,
+                     eval_split=eval_split)
         settings = {k: v for k, v in given.items() if v is not None}
         if all_eval or max_eval_examples is not None:
             settings["max_eval_examples"] = None if all_eval else max_eval_examples

@@ -38,7 +38,8 @@ MIRRORS = {
               "--mixed-precision": (T, "mixed_precision"), "--save-model": (T, "save_full_model"),
               "--grad-accum": (T, "grad_accum"), "--gradient-checkpointing": (T, "gradient_checkpointing"),
               "--checkpoint-every": (T, "checkpoint_every"), "--fast": (T, "fast"), "--compile": (T, "compile"),
-              "--peak-tflops": (T, "peak_tflops")},
+              "--peak-tflops": (T, "peak_tflops"),
+              "--eval-split": (T, "eval_split")},
     "plan": {**PLACEMENT, "--alpha-mult": (R, "alpha_mult")},
     "modules": {"--modules": (P, "modules")},
 }

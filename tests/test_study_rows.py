@@ -21,11 +21,11 @@ from intrinsic.training import RunResult
 
 # results.json schema 1 as written before rows were typed: the keys of a finished row, in this order
 OK_KEYS = ["id", "config_id", "label", "variant", "strategy", "rank", "budget", "layers", "seed", "groups", "blocks",
-           "status", "error", "score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params",
+           "phase", "arm", "lr_grid", "lr", "eval_split", "status", "error", "score", "baseline_score", "baseline_kind", "untrained_score", "trainable_params",
            "lora_params", "trainable_pct", "peak_memory_mb", "memory_kind", "train_time_s", "time_per_step_s",
            "tokens_per_s", "adapter_bytes", "gain", "rank_min", "rank_max", "modules", "plan_params",
            "predicted_share", "timing"]
-UNFINISHED_KEYS = OK_KEYS[:13]
+UNFINISHED_KEYS = OK_KEYS[:18]
 
 CELL = Cell(id="c1", config_id="k1", strategy="auto", rank=None, budget="all@4", layers=None, seed=3,
             groups=("budget=all@4",), blocks=("budget",))

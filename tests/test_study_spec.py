@@ -138,11 +138,11 @@ def test_record_round_trip():
     assert again == spec and [c.id for c in again.cells()] == [c.id for c in spec.cells()]
 
 
-EXPECTED = {  # study: (cells full, cells quick)
-    "placement-ablation": (57, 7),
-    "weight-types": (36, 12),
-    "rank-sweep": (42, 6),
-    "layer-bands": (48, 5),
+EXPECTED = {  # study: (cells full, cells quick, seeds); full = test cells + 3 lr-sweep cells per arm
+    "placement-ablation": (19 * 5 + 19 * 3, 7 + 2, 5),
+    "weight-types": (12 * 5 + 12 * 3, 12, 5),
+    "rank-sweep": (42 + 14 * 3, 6, 3),
+    "layer-bands": (48 + 16 * 3, 5, 3),
 }
 
 
@@ -151,8 +151,13 @@ def test_packaged_study_grids(name):
     path = resolve_study(name)
     assert path == packaged_studies()[name]
     full, quick = load_spec(path), load_spec(path, quick=True)
-    assert (len(full.cells()), len(quick.cells())) == EXPECTED[name]
-    assert set(full.seeds) == {0, 1, 2} and quick.seeds == (0,)
+    cells, quick_cells, seeds = EXPECTED[name]
+    assert (len(full.cells()), len(quick.cells())) == (cells, quick_cells)
+    assert full.seeds == tuple(range(seeds)) and quick.seeds == (0,)
+    sweep = [c for c in full.cells() if c.phase == "lr-sweep"]
+    assert sweep and all(c.train["eval_split"] == "validation" and c.seed == 0 for c in sweep)
+    assert {c.lr for c in sweep if c.strategy != "full"} == {3e-4, 1e-3, 3e-3}
+    assert {c.lr for c in sweep if c.strategy == "full"} <= {3e-5, 1e-4, 3e-4}
     assert full.question.endswith("?")
 
 

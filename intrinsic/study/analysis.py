@@ -3,6 +3,11 @@ Pareto frontiers, and the check of the probe's prediction against measured gains
 
 Input is the list of typed result rows (`rows.CellRow`, one per cell, as in results.json). A *config* is a cell without its seed; its seeds are replicates. A *group*
 ("rank=8", "budget=all@8") is a controlled comparison: configs that share a rank or a budget.
+
+Every paired comparison of the report forms one family: their p-values are Holm-corrected together
+(`stats.holm`), and each comparison states the minimum detectable effect at 80% power for its number
+of seeds and observed sd of the paired differences. lr-sweep rows (validation runs) never enter a
+comparison: they only give the learning rate chosen per arm (`selection.select_lrs`).
 """
 
 from __future__ import annotations
@@ -10,12 +15,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ..pareto import pareto_front
+from .grid import SWEEP
+from .predictors import PredictorCheck, predictor_checks
 from .rows import CellRow, status_counts
-from .stats import Correlation, PairedTest, Summary, paired_bootstrap, paired_ttest, spearman, summarize
+from .selection import LrChoice, select_lrs, sweep_rows
+from .stats import (ALPHA, Correlation, PairedTest, Summary, holm, min_detectable_effect, paired_bootstrap,
+                    paired_ttest, seeds_needed, spearman, summarize)
 
 REFERENCE = "all"  # the variant every other placement is compared against
 COST_LABELS = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
@@ -51,6 +62,10 @@ class ConfigSummary:
     scores_by_seed: dict[int, float] = field(default_factory=dict)  # seed -> score, finished seeds only
     timing: str | None = None  # "shared" when a finished seed shared its device (time and memory), "exclusive"
     #                            when every one had it alone, None when not recorded (older results)
+    gains_by_seed: dict[int, float] = field(default_factory=dict)  # seed -> gain, finished seeds only
+    modules: Summary | None = None  # adapted modules of the plan (None for full fine-tuning)
+    lr: float | None = None  # the learning rate its runs used (one value), None when unknown or mixed
+    lr_grid: tuple[float, ...] = ()  # its lr grid: non-empty = lr chosen on validation
 
     def metric(self, name: str) -> Summary:
         return getattr(self, name)
@@ -65,7 +80,18 @@ class Comparison:
     reference: str  # the `all` config it is compared with
     ttest: PairedTest  # scipy.stats.ttest_rel over shared seeds (score - reference score)
     bootstrap: PairedTest  # paired percentile bootstrap of the same difference (robustness check)
-    verdict: str  # "better" | "worse" | "no significant difference" | "too few seeds"
+    verdict: str  # "better" | "worse" (Holm-corrected p < alpha) | "no significant difference" | "too few seeds"
+    sd_diff: float | None = None  # sample sd of the paired differences (None with < 2 pairs)
+    p_holm: float | None = None  # ttest.p Holm-corrected over every comparison of the report
+    family: int = 0  # size of that family (comparisons with a p-value)
+    mde: float | None = None  # minimum detectable effect at 80% power, alpha 0.05, with these pairs and sd_diff
+    seeds_needed: int | None = None  # pairs needed for |mean_diff| to reach the MDE (None: unknown)
+
+    @property
+    def supported(self) -> bool:
+        """Survives Holm at alpha and has at least the seeds needed to detect its own effect."""
+        return (self.p_holm is not None and self.p_holm < ALPHA and self.seeds_needed is not None
+                and self.ttest.n >= self.seeds_needed)
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,9 @@ class StudyAnalysis:
     frontiers: tuple[Frontier, ...]  # one per cost metric
     prediction: Prediction  # prediction validation
     counts: dict[str, int]  # cells by status
+    lr_choices: tuple[LrChoice, ...] = ()  # learning rate chosen on validation per arm with an lr grid
+    predictor_checks: tuple[PredictorCheck, ...] = ()  # probe vs trivial predictors vs noise ceiling, per scope
+    alpha: float = ALPHA  # the report's significance level (family-wise, Holm)
 
     def config(self, label: str) -> ConfigSummary:
         return next(c for c in self.configs if c.label == label)
@@ -111,6 +140,11 @@ def _ranks_text(rows: Sequence[CellRow]) -> str:
         return "-"
     a, b = min(lo), max(hi)
     return str(a) if a == b else f"{a}-{b}"
+
+
+def _one(values: set) -> Any:
+    """The single value of a set, or None when it holds none or several."""
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
@@ -149,6 +183,9 @@ def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
             memory_kind=next((r.memory_kind for r in ok if r.memory_kind), None),
             scores_by_seed={int(r.seed): float(r.score) for r in ok if r.score is not None},
             timing=_timing({r.timing for r in ok}),
+            gains_by_seed={int(r.seed): float(r.gain) for r in ok if r.gain is not None},
+            modules=s("modules"), lr=_one({r.lr for r in ok}),
+            lr_grid=tuple(first.lr_grid),
         ))
     return out
 
@@ -180,16 +217,34 @@ def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:
     a = [c.scores_by_seed[s] for s in seeds]
     b = [ref.scores_by_seed[s] for s in seeds]
     tt, bs = paired_ttest(a, b), paired_bootstrap(a, b)
-    if tt.p is None:
-        verdict = "too few seeds" if len(seeds) < 2 else "no significant difference"
-    elif tt.significant:
-        verdict = "better" if (tt.mean_diff or 0) > 0 else "worse"
-    else:
-        verdict = "no significant difference"
-    return Comparison(group, c.label, ref.label, tt, bs, verdict)
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    sd = float(d.std(ddof=1)) if len(d) >= 2 else None
+    verdict = "too few seeds" if len(seeds) < 2 else "no significant difference"
+    return Comparison(group, c.label, ref.label, tt, bs, verdict, sd_diff=sd, mde=min_detectable_effect(len(d), sd),
+                      seeds_needed=seeds_needed(tt.mean_diff, sd))
+
+
+def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
+    """Holm over the family of every distinct comparison with a p-value (a pair of configs that meets in
+    two groups, e.g. auto at rank r and at budget all@r, counts once); verdicts from the corrected p."""
+    first: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(comps):
+        first.setdefault((c.label, c.reference), i)
+    unique = sorted(set(first.values()))
+    adj_unique = dict(zip(unique, holm([comps[i].ttest.p for i in unique])))
+    adj = [adj_unique[first[(c.label, c.reference)]] for c in comps]
+    family = sum(adj_unique[i] is not None for i in unique)
+    out = []
+    for c, p in zip(comps, adj):
+        verdict = c.verdict
+        if p is not None and p < alpha:
+            verdict = "better" if (c.ttest.mean_diff or 0) > 0 else "worse"
+        out.append(replace(c, p_holm=p, family=family, verdict=verdict))
+    return out
 
 
 def comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]) -> list[Comparison]:
+    """Every non-reference config against `all` in each group, paired by seed, Holm-corrected together."""
     by_label = {c.label: c for c in configs}
     out = []
     for g, labels in groups.items():
@@ -200,7 +255,7 @@ def comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]
             c = by_label[l]
             if c is not refs[0] and c.n_ok:
                 out.append(compare(c, refs[0], g))
-    return out
+    return correct(out)
 
 
 def frontier(configs: list[ConfigSummary], metric: str) -> Frontier:
@@ -233,10 +288,15 @@ def prediction(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]],
 
 
 def analyze(rows: Sequence[CellRow], study: dict[str, Any]) -> StudyAnalysis:
-    """Everything the report needs, from the study's rows and its record (study.json)."""
+    """Everything the report needs, from the study's rows and its record (study.json). lr-sweep rows
+    give the lr choices only; every other number comes from the test rows."""
+    sweeps, rows = sweep_rows(rows), [r for r in rows if r.phase != SWEEP]
+    arms = {r.arm: r.lr_grid for r in rows if r.lr_grid}
     configs = summarize_configs(rows)
     groups = group_index(configs)
     metrics = [m for m in study.get("metrics", COST_LABELS) if m in COST_LABELS]
     fronts = [frontier(configs, m) for m in metrics]
     return StudyAnalysis(study, tuple(configs), groups, tuple(comparisons(configs, groups)), tuple(fronts),
-                         prediction(configs, groups, fronts), status_counts(rows))
+                         prediction(configs, groups, fronts), status_counts(rows + sweeps),
+                         tuple(select_lrs(sweeps, arms).values()) if arms else (),
+                         tuple(predictor_checks(configs, groups)))

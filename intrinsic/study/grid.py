@@ -8,6 +8,12 @@ Normalisation (so equal settings get equal ids and are trained once):
 
 Cell ids are hashes of every setting that can change a result (not the device, not prose), so
 a finished cell is recognised on resume and never trained twice.
+
+Learning-rate grids (`lrs`, see `arm_lrs`): an arm (a config without its seed) with an lr grid gets,
+besides its test cells, one *lr-sweep* cell per (lr, lr seed), trained on the train split minus the
+validation carve and scored on the carve (`eval_split = "validation"`). Its test cells hold no lr:
+the runner gives them the lr that `selection.select_lrs` picks from the arm's sweep rows. Specs
+without lr grids expand exactly as before (same cells, same ids).
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ if TYPE_CHECKING:
     from .spec import StudySpec
 
 HASH_LEN = 12
+SWEEP = "lr-sweep"  # Cell.phase of a validation run of an lr grid
+
+
+def arm_lrs(spec: StudySpec, block: GridBlock, strategy: str) -> tuple[float, ...]:
+    """The lr grid of one arm: `lrs` of [train_overrides.STRATEGY], else of its [[grid]] block, else the
+    study's top-level `lrs`; empty = no lr selection (the [train] lr or the trainer's default)."""
+    return spec.strategy_lrs.get(strategy) or block.lrs or spec.lrs
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ class GridBlock:
     budgets: tuple[str, ...]  # parameter budgets "300k" | "0.5%" | "all@8" (empty when ranks are given)
     layers: tuple[str | None, ...]  # layer selections ("lower", "0-2"); None = every layer
     seeds: tuple[int, ...]  # replicate seeds
+    lrs: tuple[float, ...] = ()  # learning-rate grid of this block's arms (empty: the study's or none)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,10 @@ class Cell:
     groups: tuple[str, ...]  # comparison groups it belongs to: "rank=8", "budget=all@8"
     blocks: tuple[str, ...]  # grid blocks that asked for it
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (seed excluded)
+    phase: str = "test"  # "test": a run of the grid; "lr-sweep": a validation run of an lr grid
+    lrs: tuple[float, ...] = ()  # the arm's lr grid: non-empty = lr chosen on validation (test cells)
+    arm: str = ""  # hash of the arm's settings without lr grid and seed: sweep and test cells of one arm share it
+    lr: float | None = None  # the lr of an lr-sweep cell (test cells: None, chosen at run time)
 
     @property
     def variant(self) -> str:
@@ -65,7 +83,8 @@ class Cell:
     def label(self) -> str:
         """Human-readable config label without the seed, e.g. 'ffn budget=all@8'."""
         size = f"r={self.rank}" if self.rank is not None else (f"budget={self.budget}" if self.budget else "")
-        return f"{self.variant} {size}".strip()
+        sweep = f" lr={self.lr:g} (validation)" if self.phase == SWEEP else ""
+        return f"{self.variant} {size}".strip() + sweep
 
 
 def settings_hash(obj: Any) -> str:
@@ -109,17 +128,27 @@ def expand(spec: StudySpec) -> list[Cell]:
                 for layers in block.layers:
                     lay = None if strategy == "full" else layers
                     r, b = _normalise(strategy, rank, budget, lay)
+                    lrs = arm_lrs(spec, block, strategy)
                     base = _cell_payload(spec, strategy, r, b, lay, train)
+                    arm = settings_hash(base)  # the arm without its lr grid: sweep cells of equal arms are shared
+                    if lrs:
+                        base["lrs"] = list(lrs)
                     config_id = settings_hash(base)
-                    for seed in block.seeds:
-                        cid = settings_hash({**base, "seed": seed})
-                        f = found.setdefault(cid, dict(id=cid, config_id=config_id, strategy=strategy, rank=r,
+                    runs = [(seed, train, "test", None, config_id, base) for seed in block.seeds]
+                    for lr in lrs:
+                        t = {**train, "lr": lr, "eval_split": "validation"}
+                        sweep = _cell_payload(spec, strategy, r, b, lay, t)
+                        runs += [(seed, t, SWEEP, lr, settings_hash(sweep), sweep) for seed in spec.lr_seeds_of(block)]
+                    for seed, t, phase, lr, cfg_id, payload in runs:
+                        cid = settings_hash({**payload, "seed": seed})
+                        f = found.setdefault(cid, dict(id=cid, config_id=cfg_id, strategy=strategy, rank=r,
                                                       budget=b, layers=lay, seed=seed, groups=[], blocks=[],
-                                                      train=train))
+                                                      train=t, phase=phase, lrs=tuple(lrs), arm=arm, lr=lr))
                         if group not in f["groups"]:
                             f["groups"].append(group)
                         if block.name not in f["blocks"]:
                             f["blocks"].append(block.name)
     cells = [Cell(**{**f, "groups": tuple(f["groups"]), "blocks": tuple(f["blocks"])}) for f in found.values()]
     order = {s: i for i, s in enumerate(sorted({c.seed for c in cells}))}
-    return sorted(cells, key=lambda c: order[c.seed])  # stable: grid order within a seed
+    # lr sweeps first (their choice is needed by the test cells), then seed-major, grid order within a seed
+    return sorted(cells, key=lambda c: (c.phase != SWEEP, order[c.seed]))

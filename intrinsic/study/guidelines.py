@@ -1,10 +1,14 @@
 """Guidelines generated from a study's analysis: plain sentences, each with the numbers behind it.
 
-Every sentence carries a strength: "supported" (a paired test or a CI backs it), "too weak to
-say" (CIs overlap, p >= 0.05, or a single seed), "negative" (the evidence contradicts the tool's
-own prediction), or "info" (a measurement, no claim). Nothing here claims a difference that the
-seeds do not support. A `--quick` run (one seed, few steps) claims nothing: what would have been
-"supported" or "negative" is "no claim (quick run)" there.
+Every sentence carries a verdict: "supported", "contradicted" or "too weak to say" for a claim,
+"info" for a measurement or description that claims nothing. A claim is "supported" only when its
+paired comparison survives Holm correction over every paired comparison of the report (at the
+report's alpha) AND the seeds are at least as many as needed to detect the observed effect at 80%
+power (minimum detectable effect, MDE, from the observed sd of the paired differences); a smaller
+effect is "too weak to say at this sample size". Frontiers are descriptive (info: unpaired means).
+The probe's prediction is "supported" only if it beats the trivial predictors and reaches the
+noise ceiling (`predictors.py`). A `--quick` run claims nothing: what would have been "supported" or
+"contradicted" is "no claim (quick run)" there.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..report.format import human
-from .analysis import COST_LABELS, REFERENCE, StudyAnalysis
-from .stats import ALPHA, Summary, intervals_overlap
+from .analysis import COST_LABELS, REFERENCE, Comparison, StudyAnalysis
+from .predictors import CONTRADICTED, SUPPORTED, WEAK
+from .stats import Summary, intervals_overlap
 
-SUPPORTED, WEAK, NEGATIVE, INFO = "supported", "too weak to say", "negative", "info"
+INFO = "info"
+NEGATIVE = CONTRADICTED  # the former name of the verdict
 QUICK = "no claim (quick run)"  # the strength of every claim of a --quick run
 
 
@@ -26,7 +32,7 @@ class Guideline:
 
     topic: str  # "baseline", a cost metric (frontier advice), "comparison", "auto", "prediction", "memory"
     text: str  # the sentence, numbers included
-    strength: str  # supported | too weak to say | negative | info | no claim (quick run)
+    strength: str  # supported | contradicted | too weak to say | info | no claim (quick run)
     evidence: dict[str, Any] = field(default_factory=dict)  # the numbers, machine-readable
 
 
@@ -48,8 +54,30 @@ def fmt_p(p: float | None) -> str:
     return "p n/a" if p is None else (f"p = {p:.2g}" if p >= 0.001 else "p < 0.001")
 
 
+def evidence_text(c: Comparison, alpha: float) -> str:
+    """'paired t over 5 seeds, p = 0.01, Holm p = 0.04 (family of 12), MDE 0.007 at 80% power'."""
+    t = c.ttest
+    mde = "n/a" if c.mde is None else f"{c.mde:.3f}"
+    return (f"paired t over {t.n} seeds, {fmt_p(t.p)}, Holm {fmt_p(c.p_holm)} (family of {c.family}, "
+            f"alpha {alpha}), MDE {mde} at 80% power")
+
+
+def comparison_verdict(c: Comparison, alpha: float) -> tuple[str, str]:
+    """(verdict, why) of one paired comparison: supported only if it survives Holm and has the seeds."""
+    t = c.ttest
+    if t.n < 2 or t.p is None:
+        return WEAK, "too weak to say: " + ("fewer than 2 shared seeds, no test" if t.n < 2 else
+                                            "identical differences, no test")
+    if c.supported:
+        return SUPPORTED, "supported"
+    if c.mde is not None and abs(t.mean_diff or 0) < c.mde:
+        need = f"; about {c.seeds_needed} seeds would be needed" if c.seeds_needed else ""
+        return WEAK, f"too weak to say at this sample size (|effect| {abs(t.mean_diff):.3f} < MDE {c.mde:.3f}{need})"
+    return WEAK, f"too weak to say (Holm p {'n/a' if c.p_holm is None else f'{c.p_holm:.2g}'} >= {alpha})"
+
+
 def group_guidelines(a: StudyAnalysis) -> list[Guideline]:
-    """Per comparison group: the best placement, and whether the seeds support it over `all`."""
+    """Per comparison group: the best placement, and whether the seeds support it over `all` (Holm + power)."""
     out = []
     by_label = {c.label: c for c in a.configs}
     comps = {(c.group, c.label): c for c in a.comparisons}
@@ -62,10 +90,17 @@ def group_guidelines(a: StudyAnalysis) -> list[Guideline]:
               "params": best.trainable_params.mean}
         head = f"At {g}, the best mean score is {best.label}: {fmt_ci(best.score)} ({human(best.trainable_params.mean)} params)."
         if best.variant == REFERENCE:
-            worse = [c for (gg, _), c in comps.items() if gg == g and c.verdict == "worse"]
-            tail = (f" It beats {', '.join(c.label for c in worse)} significantly (p < {ALPHA})." if worse else
-                    " No other placement differs from it significantly.")
-            out.append(Guideline("comparison", head + tail, SUPPORTED if worse else WEAK,
+            mine = [c for (gg, _), c in comps.items() if gg == g]
+            worse = [c for c in mine if c.supported and (c.ttest.mean_diff or 0) < 0]
+            if worse:
+                text = (head + f" It beats {', '.join(c.label for c in worse)}: supported ("
+                        + "; ".join(f"{c.label} {c.ttest.mean_diff:+.3f}, {evidence_text(c, a.alpha)}" for c in worse)
+                        + ").")
+            else:
+                why = "; ".join(f"{c.label}: {c.ttest.mean_diff:+.3f}, {comparison_verdict(c, a.alpha)[1]}"
+                                for c in mine if c.ttest.mean_diff is not None)
+                text = head + f" Its lead over the others is too weak to say ({why or 'no paired test'})."
+            out.append(Guideline("comparison", text, SUPPORTED if worse else WEAK,
                                  {**ev, "significantly_worse": [c.label for c in worse]}))
             continue
         comp = comps.get((g, best.label))
@@ -74,21 +109,18 @@ def group_guidelines(a: StudyAnalysis) -> list[Guideline]:
                                  WEAK, ev))
             continue
         t = comp.ttest
-        ev.update({"diff_vs_all": t.mean_diff, "p": t.p, "pairs": t.n})
-        if comp.verdict == "better":
-            text = (f"{head} It beats {comp.reference} by {t.mean_diff:+.3f} (95% CI [{t.ci_low:+.3f}, {t.ci_high:+.3f}], "
-                    f"paired t-test {fmt_p(t.p)}, {t.n} seeds): "
-                    + ("prefer it at this budget." if g.startswith("budget=") else
-                       "at this rank it scores higher (parameter counts differ: see the frontier)."))
-            out.append(Guideline("comparison", text, SUPPORTED, ev))
-        else:
-            why = ("only one shared seed, so no test is possible" if t.n < 2 else
-                   f"{fmt_p(t.p)} over {t.n} seeds"
-                   + (", CIs overlap" if intervals_overlap(best.score, by_label[comp.reference].score) else ""))
-            diff = "n/a" if t.mean_diff is None else f"{t.mean_diff:+.3f}"
-            text = (f"{head} Its lead over {comp.reference} ({diff}) "
-                    f"is too weak to say ({why}): either choice is defensible.")
-            out.append(Guideline("comparison", text, WEAK, ev))
+        verdict, why = comparison_verdict(comp, a.alpha)
+        ev.update({"diff_vs_all": t.mean_diff, "p": t.p, "p_holm": comp.p_holm, "family": comp.family,
+                   "mde": comp.mde, "seeds_needed": comp.seeds_needed, "pairs": t.n})
+        diff = "n/a" if t.mean_diff is None else f"{t.mean_diff:+.3f}"
+        text = f"{head} Its lead over {comp.reference} ({diff}"
+        if t.ci_low is not None:
+            text += f", 95% CI [{t.ci_low:+.3f}, {t.ci_high:+.3f}]"
+        text += f"; {evidence_text(comp, a.alpha)}) is {why}"
+        text += (": prefer it at this budget." if verdict == SUPPORTED and g.startswith("budget=") else
+                 ": at this rank it scores higher (parameter counts differ: see the frontier)." if verdict == SUPPORTED
+                 else ": either choice is defensible.")
+        out.append(Guideline("comparison", text, verdict, ev))
     return out
 
 
@@ -144,7 +176,8 @@ def frontier_guidelines(a: StudyAnalysis) -> list[Guideline]:
                                      f"({fmt_ci(rivals[0].score)}) is too weak to say ({why}).", WEAK, ev))
             else:
                 out.append(Guideline(f.metric, text + f", ahead of the runner-up {rivals[0].label} "
-                                     f"({fmt_ci(rivals[0].score)}) with non-overlapping CIs.", SUPPORTED, ev))
+                                     f"({fmt_ci(rivals[0].score)}) with non-overlapping CIs (descriptive: "
+                                     "no paired test).", INFO, ev))
             continue
         overlap = intervals_overlap(cheap.score, top.score)
         if overlap is None or overlap:
@@ -153,8 +186,9 @@ def frontier_guidelines(a: StudyAnalysis) -> list[Guideline]:
                      f"{fmt_ci(cheap.score)} vs {fmt_ci(top.score)}).")
             out.append(Guideline(f.metric, text, WEAK, ev))
         else:
-            text += f" The gain from {cheap.label} to {top.label} is real: {fmt_ci(cheap.score)} vs {fmt_ci(top.score)}."
-            out.append(Guideline(f.metric, text, SUPPORTED, ev))
+            text += (f" {cheap.label} and {top.label} have non-overlapping 95% CIs: {fmt_ci(cheap.score)} vs "
+                     f"{fmt_ci(top.score)} (descriptive: no paired test).")
+            out.append(Guideline(f.metric, text, INFO, ev))
     return out
 
 
@@ -179,32 +213,51 @@ def memory_guideline(a: StudyAnalysis) -> list[Guideline]:
 
 
 def prediction_guidelines(a: StudyAnalysis) -> list[Guideline]:
+    """Does the probe predict the gains better than counting modules or parameters, up to the noise ceiling?"""
     out = []
-    p = a.prediction
-    c = p.overall
-    ev = {"rho": c.rho, "ci": [c.ci_low, c.ci_high], "p": c.p, "n": c.n}
+    c = a.prediction.overall
     if c.rho is None:
         out.append(Guideline("prediction", f"The probe's prediction cannot be checked: {c.n} placements with both a "
-                                           "predicted energy share and a measured gain (need >= 3, varied).", WEAK, ev))
-    else:
-        ci = f"[{c.ci_low:.2f}, {c.ci_high:.2f}]" if c.ci_low is not None else "(no CI: n < 4)"
-        base = (f"Predicted energy share vs measured gain over {c.n} placements: Spearman rho = {c.rho:.2f} {ci}, "
-                f"{fmt_p(c.p)} ({'exact permutation test' if c.p_method == 'exact' else 't approximation'}).")
-        if c.p is not None and c.p < ALPHA and c.rho > 0:
-            out.append(Guideline("prediction", base + " The probe orders placements the way training does.", SUPPORTED, ev))
-        elif c.p is not None and c.p < ALPHA and c.rho < 0:
-            out.append(Guideline("prediction", base + " Negative result: placements the probe favours did worse.",
-                                 NEGATIVE, ev))
+                                           "predicted energy share and a measured gain (need >= 3, varied).", WEAK,
+                             {"rho": c.rho, "n": c.n}))
+    for k in a.predictor_checks:
+        if k.probe.rho is None:
+            continue
+        r = lambda x: "n/a" if x.rho is None else f"{x.rho:.2f}"  # noqa: E731
+        ceiling = "n/a" if k.ceiling is None else f"{k.ceiling:.2f}"
+        held = (" (parameter budget held fixed)" if k.scope.startswith("budget=") else
+                " (rank held fixed)" if k.scope.startswith("rank=") else "")
+        text = (f"Prediction check, {k.scope}{held}, {len(k.labels)} placements: Spearman rho of the probe's "
+                f"predicted energy share with the gain {r(k.probe)} ({fmt_p(k.probe.p)}), of the number of adapted "
+                f"modules {r(k.modules)}, of trainable parameters {r(k.params)}; noise ceiling (seed-split halves) "
+                f"{ceiling}.")
+        if k.verdict == SUPPORTED:
+            text += " The probe beats both trivial predictors and reaches the noise ceiling: supported."
+        elif k.verdict == CONTRADICTED:
+            text += " Placements the probe favours did worse: contradicted."
         else:
-            out.append(Guideline("prediction", base + " Negative result: no reliable agreement between the probe's "
-                                 "prediction and the measured gains.", NEGATIVE if c.n >= 6 else WEAK, ev))
-    for g, corr in p.by_group.items():
-        if corr.rho is not None:
-            held = "parameter budget" if g.startswith("budget=") else "rank"
-            out.append(Guideline("prediction", f"Within {g} ({corr.n} placements, {held} held fixed): "
-                                 f"Spearman rho = {corr.rho:.2f}, {fmt_p(corr.p)}.",
-                                 SUPPORTED if corr.p is not None and corr.p < ALPHA and corr.rho > 0 else WEAK,
-                                 {"group": g, "rho": corr.rho, "p": corr.p, "n": corr.n}))
+            text += " Too weak to say: " + "; ".join(k.reasons) + "."
+        out.append(Guideline("prediction", text, k.verdict,
+                             {"scope": k.scope, "n": len(k.labels), "rho_probe": k.probe.rho, "p": k.probe.p,
+                              "rho_modules": k.modules.rho, "rho_params": k.params.rho, "ceiling": k.ceiling,
+                              "reasons": list(k.reasons)}))
+    return out
+
+
+def protocol_guidelines(a: StudyAnalysis) -> list[Guideline]:
+    """The comparison family and the learning rates chosen on validation (info: how the claims were made)."""
+    out = []
+    fam = max((c.family for c in a.comparisons), default=0)
+    if fam:
+        out.append(Guideline("protocol", f"This report makes {fam} distinct paired comparisons (every placement "
+                             f"against `{REFERENCE}` in its group); their p-values are Holm-corrected together at alpha "
+                             f"{a.alpha}.", INFO, {"family": fam, "alpha": a.alpha}))
+    if a.lr_choices:
+        parts = [f"{ch.label}: {ch.chosen:g}" if ch.chosen is not None else f"{ch.label}: none yet"
+                 for ch in a.lr_choices]
+        out.append(Guideline("protocol", "Learning rate per arm, chosen on a validation carve of the train split "
+                             "(never on test): " + "; ".join(parts) + ".", INFO,
+                             {"chosen": {ch.label: ch.chosen for ch in a.lr_choices}}))
     return out
 
 
@@ -224,22 +277,33 @@ def auto_guidelines(a: StudyAnalysis) -> list[Guideline]:
             text = f"{label} is on the Pareto frontier of score vs every cost axis ({', '.join(on)})."
         else:
             text = f"{label} is on no Pareto frontier: some placement is at least as good and cheaper on {', '.join(off)}."
-        out.append(Guideline("auto", text, SUPPORTED if not off else (NEGATIVE if not on else INFO),
+        out.append(Guideline("auto", text + " (descriptive: mean scores, no test)", INFO,
                              {"label": label, "on_frontier": fronts}))
+    seen = set()
+    for c in a.comparisons:
+        if not c.label.startswith("auto") or c.ttest.mean_diff is None or (c.label, c.reference) in seen:
+            continue
+        seen.add((c.label, c.reference))
+        verdict, why = comparison_verdict(c, a.alpha)
+        if verdict == SUPPORTED and c.ttest.mean_diff < 0:
+            verdict, why = CONTRADICTED, "contradicted: auto is worse"
+        out.append(Guideline("auto", f"{c.label} vs {c.reference}: {c.ttest.mean_diff:+.3f} "
+                             f"({evidence_text(c, a.alpha)}): {why}.", verdict,
+                             {"label": c.label, "diff": c.ttest.mean_diff, "p_holm": c.p_holm, "mde": c.mde}))
     if p.auto_best_in_group:
         wins = [g for g, v in p.auto_best_in_group.items() if v]
         n = len(p.auto_best_in_group)
         out.append(Guideline("auto", f"auto has the best mean score in {len(wins)} of {n} comparison groups"
                                      + (f" ({', '.join(wins)})." if wins else "; it never wins outright."),
-                             INFO if wins else NEGATIVE, {"wins": wins, "groups": n}))
+                             INFO, {"wins": wins, "groups": n}))
     return out
 
 
 def generate(a: StudyAnalysis) -> list[Guideline]:
     """All guidelines, most decision-relevant first; a quick run's claims demoted to QUICK."""
-    out = (baseline_guidelines(a) + frontier_guidelines(a) + group_guidelines(a) + auto_guidelines(a)
-           + prediction_guidelines(a) + memory_guideline(a))
+    out = (protocol_guidelines(a) + baseline_guidelines(a) + frontier_guidelines(a) + group_guidelines(a)
+           + auto_guidelines(a) + prediction_guidelines(a) + memory_guideline(a))
     if not a.study.get("quick"):
         return out
     return [replace(g, strength=QUICK, evidence={**g.evidence, "strength_if_not_quick": g.strength})
-            if g.strength in (SUPPORTED, NEGATIVE) else g for g in out]
+            if g.strength in (SUPPORTED, CONTRADICTED) else g for g in out]

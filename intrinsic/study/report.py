@@ -56,13 +56,15 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
             "score": _n(c.score.mean), "std": _n(c.score.std), "ci95": _ci(c.score), "gain": _n(c.gain.mean),
             "params": _n(c.trainable_params.mean, 0),
             "ranks": c.ranks, "peak_mb": _n(c.peak_memory_mb.mean, 1), "time_s": _n(c.train_time_s.mean, 2),
+            "lr": None if c.lr is None else f"{c.lr:g}" + (" (val)" if c.lr_grid else ""),
             f"diff_vs_{REFERENCE}": _n(comp.ttest.mean_diff) if comp else None,
-            "p": _n(comp.ttest.p) if comp else None,
+            "p": _n(comp.ttest.p) if comp else None, "p_holm": _n(comp.p_holm) if comp else None,
+            "mde": _n(comp.mde) if comp else None,
             "verdict": (c.status if not c.n_ok else comp.verdict if comp else
                         "reference" if c.variant == REFERENCE else "-"),
         })
-    cols = ["placement", "seeds", "score", "std", "ci95", "gain", "params", "ranks", "peak_mb",
-            "time_s", f"diff_vs_{REFERENCE}", "p", "verdict"]
+    cols = ["placement", "seeds", "score", "std", "ci95", "gain", "params", "ranks", "lr", "peak_mb",
+            "time_s", f"diff_vs_{REFERENCE}", "p", "p_holm", "mde", "verdict"]
     if shared_timing(a):  # peak_mb and time_s of shared devices are marked (see timing_note)
         for row, label in zip(rows, a.groups[group]):
             row["timing"] = by_label[label].timing or "-"
@@ -112,6 +114,23 @@ def correlation_table(a: StudyAnalysis) -> TableRows:
     return ("Spearman correlation (Fisher-z CI)", ["scope", "n", "spearman_rho", "ci95", "p", "p_method"], rows)
 
 
+def predictor_table(a: StudyAnalysis) -> TableRows:
+    rows = [{"scope": k.scope, "n": len(k.labels), "rho_probe": _n(k.probe.rho, 3), "p_probe": _n(k.probe.p, 4),
+             "rho_modules": _n(k.modules.rho, 3), "rho_params": _n(k.params.rho, 3), "noise_ceiling": _n(k.ceiling, 3),
+             "verdict": k.verdict} for k in a.predictor_checks]
+    return ("Probe vs trivial predictors and the noise ceiling (Spearman rho with the gain)",
+            ["scope", "n", "rho_probe", "p_probe", "rho_modules", "rho_params", "noise_ceiling", "verdict"], rows)
+
+
+def lr_table(a: StudyAnalysis) -> TableRows:
+    rows = [{"arm": ch.label, "chosen_lr": None if ch.chosen is None else f"{ch.chosen:g}",
+             "validation": ", ".join(f"{lr:g}: {'n/a' if v is None else f'{v:.4f}'} ({n})"
+                                     for lr, v, n in zip(ch.lrs, ch.val_scores, ch.runs)),
+             "failed": ch.failed, "pending": ch.pending} for ch in a.lr_choices]
+    return ("Learning rate chosen on validation (mean validation score per lr, runs in brackets)",
+            ["arm", "chosen_lr", "validation", "failed", "pending"], rows)
+
+
 def problems_table(a: StudyAnalysis) -> TableRows:
     rows = [{"placement": c.label, "status": c.status, "seeds_ok": f"{c.n_ok}/{c.n_cells}", "error": "; ".join(c.errors)}
             for c in a.configs if c.status != "ok"]
@@ -126,7 +145,9 @@ def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[TableRow
     """Every table of the report, in report order (the CLI prints these)."""
     out = [guideline_table(gl if gl is not None else generate(a))]
     out += [group_table(a, g) for g in a.groups]
-    out += [frontier_table(a), prediction_table(a), correlation_table(a)]
+    out += [frontier_table(a), prediction_table(a), correlation_table(a), predictor_table(a)]
+    if a.lr_choices:
+        out.append(lr_table(a))
     probs = problems_table(a)
     return out + ([probs] if probs[2] else [])
 
@@ -250,11 +271,18 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
     blocks.append(Heading(2, "Guidelines"))
     blocks.append(Bullets(tuple(f"*{g.strength}*: {g.text}" for g in gl) or ("No finished runs yet.",)))
     plot_of = {p.name: (p, cap) for p, cap in plots}
+    if a.lr_choices:
+        blocks += [Heading(2, "Learning rate per arm"), _table(lr_table(a))]
     blocks.append(Heading(2, "Comparisons at equal rank or budget"))
+    fam = max((c.family for c in a.comparisons), default=0)
     blocks.append(Paragraph(f"Mean score over seeds with a t-based 95% CI; `diff_vs_{REFERENCE}` and `p` come from a "
-                            f"paired t-test (scipy.stats.ttest_rel) over seeds shared with `{REFERENCE}`; a difference "
-                            "is only called better or worse when p < 0.05. p-values are not corrected for multiple "
-                            "comparisons."))
+                            f"paired t-test (scipy.stats.ttest_rel) over seeds shared with `{REFERENCE}`. The family "
+                            f"of comparisons is every row with a p in these tables ({fam} comparisons); `p_holm` is "
+                            f"Holm-Bonferroni corrected over that family, and a difference is only called better or "
+                            f"worse when p_holm < {a.alpha}. `mde`: the minimum detectable effect at 80% power with "
+                            "these seeds and the observed sd of the paired differences; a guideline is supported only "
+                            "if its comparison survives Holm and its effect reaches the MDE. `lr` marked (val) was "
+                            "chosen on the validation carve of the train split."))
     blocks += [_table(group_table(a, g)) for g in a.groups]
     if "score_vs_budget.png" in plot_of:
         blocks.append(_figure(plot_of["score_vs_budget.png"]))
@@ -272,7 +300,12 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
                             "adapted modules of sum_{i<=rank} sigma_i^2 over the total (1.0 for full fine-tuning). "
                             "Measured: score gain over the untrained baseline (or the majority-class baseline for "
                             "classification)."))
-    blocks += [_table(correlation_table(a)), _table(prediction_table(a))]
+    blocks.append(Paragraph("The probe counts as a predictor only if, on the same placements, its rho beats the "
+                            "trivial predictors (number of adapted modules, trainable parameters), reaches the noise "
+                            "ceiling (Spearman rho between the gains of two halves of the seeds, averaged over splits) "
+                            "and has p < alpha. Within a budget this is the test that matters: across budgets, "
+                            "parameter count alone orders placements."))
+    blocks += [_table(predictor_table(a)), _table(correlation_table(a)), _table(prediction_table(a))]
     if "prediction.png" in plot_of:
         blocks.append(_figure(plot_of["prediction.png"]))
     probs = problems_table(a)

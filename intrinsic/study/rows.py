@@ -54,6 +54,12 @@ class CellRow:
     seed: int = documented(help="replicate seed")
     groups: tuple[str, ...] = documented((), "comparison groups of the cell: 'rank=8', 'budget=all@8'")
     blocks: tuple[str, ...] = documented((), "grid blocks that asked for the cell")
+    phase: str = documented("test", '"test": a run of the grid; "lr-sweep": a validation run of an lr grid')
+    arm: str = documented("", "hash of the arm (settings without lr grid and seed) an lr-sweep row selects for")
+    lr_grid: tuple[float, ...] = documented((), "the arm's lr grid; non-empty: the lr was chosen on validation")
+    lr: float | None = documented(None, "peak learning rate of the run (a test row of an lr grid: the chosen "
+                                        "one; None: the trainer's default, not yet run)")
+    eval_split: str = documented("test", '"test" or "validation": the split `score` was measured on')
     status: str = documented("pending", "ok | failed | infeasible | pending (not run yet, or interrupted)")
     error: str | None = documented(None, "one-line error of a failed or infeasible cell, else None")
     score: float | None = documented(None, "RunResult.score: held-out accuracy, or -perplexity (higher is better)")
@@ -103,7 +109,8 @@ class CellRow:
         # gain over the untrained model when it was scored, else over the trainer's baseline (majority class)
         base = run.untrained_score if run.untrained_score is not None else run.baseline_score
         ranks = [e.rank for e in plan.entries] if isinstance(plan, Plan) else []
-        return cls(**_settings(cell), status="ok", error=None, **{k: getattr(run, k) for k in ROW_METRICS},
+        return cls(**{**_settings(cell), "lr": run.config.get("lr"), "eval_split": run.eval_split},
+                   status="ok", error=None, **{k: getattr(run, k) for k in ROW_METRICS},
                    gain=run.score - base if run.score is not None and base is not None else None,
                    rank_min=min(ranks) if ranks else None, rank_max=max(ranks) if ranks else None,
                    modules=len(ranks) if ranks else None,
@@ -131,7 +138,9 @@ _UNFINISHED_KEYS = tuple(_NAMES[: _NAMES.index("error") + 1])  # what an unfinis
 def _settings(cell: Cell) -> dict[str, Any]:
     return {"id": cell.id, "config_id": cell.config_id, "label": cell.label, "variant": cell.variant,
             "strategy": cell.strategy, "rank": cell.rank, "budget": cell.budget, "layers": cell.layers,
-            "seed": cell.seed, "groups": tuple(cell.groups), "blocks": tuple(cell.blocks)}
+            "seed": cell.seed, "groups": tuple(cell.groups), "blocks": tuple(cell.blocks), "phase": cell.phase,
+            "arm": cell.arm, "lr_grid": tuple(cell.lrs), "lr": cell.lr if cell.lr is not None else cell.train.get("lr"),
+            "eval_split": cell.train.get("eval_split", "test")}
 
 
 # ----------------------------------------------------------------------------- reading a cell directory
@@ -235,11 +244,16 @@ def _timing(cell_dir: Path) -> str | None:
 
 def rebuild_results(spec: StudySpec, out_dir: Path) -> list[CellRow]:
     """Rebuild results.json from the cell directories (one row per grid cell, grid order)."""
+    from .selection import select_lrs, sweep_rows
+
     energy = ProbeEnergy(spec, out_dir)
     rows = [cell_row(c, out_dir / "cells" / c.id, energy) for c in spec.cells()]
-    write_json(out_dir / "results.json", {"schema_version": RESULTS_SCHEMA, "study": spec.name,
-                                          "definition_hash": spec.definition_hash,
-                                          "rows": [r.to_record() for r in rows]})
+    record = {"schema_version": RESULTS_SCHEMA, "study": spec.name, "definition_hash": spec.definition_hash,
+              "rows": [r.to_record() for r in rows]}
+    if any(c.lrs for c in spec.cells()):
+        arms = {c.arm: c.lrs for c in spec.cells() if c.lrs and c.phase == "test"}
+        record["lr_selection"] = list(select_lrs(sweep_rows(rows), arms).values())
+    write_json(out_dir / "results.json", record)
     return rows
 
 

@@ -13,6 +13,11 @@ Because results.json is rebuilt from the cell directories (never appended to), a
 study can neither lose nor duplicate a row. On resume a cell with a complete run.json is
 skipped; any other cell directory (half-written, failed, infeasible) is removed and redone.
 
+Learning-rate grids: the lr-sweep cells run first (`grid.expand` orders them so); a test cell of an
+arm with an lr grid then trains with the lr `selection.select_lrs` chose from the arm's validation
+rows. It waits (stays pending) while a sweep cell of its arm is unfinished, e.g. in another shard,
+and counts as finished only if its run.json used the chosen lr.
+
 Each cell trains a fresh deep copy of the base model loaded once per seed (the seed also seeds
 the classification head), so no cell sees another cell's adapters.
 """
@@ -20,6 +25,7 @@ the classification head), so no cell sees another cell's adapters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 import traceback
@@ -32,7 +38,8 @@ from ..errors import BudgetError, ConfigError, did_you_mean
 from ..pipeline import Pipeline
 from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .rows import RESULTS_SCHEMA, CellRow, finished_run, probe_key, rebuild_results
-from .grid import Cell
+from .grid import SWEEP, Cell
+from .selection import select_lrs, sweep_rows
 from .check import check_resources
 from .spec import StudySpec
 
@@ -121,19 +128,42 @@ class _Seeds:
         return got
 
 
-def train_config(cell: Cell):
+def train_config(cell: Cell, lr: float | None = None):
+    """The cell's TrainConfig; `lr`: the learning rate chosen on validation for a test cell of an lr grid."""
     from ..training import TrainConfig
 
     try:
-        return TrainConfig(**cell.train, seed=cell.seed)
+        return TrainConfig(**{**cell.train, **({"lr": lr} if lr is not None else {})}, seed=cell.seed)
     except TypeError as e:  # an unknown [train] key that validation could not see
         raise ConfigError(f"[train] settings do not fit TrainConfig: {e}") from None
 
 
-def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, *, timing: str = "exclusive") -> None:
+def chosen_lr(cell: Cell, rows: list[CellRow]) -> float | str | None:
+    """For a test cell of an lr grid: the lr chosen on its arm's validation rows, "wait" while a sweep
+    cell is unfinished, "failed" when every sweep run failed. None for any other cell."""
+    if not cell.lrs or cell.phase == SWEEP:
+        return None
+    choice = select_lrs(sweep_rows(r for r in rows if r.arm == cell.arm), {cell.arm: cell.lrs})[cell.arm]
+    if choice.pending:
+        return "wait"
+    return choice.chosen if choice.chosen is not None else "failed"
+
+
+def is_done(cell: Cell, out: Path, rows: list[CellRow]) -> bool:
+    """Finished, and (test cell of an lr grid) trained with the lr chosen now."""
+    run = finished_run(out / "cells" / cell.id)
+    if run is None or not cell.lrs or cell.phase == SWEEP:
+        return run is not None
+    lr = chosen_lr(cell, rows)
+    return isinstance(lr, float) and run.config.get("lr") == lr
+
+
+def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, lr: float | str | None = None, *,
+             timing: str = "exclusive") -> None:
     """Train one cell into out/cells/<id>, recording failure or infeasibility instead of raising. Every
-    engine calls this (intrinsic/study/engine.py). `timing`: "exclusive" when the cell has its device to
-    itself, "shared" when other cells run on it (its time and memory are then not a dedicated device's)."""
+    engine calls this (intrinsic/study/engine.py). `lr`: `chosen_lr` of the cell ("failed": record that no
+    lr of the sweep trained). `timing`: "exclusive" when the cell has its device to itself, "shared" when
+    other cells run on it (its time and memory are then not a dedicated device's)."""
     cell_dir = out_dir / "cells" / cell.id
     if cell_dir.exists():
         shutil.rmtree(cell_dir)  # half-written, failed or infeasible: redo from scratch
@@ -142,7 +172,9 @@ def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, *, timin
                                         "task": spec.task, "data": spec.data, "dtype": spec.dtype,
                                         "timing": timing})
     try:
-        config = train_config(cell)
+        if lr == "failed":
+            raise RuntimeError(f"no learning rate of the grid {list(cell.lrs)} finished on validation")
+        config = train_config(cell, lr)
         pipe = seeds.pipeline(cell.seed)
         plan = pipe.plan(spec.placement_request(cell), probe=lambda: seeds.probe(cell.seed))
         result = pipe.train(plan, config, cell_dir)
@@ -234,26 +266,58 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     cells = shard_cells(select_cells(spec.cells(), only), shard)
     check_resources(spec)
     with _claimed(spec, out, force):
-        todo = [c for c in cells if finished_run(out / "cells" / c.id) is None]
+        done = rebuild_results(spec, out) if any(c.lrs for c in cells) else []
+        todo = sorted((c for c in cells if not is_done(c, out, done)), key=lambda c: c.phase != SWEEP)
         if engine is None:  # alone on its device, unless shards share it
-            rows = _run_cells(spec, out, todo, hooks, timing="shared" if shard else "exclusive")
+            rows, ran = _run_cells(spec, out, todo, hooks, timing="shared" if shard else "exclusive")
         else:
-            rows = engine.run_cells(spec, out, todo, hooks)
+            rows, ran = _engine_cells(engine, spec, out, todo, hooks)
     sel = {c.id for c in cells}
     counts: dict[str, int] = {}
     for r in rows:
         if r.id in sel:
             counts[r.status] = counts.get(r.status, 0) + 1
-    return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), len(todo), len(cells) - len(todo),
+    return RunSummary(str(out), spec.name, spec.definition_hash, len(cells), ran, len(cells) - len(todo),
                       counts, time.perf_counter() - t0)
 
 
-def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks, timing: str = "exclusive") -> list[CellRow]:
-    """Train `todo` in order (each seed's probe first when the study probes), then the rebuilt rows."""
+def _engine_cells(engine: Any, spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks) -> tuple[list[CellRow], int]:
+    """`todo` through an engine: the lr-sweep cells first, then the test cells with the lr their arm's
+    sweep chose (baked into the cell's train settings, so the engine's cell function needs no lr)."""
+    sweeps = [c for c in todo if c.phase == SWEEP]
+    rows = engine.run_cells(spec, out, sweeps, hooks) if sweeps else rebuild_results(spec, out)
+    tests, ran = [], len(sweeps)
+    for cell in (c for c in todo if c.phase != SWEEP):
+        lr = chosen_lr(cell, rows)
+        if lr == "wait" or (lr is not None and is_done(cell, out, rows)):
+            continue
+        if lr == "failed":  # recorded here: nothing to train
+            run_cell(cell, spec, _Seeds(spec, out, lambda _m: None), out, lr)
+            ran += 1
+            continue
+        tests.append(cell if lr is None else dataclasses.replace(cell, train={**cell.train, "lr": lr}))
+    if tests:
+        rows = engine.run_cells(spec, out, tests, hooks)
+    return (rebuild_results(spec, out) if ran and not tests else rows), ran + len(tests)
+
+
+def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks,
+               timing: str = "exclusive") -> tuple[list[CellRow], int]:
+    """Train `todo` in order (each seed's probe first when the study probes): (the rebuilt rows, cells run).
+    A test cell of an lr grid that waited for its sweep is skipped if it already ran with the chosen lr."""
     say = hooks.on_message or (lambda _m: None)
     seeds = _Seeds(spec, out, say)
+    rows = rebuild_results(spec, out) if any(c.lrs for c in todo) else []
+    ran = 0
     try:
         for i, cell in enumerate(todo):
+            lr = chosen_lr(cell, rows)
+            if lr == "wait":
+                say(f"{cell.label} seed {cell.seed}: waiting for its lr sweep (unfinished cells of the arm)")
+                continue
+            if lr is not None and is_done(cell, out, rows):
+                continue
+            ran += 1
             if hooks.on_cell_start:
                 hooks.on_cell_start(cell, i, len(todo))
             if spec.probe_enabled and cell.strategy != "full":
@@ -261,13 +325,14 @@ def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks, timin
                     seeds.probe(cell.seed)
                 except Exception as e:  # noqa: BLE001 - auto cells will record the failure themselves
                     say(f"probe failed for seed {cell.seed}: {e}")
-            run_cell(cell, spec, seeds, out, timing=timing)
-            row = next(r for r in rebuild_results(spec, out) if r.id == cell.id)
+            run_cell(cell, spec, seeds, out, lr, timing=timing)
+            rows = rebuild_results(spec, out)
+            row = next(r for r in rows if r.id == cell.id)
             if hooks.on_cell_end:
                 hooks.on_cell_end(cell, row, i, len(todo))
     finally:
         rows = rebuild_results(spec, out)
-    return rows
+    return rows, ran
 
 
 @contextlib.contextmanager

@@ -9,8 +9,10 @@ documented in studies/README.md; in short:
     [train_overrides.STRATEGY]   TrainConfig fields for one strategy only (e.g. a lower lr for `full`)
     [probe]       settings of the gradient probe used by `auto` and by the prediction check
     [placement]   max_rank, granularity, alpha_mult, rslora (the knobs of placement.PlacementRequest)
-    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds
-    [quick]       overrides for a fast CPU run: seeds, data, train, probe, grid
+    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs)
+    lrs, lr_seeds learning-rate grid chosen on validation (top level, per [[grid]] block, or per strategy
+                  in [train_overrides.STRATEGY]); lr_seeds: the seeds of the sweep (default: the first seed)
+    [quick]       overrides for a fast CPU run: seeds, lrs, lr_seeds, data, train, probe, grid
 
 Errors name the file and line of the offending key (`key_line`). The grid's expansion into cells
 and the hashes that name them live in `grid.py`.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,10 @@ from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_s
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
-            "train_overrides", "probe", "placement", "grid", "quick")
+            "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds")
 PLACEMENT_KEYS = KNOBS
-GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds")
-QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid")
+GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs")
+QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds")
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 
@@ -61,6 +63,13 @@ class StudySpec:
     grid: tuple[GridBlock, ...]  # grid blocks, in file order
     quick: bool = False  # True when the [quick] overrides were applied
     source: str = ""  # the file it was read from
+    lrs: tuple[float, ...] = ()  # top-level lr grid of every arm without its own (empty: no lr selection)
+    lr_seeds: tuple[int, ...] = ()  # seeds of the lr-sweep cells (empty: each block's first seed)
+    strategy_lrs: dict[str, tuple[float, ...]] = field(default_factory=dict)  # [train_overrides.S] lrs
+
+    def lr_seeds_of(self, block: GridBlock) -> tuple[int, ...]:
+        """Seeds of the lr-sweep cells of a block's arms: `lr_seeds`, else the block's first seed."""
+        return self.lr_seeds or block.seeds[:1]
 
     @property
     def probe_enabled(self) -> bool:
@@ -166,6 +175,15 @@ def _int_list(ctx, table, data, key, minimum) -> tuple[int, ...]:
     return tuple(v)
 
 
+def _lr_list(ctx, table, data, key="lrs") -> tuple[float, ...]:
+    v = data.get(key, [])
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0 for x in v):
+        raise _type_error(ctx, table, key, "a list of learning rates > 0", v)
+    if len(set(v)) != len(v):
+        raise ctx.fail(table, key, f"'{key}' lists a value twice: {v}.")
+    return tuple(float(x) for x in v)
+
+
 def _str_list(ctx, table, data, key) -> tuple[str, ...]:
     v = data.get(key, [])
     if not isinstance(v, list) or any(not isinstance(x, str) or not x.strip() for x in v):
@@ -218,7 +236,8 @@ def _parse_grid(ctx: _Ctx, table: str, blocks: Any, seeds: tuple[int, ...]) -> t
                                             f"(a rank means the budget of `all` at that rank over every layer).")
         if "full" in strategies and layers:
             raise ctx.fail(table, "layers", f"grid block '{name}': `full` fine-tunes every layer; drop `layers` or `full`.")
-        out.append(GridBlock(name, strategies, ranks, budgets, tuple(layers) or (None,), bseeds))
+        out.append(GridBlock(name, strategies, ranks, budgets, tuple(layers) or (None,), bseeds,
+                             _lr_list(ctx, table, b)))
     names = [b.name for b in out]
     if len(set(names)) != len(names):
         raise ctx.fail(table, "name", f"grid block names must be unique, got {names}.")
@@ -241,11 +260,14 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         check_data_table(ctx, f"{pre}data", _table(ctx, parent, src, "data"))
         check_probe_table(ctx, f"{pre}probe", _table(ctx, parent, src, "probe"))
         check_train_table(ctx, f"{pre}train", _table(ctx, parent, src, "train"))
+        _lr_list(ctx, parent, src)
+        _int_list(ctx, parent, src, "lr_seeds", 0)
         for strat, tbl in _table(ctx, parent, src, "train_overrides").items():
             if not isinstance(tbl, dict):
                 raise _type_error(ctx, f"{pre}train_overrides", strat, "a table", tbl)
             _check_strategy(ctx, f"{pre}train_overrides", strat, key=strat)
-            check_train_table(ctx, f"{pre}train_overrides.{strat}", tbl)
+            _lr_list(ctx, f"{pre}train_overrides.{strat}", tbl)
+            check_train_table(ctx, f"{pre}train_overrides.{strat}", {k: v for k, v in tbl.items() if k != "lrs"})
     if "grid" in q:
         _parse_grid(ctx, "quick.grid", q["grid"], (0,))  # validate even when not applied
 
@@ -257,7 +279,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
             eff[key] = {**eff.get(key, {}), **q.get(key, {})}
         for strat, tbl in q.get("train_overrides", {}).items():
             eff.setdefault("train_overrides", {})[strat] = {**eff.get("train_overrides", {}).get(strat, {}), **tbl}
-        for key in ("seeds", "grid"):
+        for key in ("seeds", "grid", "lrs", "lr_seeds"):
             if key in q:
                 eff[key] = q[key]
                 if key == "seeds":
@@ -278,7 +300,10 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     for k in KNOBS:
         if knob_problem(k, placement[k]):
             raise _type_error(ctx, "placement", k, knob_problem(k, placement[k]), placement[k])
-    overrides = {canonical(k): dict(v) for k, v in _table(ctx, "", eff, "train_overrides").items()}
+    overrides = {canonical(k): {kk: vv for kk, vv in v.items() if kk != "lrs"}
+                 for k, v in _table(ctx, "", eff, "train_overrides").items()}
+    strategy_lrs = {canonical(k): _lr_list(ctx, "train_overrides." + k, v)
+                    for k, v in _table(ctx, "", eff, "train_overrides").items() if v.get("lrs")}
     data = dict(_table(ctx, "", eff, "data"))
     dtype, device = _str(ctx, "", eff, "dtype", default="float32"), _str(ctx, "", eff, "device", default="auto")
     for key, value, allowed in (("dtype", dtype, DTYPES), ("device", device, DEVICES)):
@@ -302,6 +327,9 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         grid=_parse_grid(ctx, "grid", eff.get("grid"), seeds),
         quick=quick,
         source=source,
+        lrs=_lr_list(ctx, "", eff),
+        lr_seeds=_int_list(ctx, "", eff, "lr_seeds", 0),
+        strategy_lrs=strategy_lrs,
     )
     cells = spec.cells()
     if not cells:

@@ -178,3 +178,73 @@ def intervals_overlap(a: Summary, b: Summary) -> bool | None:
     if a.ci_low is None or b.ci_low is None:
         return None
     return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
+
+
+# ----------------------------------------------------------------------------- multiple comparisons and power
+
+POWER = 0.8  # power at which the minimum detectable effect is stated
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in input order. The family is every p that is not None (None:
+    no test, stays None); sorted ascending, p_(i) becomes max_{j<=i} min(1, (m - j + 1) p_(j))."""
+    idx = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def paired_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test (n pairs, sd of the differences) against a true mean
+    difference `effect`: P(|T| > t_{1-alpha/2, n-1}) with T noncentral t, nc = effect sqrt(n) / sd."""
+    df, nc = n - 1, abs(effect) * math.sqrt(n) / sd
+    crit = float(sps.t.ppf(1 - alpha / 2, df))
+    fast = float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    if math.isfinite(fast) and 0 <= fast <= 1:
+        return fast
+    from scipy.integrate import quad
+
+    def given_v(v: float) -> float:  # T = (Z + nc) / sqrt(V / df), V ~ chi2(df): P(|T| > crit | V = v)
+        c = crit * math.sqrt(v / df)
+        return (float(sps.norm.sf(c - nc)) + float(sps.norm.cdf(-c - nc))) * float(sps.chi2.pdf(v, df))
+
+    # scipy's noncentral t returns NaN at 1-2 df and large nc: integrate over V instead
+    lo, hi = sps.chi2.ppf([1e-12, 1 - 1e-12], df)
+    return min(1.0, float(quad(given_v, lo, hi, limit=200, points=[df])[0]))
+
+
+def min_detectable_effect(n: int, sd: float | None, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Smallest mean paired difference the two-sided paired t-test detects with `power` at `alpha`,
+    given n pairs whose differences have standard deviation sd. None when n < 2 or sd is unknown or 0."""
+    if n < 2 or sd is None or not sd > 0:
+        return None
+    from scipy.optimize import brentq
+
+    hi = sd
+    while paired_power(hi, sd, n, alpha) < power:
+        hi *= 2
+    return float(brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, hi, xtol=1e-7 * sd))
+
+
+def seeds_needed(effect: float | None, sd: float | None, alpha: float = ALPHA, power: float = POWER,
+                 max_n: int = 1000) -> int | None:
+    """Fewest pairs (>= 2) at which `effect` is the minimum detectable effect or above; None if unknown
+    (no effect or no sd) or beyond max_n. An sd of 0 needs 2 pairs."""
+    if effect is None or sd is None or effect == 0:
+        return None
+    if sd == 0:
+        return 2
+    enough = lambda n: min_detectable_effect(n, sd, alpha, power) <= abs(effect)  # noqa: E731 - falls with n
+    lo, hi = 1, 2
+    while not enough(hi):  # doubling, then bisection: the MDE falls monotonically with n
+        if hi >= max_n:
+            return None
+        lo, hi = hi, min(2 * hi, max_n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi

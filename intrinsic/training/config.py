@@ -32,6 +32,7 @@ SCHEMA_VERSION = 1  # version of run.json; files of another version are refused 
 LORA_LR = 1e-3  # default peak learning rate with adapters
 FULL_LR = 1e-4  # default peak learning rate for full fine-tuning
 MIXED_PRECISION = ("no", "bf16", "fp16")
+EVAL_SPLITS = ("test", "validation")
 
 
 class TrainingOOMError(IntrinsicError):
@@ -72,6 +73,12 @@ class TrainConfig:
     peak_tflops: float | None = documented(None, "peak rate for MFU in TFLOP/s; None: a bf16 (fp32 without "
                                                  "mixed precision) matmul rate measured at the start on CUDA, "
                                                  "no MFU on CPU")
+    eval_split: str = documented("test", '"test": score on the test split; "validation": train on the train split '
+                                         "minus a fixed stratified carve and score on the carve (for choosing "
+                                         "settings such as lr without reading the test split)")
+    validation_fraction: float = documented(0.1, 'share of the train split carved out when eval_split = "validation"')
+    max_validation_examples: int | None = documented(1000, "cap on the validation carve, in distinct texts "
+                                                           "(None: no cap)")
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "max_length": self.max_length,
@@ -95,6 +102,12 @@ class TrainConfig:
                               f"got '{self.mixed_precision}'")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ConfigError(f"`eval_split` must be one of {', '.join(EVAL_SPLITS)}, got '{self.eval_split}'")
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"`validation_fraction` must be in (0, 1), got {self.validation_fraction}")
+        if self.max_validation_examples is not None and self.max_validation_examples < 1:
+            raise ConfigError(f"`max_validation_examples` must be >= 1 or None, got {self.max_validation_examples}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ConfigError("`weight_decay` and `max_grad_norm` must be >= 0")
 
@@ -161,6 +174,11 @@ class RunResult:
                                                  "measured matmul rate), null on CPU unless given")
     mfu: float | None = documented(None, "model FLOPs utilization: flops_per_token x tokens_per_s / peak")
     resumed_from: int = documented(0, "the checkpoint step this run resumed from (0: trained from the start)")
+
+    @property
+    def eval_split(self) -> str:
+        """The split `score` was measured on: "test" or "validation" (config.eval_split; "test" before it existed)."""
+        return self.config.get("eval_split", "test")
 
     def save(self, out_dir: str | Path) -> Path:
         """Write run.json into the run directory `out_dir` (atomically)."""
