@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from intrinsic.study.engine_ray import RayEngine, RaySettings
+from intrinsic.study.rows import rebuild_results
 from intrinsic.study.runner import Hooks, run_cell, run_study
 from intrinsic.study.spec import parse_spec
 
@@ -88,18 +90,22 @@ def test_stopped_midway_resumes_and_a_dying_cell_fails_after_retries(cluster, ti
     with pytest.raises(Stop):
         run_study(spec, out, engine=engine, hooks=Hooks(on_cell_end=stop_after_first))
     first = [r for r in rows_of(out) if r["status"] == "ok"]
+    if len(first) == 3:  # on a loaded machine the other tasks may finish before the driver stops: undo one
+        shutil.rmtree(out / "cells" / first.pop()["id"])
+        rebuild_results(spec, out)
     assert 1 <= len(first) < 3 and {r["status"] for r in rows_of(out)} <= {"ok", "pending"}
     kept = {r["id"]: (out / "cells" / r["id"] / "run.json").stat().st_mtime_ns for r in first}
 
     log.write_text("")
-    engine = RayEngine(RaySettings(max_retries=1, exclusive_timing=True), logged_cell(log, die_on="q budget=all@1"))
+    victim = next(r["label"] for r in rows_of(out) if r["status"] == "pending")  # a cell the first run left
+    engine = RayEngine(RaySettings(max_retries=1, exclusive_timing=True), logged_cell(log, die_on=victim))
     summary = run_study(spec, out, engine=engine)
     assert summary.skipped == len(first) and summary.ran == 3 - len(first)
     assert {k: (out / "cells" / k / "run.json").stat().st_mtime_ns for k in kept} == kept  # not retrained
     rows = rows_of(out)
     assert len({r["id"] for r in rows}) == len(rows) == 3
     by_label = {r["label"]: r for r in rows}
-    q = by_label.pop("q budget=all@1")
+    q = by_label.pop(victim)
     assert q["status"] == "failed" and "worker lost after 1 retries" in q["error"]
     assert {r["status"] for r in by_label.values()} == {"ok"}
     assert sorted(log.read_text().split()) == sorted(r["id"] for r in by_label.values() if r["id"] not in kept)
