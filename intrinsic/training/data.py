@@ -16,13 +16,9 @@ def subset_task(task, config: TrainConfig):
     Uses `tasks.subsample`, the subsampler of `tasks.load_task(seed=config.seed, max_examples=...)`,
     so capping here or at loading gives the same examples (and a pre-capped task is unchanged).
     """
-    from ..tasks import TEST_STREAM, TRAIN_STREAM, subsample
+    from ..tasks.registry import subsample_data
 
-    train_t, train_l = subsample(task.train_texts, task.train_labels, config.max_examples, seed=config.seed,
-                                 stream=TRAIN_STREAM)
-    test_t, test_l = subsample(task.test_texts, task.test_labels, config.max_eval_examples, seed=config.seed,
-                               stream=TEST_STREAM)
-    return dataclasses.replace(task, train_texts=train_t, train_labels=train_l, test_texts=test_t, test_labels=test_l)
+    return subsample_data(task, config.max_examples, config.max_eval_examples, seed=config.seed)
 
 
 def shard_task(task, rank: int, world: int):
@@ -30,7 +26,8 @@ def shard_task(task, rank: int, world: int):
     if world == 1:
         return task
     return dataclasses.replace(task, test_texts=task.test_texts[rank::world],
-                               test_labels=task.test_labels[rank::world] if task.test_labels else ())
+                               test_labels=task.test_labels[rank::world] if task.test_labels else (),
+                               test_completions=task.test_completions[rank::world])
 
 
 def make_eval_batches(task, tokenizer, config: TrainConfig, *, rank: int = 0, world: int = 1) -> list[dict]:

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import ConfigError, NonFiniteError
 from .config import SCHEMA_VERSION, RunResult, TrainConfig, TrainingOOMError
-from .evaluation import evaluate, majority_baseline, score_of
+from .evaluation import ExtraEval, evaluate, majority_baseline, score_of
 from .rundir import ADAPTER_DIR, MODEL_DIR, PLAN_FILE, dir_bytes, prepare_out_dir, save_dir_atomically
 from .schedule import lr_multiplier
 
@@ -75,6 +75,7 @@ class _Run:
     batches: list  # this process's training batches, one per step
     eval_batches: list  # this process's shard of the held-out batches
     tokens_per_step: list[int]  # non-padding tokens of all processes' batches at each step
+    extra: Any  # evaluation.ExtraEval: exact match and forgetting, beyond `evaluate`
     base_params: int
     trainable: int
     lora_params: int
@@ -123,7 +124,7 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
     if run.out is not None and not run.full and run.accelerator.is_main_process:
         plan.save(run.out / PLAN_FILE)  # the placement beside the run it trains, before the first step
     state = RunState()
-    if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm":
+    if run.config.eval_at_start if run.config.eval_at_start is not None else run.kind != "classification":
         state.untrained = score_of(_evaluate(run, state), run.kind)
     run.emit({"event": "start", "steps": run.config.steps, "trainable_params": run.trainable})
     run.model.train()
@@ -180,6 +181,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
                            max_length=config.max_length, seed=config.seed, shuffle=True,
                            num_batches=config.steps * world)
     eval_batches = make_eval_batches(task, loaded.tokenizer, config, rank=rank, world=world)
+    extra = ExtraEval(model, loaded.tokenizer, data, config, rank=rank, world=world)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = config.warmup_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -191,7 +193,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     return _Run(loaded=loaded, task=task, data=data, plan=plan, config=config,
                 out=Path(out_dir) if out_dir is not None else None, emit=emit, accelerator=accelerator,
                 model=model, optimizer=optimizer, scheduler=scheduler, params=params, batches=batches[rank::world],
-                eval_batches=eval_batches, tokens_per_step=tokens_per_step, base_params=base_params,
+                eval_batches=eval_batches, tokens_per_step=tokens_per_step, extra=extra, base_params=base_params,
                 trainable=trainable, lora_params=lora_params, head_params=head_params)
 
 
@@ -248,6 +250,7 @@ def _evaluate(run: _Run, state: RunState) -> dict[str, float]:
     num_labels = len(run.data.labels) if run.kind == "classification" else 0
     metrics = evaluate(run.model, run.eval_batches, task_kind=run.kind, num_labels=num_labels,
                        accelerator=run.accelerator)
+    metrics.update(run.extra(run.model, run.accelerator))
     state.eval_time += time.perf_counter() - t0
     return metrics
 
