@@ -75,6 +75,8 @@ def probe(
     max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
     text_column: Annotated[Optional[str], _opt("text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], _opt("label_column", "--label-column")] = None,
+    prompt_column: Annotated[Optional[str], _opt("prompt_column", "--prompt-column")] = None,
+    completion_column: Annotated[Optional[str], _opt("completion_column", "--completion-column")] = None,
     modules: ModulesOpt = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a probe already saved in the output directory."),
     as_json: bool = JsonOpt,
@@ -95,6 +97,7 @@ def probe(
             roles=tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None,
             rank_estimator=estimator or None, folds=folds, fit_head=fit_head or None, modules=modules, seed=seed, device=device, dtype=dtype,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
+            prompt_column=prompt_column, completion_column=completion_column,
         )
         kw = {k: v for k, v in given.items() if v is not None}  # the rest: ProbeSettings' defaults
         if no_update:

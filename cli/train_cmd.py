@@ -73,6 +73,9 @@ def train(
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
+    prompt_column: Annotated[Optional[str], config_option(ProbeSettings, "prompt_column", "--prompt-column")] = None,
+    completion_column: Annotated[Optional[str],
+                                 config_option(ProbeSettings, "completion_column", "--completion-column")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     rslora: RsloraOpt = False,
@@ -101,7 +104,8 @@ def train(
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
         config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
         out = out or default_out(model, task, request.strategy, config.seed)
-        columns = {"text_column": text_column, "label_column": label_column}
+        columns = {"text_column": text_column, "label_column": label_column, "prompt_column": prompt_column,
+                   "completion_column": completion_column}
         expected = dict(model=model, task=task, placement=request.strategy, config=config)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
         with output_dir(out):  # a failure before anything is written leaves no empty folder behind
@@ -141,6 +145,8 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
             elif ev["event"] == "eval":
                 m = ev["metrics"]
                 last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
+                if "exact_match" in m:
+                    last["eval"] += f"  exact {m['exact_match']:.3f}"
                 bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
 
         return pipe.train(plan, config, out, callback=on_event)
@@ -171,7 +177,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
 
 
 def _metric_rows(r) -> list[dict]:
-    score_name = "accuracy" if r.task_kind == "classification" else "-perplexity"
+    score_name = {"classification": "accuracy", "completion": "-loss per completion token"}.get(r.task_kind,
+                                                                                                "-perplexity")
     rows = [
         {"metric": f"score ({score_name})", "value": r.score},
         {"metric": "best score (step)", "value": f"{r.best_score:.4g} ({r.best_step})"},
@@ -223,9 +230,13 @@ def compare(
                   "status": r.status, "score": _f(r.score, ".4f"), "baseline": _f(r.baseline, ".4f"),
                   "params": human(r.trainable_params), "% base": _f(r.trainable_pct, ".3g"),
                   "train s": _f(r.train_time_s, ".1f"), "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
-                  "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else "")}
+                  "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else ""),
+                  "exact": _f(r.exact_match, ".3f"), "forgetting": _f(r.forgetting, "+.4f")}
                  for r in rows]
         cols = ["", "run", "placement", "score", "baseline", "params", "% base", "train s", "ms/step", "peak MiB"]
+        for key, col in (("forgetting", "forgetting"), ("exact_match", "exact")):  # completion runs only
+            if any(getattr(r, key) is not None for r in rows):
+                cols.insert(cols.index("baseline") + 1, col)
         if any(r.status != "complete" for r in rows):
             cols.insert(3, "status")
         note = comparison_note(rows)

@@ -78,6 +78,10 @@ class CellRow:
     plan_params: int | None = documented(None, "LoRA parameters of the plan, Plan.params (None for full)")
     predicted_share: float | None = documented(None, "probe-predicted share of mean-gradient energy the plan "
                                                      "captures (1.0 for full; None without a probe)")
+    exact_match: float | None = documented(None, "RunResult.metrics exact_match: greedy answers equal to the "
+                                                 "reference (completion tasks; else None)")
+    forgetting: float | None = documented(None, "RunResult.metrics forgetting: forgetting-corpus log-loss after "
+                                                "minus before training (None without a forgetting corpus)")
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -103,7 +107,9 @@ class CellRow:
                    gain=run.score - base if run.score is not None and base is not None else None,
                    rank_min=min(ranks) if ranks else None, rank_max=max(ranks) if ranks else None,
                    modules=len(ranks) if ranks else None,
-                   plan_params=plan.params if isinstance(plan, Plan) else None, predicted_share=predicted_share)
+                   plan_params=plan.params if isinstance(plan, Plan) else None, predicted_share=predicted_share,
+                   exact_match=(run.metrics or {}).get("exact_match"),
+                   forgetting=(run.metrics or {}).get("forgetting"))
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored in results.json: every field when ok, else the settings, status and error only."""
