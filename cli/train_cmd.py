@@ -71,6 +71,7 @@ def train(
     all_eval: bool = typer.Option(False, "--all-eval", help="Evaluate on the whole held-out split "
                                   "(no --max-eval-examples cap)."),
     mixed_precision: Annotated[Optional[str], _opt("mixed_precision", "--mixed-precision")] = None,
+    forgetting_corpus: Annotated[Optional[str], _opt("forgetting_corpus", "--forgetting-corpus")] = None,
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
     prompt_column: Annotated[Optional[str], config_option(ProbeSettings, "prompt_column", "--prompt-column")] = None,
@@ -98,7 +99,8 @@ def train(
         request = placement_request(placement, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
                                     max_rank=max_rank, granularity=granularity, rslora=rslora)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                     eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision)
+                     eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision,
+                     forgetting_corpus=forgetting_corpus)
         settings = {k: v for k, v in given.items() if v is not None}
         if all_eval or max_eval_examples is not None:
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
