@@ -203,7 +203,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("rows, needle", [
-    ([{"foo": "a", "bar": "b"}] * 10, "columns found: foo, bar"),
+    ([{"foo": "a", "bar": "b"}] * 10, "available columns: foo, bar"),
     ([{"prompt": f"p{i}", "completion": " "} for i in range(10)], "no usable train examples"),
 ])
 def test_bad_completion_files_exit_2_with_one_line(tmp_path, rows, needle):

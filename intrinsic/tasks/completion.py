@@ -51,8 +51,8 @@ def pick_columns(columns: Sequence[str], prompt_column: str | None, completion_c
         return (mcol,)
     raise MissingColumnError(
         f"No prompt/completion or messages columns in {source} (looked for prompt: {', '.join(PROMPT_COLUMNS)}; "
-        f"completion: {', '.join(COMPLETION_COLUMNS)}; messages: {', '.join(MESSAGE_COLUMNS)}); columns found: "
-        f"{', '.join(columns)}. Name them with --prompt-column/--completion-column, or use NAME:lm for plain text."
+        f"completion: {', '.join(COMPLETION_COLUMNS)}; messages: {', '.join(MESSAGE_COLUMNS)}) and no text column; "
+        f"available columns: {', '.join(columns)}. Name them with --prompt-column/--completion-column, or use NAME:lm for plain text."
     )
 
 
