@@ -223,3 +223,19 @@ def test_unknown_arithmetic_digits_and_overlong_completion_exit_2(tmp_path):
                                  "--placement", "all", "--rank", "2", "--device", "cpu", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert "no room for the prompt" in result.output and "Traceback" not in result.output
+
+
+def test_csv_columns_by_flag_and_probe_on_a_completion_task(tmp_path):
+    from intrinsic.probes import probe
+
+    path = tmp_path / "qa.csv"
+    path.write_text("q,a,junk\n" + "".join(f"what is {i} plus one?,{i + 1},x\n" for i in range(30)))
+    result = runner.invoke(app, ["tasks", str(path), "--prompt-column", "q", "--completion-column", "a", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "completion" and summary["columns"] == "prompt=q completion=a"
+    assert summary["train_size"] + summary["test_size"] == 30
+    data = load_task(str(path), prompt_column="q", completion_column="a")
+    tiny = build_tiny_model("llama", task_kind="completion")
+    rep = probe(tiny, data, batches=2, batch_size=4, max_length=32, update_steps=None)
+    assert rep.task == str(path) and all(m.grad_norm > 0 for m in rep.modules)
