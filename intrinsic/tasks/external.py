@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import ConfigError, EmptyDatasetError, UnknownTaskError
+from ..errors import ConfigError, EmptyDatasetError, MissingColumnError, UnknownTaskError
 from .completion import pick_columns
 from .split import FIXED_SPLIT, Raw, clean, encode, fixed_split, pick_column, split_pairs
 
@@ -33,7 +33,14 @@ def completion_columns(columns, kind: str, text_column, prompt_column, completio
     if prompt_column or completion_column:
         return pick_columns(columns, prompt_column, completion_column, source)
     if text_column is None and not any(c.lower() in _TEXT_COLUMNS for c in columns):
-        return pick_columns(columns, None, None, source)
+        try:
+            return pick_columns(columns, None, None, source)
+        except MissingColumnError:
+            raise MissingColumnError(
+                f"No text column in {source} (looked for {', '.join(_TEXT_COLUMNS)}) and no prompt/completion or "
+                f"messages columns; available columns: {', '.join(columns)}. Name it with `text_column` (or "
+                f"`prompt_column` and `completion_column` for a prompt/completion task)."
+            ) from None
     return None
 
 
