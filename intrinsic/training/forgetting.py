@@ -14,7 +14,7 @@ Reported per evaluation as metrics `forgetting_loss` (mean token NLL now) and `f
 from __future__ import annotations
 
 AUTO_CORPUS, AUTO_FALLBACK = "bbc-news", "reuters-r8"  # the corpus "auto" picks (fallback for bbc-news tasks)
-FORGETTING_EXAMPLES = 64  # texts of the corpus scored at each evaluation
+FORGETTING_EXAMPLES = 32  # texts of the corpus scored at each evaluation (paired before/after: the difference is precise)
 
 
 def corpus_for(setting: str, task) -> str | None:
