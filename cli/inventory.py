@@ -67,6 +67,9 @@ def tasks(
                                          show_default=False),
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
+    prompt_column: Annotated[Optional[str], config_option(ProbeSettings, "prompt_column", "--prompt-column")] = None,
+    completion_column: Annotated[Optional[str],
+                                 config_option(ProbeSettings, "completion_column", "--completion-column")] = None,
     as_json: bool = JsonOpt,
 ) -> None:
     """List the built-in tasks with their kind, sizes and label sets, or show one task (NAME)."""
@@ -74,7 +77,8 @@ def tasks(
         from intrinsic.tasks import list_tasks, load_task
 
         if name is not None:
-            data = load_task(name, text_column=text_column, label_column=label_column)
+            data = load_task(name, text_column=text_column, label_column=label_column, prompt_column=prompt_column,
+                             completion_column=completion_column)
             if as_json:
                 print_json(data.summary())
                 return

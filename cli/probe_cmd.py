@@ -79,6 +79,8 @@ def probe(
     max_examples: Annotated[Optional[int], _opt("max_examples", "--max-examples")] = None,
     text_column: Annotated[Optional[str], _opt("text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], _opt("label_column", "--label-column")] = None,
+    prompt_column: Annotated[Optional[str], _opt("prompt_column", "--prompt-column")] = None,
+    completion_column: Annotated[Optional[str], _opt("completion_column", "--completion-column")] = None,
     modules: ModulesOpt = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a probe already saved in the output directory."),
     as_json: bool = JsonOpt,
@@ -102,6 +104,7 @@ def probe(
             spectra="topk" if topk is not None else ("exact" if exact else None), topk=topk,
             example_energy=example_energy or None,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
+            prompt_column=prompt_column, completion_column=completion_column,
         )
         if exact and topk is not None:
             raise ConfigError("--exact and --topk exclude each other: pick one spectra mode.")

@@ -83,8 +83,12 @@ def train(
     compile_model: Annotated[Optional[bool], _opt("compile", "--compile")] = None,
     peak_tflops: Annotated[Optional[float], _opt("peak_tflops", "--peak-tflops")] = None,
     eval_split: Annotated[Optional[str], _opt("eval_split", "--eval-split")] = None,
+    forgetting_corpus: Annotated[Optional[str], _opt("forgetting_corpus", "--forgetting-corpus")] = None,
     text_column: Annotated[Optional[str], config_option(ProbeSettings, "text_column", "--text-column")] = None,
     label_column: Annotated[Optional[str], config_option(ProbeSettings, "label_column", "--label-column")] = None,
+    prompt_column: Annotated[Optional[str], config_option(ProbeSettings, "prompt_column", "--prompt-column")] = None,
+    completion_column: Annotated[Optional[str],
+                                 config_option(ProbeSettings, "completion_column", "--completion-column")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     rslora: RsloraOpt = False,
@@ -112,13 +116,15 @@ def train(
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision,
                      grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
                      checkpoint_every=checkpoint_every, fast=fast, compile=compile_model, peak_tflops=peak_tflops,
-                     eval_split=eval_split)
+                     eval_split=eval_split,
+                     forgetting_corpus=forgetting_corpus)
         settings = {k: v for k, v in given.items() if v is not None}
         if all_eval or max_eval_examples is not None:
             settings["max_eval_examples"] = None if all_eval else max_eval_examples
         config = TrainConfig(**settings, rslora=rslora, save_full_model=save_model)
         out = out or default_out(model, task, request.strategy, config.seed)
-        columns = {"text_column": text_column, "label_column": label_column}
+        columns = {"text_column": text_column, "label_column": label_column, "prompt_column": prompt_column,
+                   "completion_column": completion_column}
         expected = dict(model=model, task=task, placement=request.strategy, config=config)
         done = prepare_out_dir(out, overwrite=overwrite, resume=resume, expected=expected)
         with output_dir(out):  # a failure before anything is written leaves no empty folder behind
@@ -164,6 +170,8 @@ def _run(model, task_name, request, probe_dir, config, device, dtype, out: Path,
             elif ev["event"] == "eval":
                 m = ev["metrics"]
                 last["eval"] = (f"  acc {m['accuracy']:.3f}" if "accuracy" in m else f"  ppl {m['perplexity']:.2f}")
+                if "exact_match" in m:
+                    last["eval"] += f"  exact {m['exact_match']:.3f}"
                 bar.update(job, description="train", info=f"evaluated at {ev['step']}{last['eval']}")
 
         return pipe.train(plan, config, out, callback=on_event, resume=resume)
@@ -194,7 +202,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
 
 
 def _metric_rows(r) -> list[dict]:
-    score_name = "accuracy" if r.task_kind == "classification" else "-perplexity"
+    score_name = {"classification": "accuracy", "completion": "-loss per completion token"}.get(r.task_kind,
+                                                                                                "-perplexity")
     rows = [
         {"metric": f"score ({score_name})", "value": r.score},
         {"metric": "best score (step)", "value": f"{r.best_score:.4g} ({r.best_step})"},
@@ -247,9 +256,13 @@ def compare(
                   "status": r.status, "score": _f(r.score, ".4f"), "baseline": _f(r.baseline, ".4f"),
                   "params": human(r.trainable_params), "% base": _f(r.trainable_pct, ".3g"),
                   "train s": _f(r.train_time_s, ".1f"), "ms/step": _f(1000 * r.time_per_step_s, ".0f"),
-                  "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else "")}
+                  "peak MiB": _f(r.peak_memory_mb, ".0f") + (" (gpu)" if r.memory_kind == "cuda" else ""),
+                  "exact": _f(r.exact_match, ".3f"), "forgetting": _f(r.forgetting, "+.4f")}
                  for r in rows]
         cols = ["", "run", "placement", "score", "baseline", "params", "% base", "train s", "ms/step", "peak MiB"]
+        for key, col in (("forgetting", "forgetting"), ("exact_match", "exact")):  # completion runs only
+            if any(getattr(r, key) is not None for r in rows):
+                cols.insert(cols.index("baseline") + 1, col)
         if any(r.status != "complete" for r in rows):
             cols.insert(3, "status")
         note = comparison_note(rows)

@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ConfigError, MissingPackageError, UnknownModelError, did_you_mean
 
-TASK_KINDS = ("classification", "lm")
+TASK_KINDS = ("classification", "lm", "completion")  # completion: a causal LM, loss on completions
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -62,7 +62,7 @@ class LoadedModel:
     name: str  # what the user asked for ("minilm", a path, a hub id)
     source: str  # "alias" | "local" | "hub" | "tiny"
     model_type: str  # config.model_type, the key of the architecture map
-    task_kind: str  # "classification" | "lm"
+    task_kind: str  # "classification" | "lm" | "completion" (both causal LM heads)
     path: str  # where the weights were read from
 
 

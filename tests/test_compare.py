@@ -73,7 +73,8 @@ def test_json_keys_are_the_cli_schema(run_dirs):
     keys = list(to_dict(compare_runs(run_dirs[:1]))[0])
     assert keys == ["run", "path", "model", "task", "placement", "status", "score", "best", "trainable_params",
                     "trainable_pct", "adapter_bytes", "train_time_s", "time_per_step_s", "tokens_per_s",
-                    "peak_memory_mb", "memory_kind", "pareto", "baseline", "steps", "seed", "eval_examples", "group"]
+                    "peak_memory_mb", "memory_kind", "pareto", "baseline", "steps", "seed", "eval_examples", "group",
+                    "exact_match", "forgetting"]
 
 
 def test_no_runs_is_a_config_error():

@@ -197,7 +197,8 @@ def _load_task(task, s: ProbeSettings):
         return task
     if not isinstance(task, str):
         raise ConfigError(f"task must be a task name or a TaskData, got {type(task).__name__}")
-    return load_task(task, seed=s.seed, max_examples=s.max_examples, text_column=s.text_column, label_column=s.label_column)
+    return load_task(task, seed=s.seed, max_examples=s.max_examples, text_column=s.text_column, label_column=s.label_column,
+                     prompt_column=s.prompt_column, completion_column=s.completion_column)
 
 
 def _load_model(model, data, s: ProbeSettings):

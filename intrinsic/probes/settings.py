@@ -68,6 +68,10 @@ class ProbeSettings:
     max_examples: int | None = documented(None, "subsample the task's training split, when the task is given by name")
     text_column: str | None = documented(None, "text column of a local/hf task")
     label_column: str | None = documented(None, "label column of a local/hf task")
+    prompt_column: str | None = documented(None, "prompt column of a local/hf completion task (detected: prompt, "
+                                                 "instruction, question, input, query)")
+    completion_column: str | None = documented(None, "completion column of a local/hf completion task (detected: "
+                                                     "completion, response, answer, output, target)")
 
     def __post_init__(self) -> None:
         def put(name, value):

@@ -87,6 +87,10 @@ class CellRow:
     timing: str | None = documented(None, '"exclusive": the cell had its device to itself; "shared": other cells '
                                           "ran on it, so its time and memory are not a dedicated device's; None: "
                                           "not recorded (older results)")
+    exact_match: float | None = documented(None, "RunResult.metrics exact_match: greedy answers equal to the "
+                                                 "reference (completion tasks; else None)")
+    forgetting: float | None = documented(None, "RunResult.metrics forgetting: forgetting-corpus log-loss after "
+                                                "minus before training (None without a forgetting corpus)")
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -115,7 +119,9 @@ class CellRow:
                    rank_min=min(ranks) if ranks else None, rank_max=max(ranks) if ranks else None,
                    modules=len(ranks) if ranks else None,
                    plan_params=plan.params if isinstance(plan, Plan) else None, predicted_share=predicted_share,
-                   timing=timing)
+                   timing=timing,
+                   exact_match=(run.metrics or {}).get("exact_match"),
+                   forgetting=(run.metrics or {}).get("forgetting"))
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored in results.json: every field when ok, else the settings, status and error only."""

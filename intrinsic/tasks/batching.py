@@ -50,7 +50,8 @@ def make_batches(
     """Tokenized batches, padded to the longest example of each batch and capped at max_length.
 
     `shuffle_labels` builds the noise floor of the gradient probe: classification labels are
-    permuted over the whole split, lm target tokens within each sequence (both seeded).
+    permuted over the whole split, lm target tokens within each sequence, completions across prompts
+    (all seeded). Completion tasks: see `completion.completion_batches` (loss on completion tokens only).
     `num_batches` cycles (fresh seeded order per pass) or truncates to exactly that many.
     """
     if split not in ("train", "test"):
@@ -68,6 +69,12 @@ def make_batches(
         labels = labels[noise_rng.permutation(n)]
 
     order = example_order(n, seed=seed, batch_size=batch_size, num_batches=num_batches, shuffle=shuffle)
+    if data.kind == "completion":
+        from .completion import completion_batches
+
+        with _pads_with_eos(tokenizer):
+            return completion_batches(data, tokenizer, order, split=split, batch_size=batch_size,
+                                      max_length=max_length, noise_rng=noise_rng if shuffle_labels else None)
     char_cap = 64 * max_length  # pre-cut huge documents; far more characters than max_length tokens need
 
     batches = []

@@ -15,8 +15,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import ConfigError, EmptyDatasetError, UnknownTaskError
-from .split import FIXED_SPLIT, Raw, clean, encode, fixed_split, pick_column
+from ..errors import ConfigError, EmptyDatasetError, MissingColumnError, UnknownTaskError
+from .completion import pick_columns
+from .split import FIXED_SPLIT, Raw, clean, encode, fixed_split, pick_column, split_pairs
 
 _TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")  # detected in this order
 _LABEL_COLUMNS = ("label", "labels", "category", "class", "target")
@@ -24,8 +25,43 @@ _EVAL_SPLITS = ("test", "validation", "valid", "dev")  # hf splits tried for eva
 FILE_SUFFIXES = (".csv", ".jsonl", ".parquet")  # local files `load_task` reads
 
 
-def read_file(path: Path, kind: str, text_column, label_column) -> Raw:
-    """A local .csv/.jsonl/.parquet file as a fixed split (label column only for classification)."""
+def completion_columns(columns, kind: str, text_column, prompt_column, completion_column, source: str):
+    """The prompt/completion (or messages) columns when the data is a completion task, else None.
+
+    A completion task: prompt/completion columns given, or (no text column given or found) the columns
+    detected by name; a table with neither these nor a text column is refused naming its columns."""
+    if prompt_column or completion_column:
+        return pick_columns(columns, prompt_column, completion_column, source)
+    if text_column is None and not any(c.lower() in _TEXT_COLUMNS for c in columns):
+        try:
+            return pick_columns(columns, None, None, source)
+        except MissingColumnError:
+            raise MissingColumnError(
+                f"No text column in {source} (looked for {', '.join(_TEXT_COLUMNS)}) and no prompt/completion or "
+                f"messages columns; available columns: {', '.join(columns)}. Name it with `text_column` (or "
+                f"`prompt_column` and `completion_column` for a prompt/completion task)."
+            ) from None
+    return None
+
+
+def _completion_raw(name: str, rows: dict, cols: tuple, total: int) -> Raw:
+    """A completion task's Raw from its columns, with the fixed split of the pairs."""
+    from .completion import pairs_of
+
+    prompts, comps = pairs_of(rows, cols)
+    return pairs_raw(name, *split_pairs(prompts, comps), cols, FIXED_SPLIT, total - len(prompts))
+
+
+def pairs_raw(name: str, tr_p, tr_c, te_p, te_c, cols: tuple, split: str, dropped: int) -> Raw:
+    """Raw of split prompt/completion pairs, the columns recorded (empty splits refused by `encode`)."""
+    raw = encode(name, tr_p, None, te_p, None, split=split, dropped=dropped)
+    desc = f"messages={cols[0]}" if len(cols) == 1 else f"prompt={cols[0]} completion={cols[1]}"
+    return Raw((), raw.train_texts, (), raw.test_texts, (), split, dropped, tuple(tr_c), tuple(te_c), desc)
+
+
+def read_file(path: Path, kind: str, text_column, label_column, prompt_column=None, completion_column=None) -> Raw:
+    """A local .csv/.jsonl/.parquet file as a fixed split (label column only for classification; a
+    completion task when `completion_columns` finds prompt/completion or messages columns)."""
     import pandas as pd
 
     if not path.is_file():
@@ -44,6 +80,9 @@ def read_file(path: Path, kind: str, text_column, label_column) -> Raw:
     if len(df) == 0:
         raise EmptyDatasetError(f"Data file {path} has no rows")
     columns = [str(c) for c in df.columns]
+    cols = completion_columns(columns, kind, text_column, prompt_column, completion_column, str(path))
+    if cols is not None:
+        return _completion_raw(str(path), {c: df[c].tolist() for c in cols}, cols, len(df))
     tcol = pick_column(columns, text_column, _TEXT_COLUMNS, "text", str(path))
     lcol = pick_column(columns, label_column, _LABEL_COLUMNS, "label", str(path)) if kind == "classification" else None
     texts, names = clean(df[tcol].tolist(), df[lcol].tolist() if lcol else None)
@@ -75,7 +114,7 @@ def _cache_only(offline: bool) -> Iterator[None]:
         datasets.config.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE = before
 
 
-def read_hf(spec: str, kind: str, text_column, label_column) -> Raw:
+def read_hf(spec: str, kind: str, text_column, label_column, prompt_column=None, completion_column=None) -> Raw:
     """Hugging Face data set "NAME[:CONFIG]": train plus the first usable eval split, else a fixed split."""
     import datasets
 
@@ -98,6 +137,12 @@ def read_hf(spec: str, kind: str, text_column, label_column) -> Raw:
         raise EmptyDatasetError(f"Hugging Face data set {spec!r} has no train split (splits: {', '.join(splits)})")
     train = dsd["train"]
     source = f"hf:{spec} (train split)"
+    cols = completion_columns(train.column_names, kind, text_column, prompt_column, completion_column, source)
+    if cols is not None:
+        test = next((dsd[s] for s in _EVAL_SPLITS if s in dsd), None)
+        if test is None:
+            return _completion_raw(f"hf:{spec}", {c: list(train[c]) for c in cols}, cols, len(train))
+        return _hf_completion_splits(spec, train, test, cols)
     tcol = pick_column(train.column_names, text_column, _TEXT_COLUMNS, "text", source)
     lcol = None
     if kind == "classification":
@@ -131,3 +176,13 @@ def read_hf(spec: str, kind: str, text_column, label_column) -> Raw:
         how = f"{FIXED_SPLIT}, of the data set's train split"
     return encode(f"hf:{spec}", train_t, train_n, test_t, test_n, class_names, split=how, dropped=dropped[0])
 
+
+
+def _hf_completion_splits(spec: str, train, test, cols: tuple) -> Raw:
+    """A completion task from a Hugging Face data set's own train and evaluation splits."""
+    from .completion import pairs_of
+
+    tr_p, tr_c = pairs_of({c: list(train[c]) for c in cols}, cols)
+    te_p, te_c = pairs_of({c: list(test[c]) for c in cols}, cols)
+    return pairs_raw(f"hf:{spec}", tr_p, tr_c, te_p, te_c, cols, "the data set's own train and evaluation splits",
+                     len(train) + len(test) - len(tr_p) - len(te_p))

@@ -32,6 +32,9 @@ class Raw:
     test_labels: tuple[int, ...]  # label ids aligned with test_texts; () when unlabeled
     split: str = FIXED_SPLIT  # how the test split came about
     dropped: int = 0  # source rows dropped for a missing or blank text or a missing label
+    train_completions: tuple[str, ...] = ()  # completion task: the answer to each train prompt (train_texts)
+    test_completions: tuple[str, ...] = ()  # completion task: the answer to each test prompt
+    columns: str = ""  # completion task: the columns read, e.g. "prompt=question completion=answer"
 
 
 def fixed_split(texts: list[str], names: list | None) -> tuple:
@@ -61,6 +64,12 @@ def fixed_split(texts: list[str], names: list | None) -> tuple:
     if names is None:
         return pick(texts, tr), None, pick(texts, te), None
     return pick(texts, tr), pick(names, tr), pick(texts, te), pick(names, te)
+
+
+def split_pairs(prompts: list, completions: list) -> tuple[list, list, list, list]:
+    """`fixed_split` of prompt/completion pairs (a pair is one example; duplicates stay in one split)."""
+    tr, _, te, _ = fixed_split(list(zip(prompts, completions)), None)
+    return [p for p, _ in tr], [c for _, c in tr], [p for p, _ in te], [c for _, c in te]
 
 
 def _is_missing(value) -> bool:

@@ -50,6 +50,10 @@ class RunComparison:
     eval_examples: int | None = documented(help="cap on held-out examples (max_eval_examples; null: all)")
     group: int = documented(help="1, 2, ...: runs with the same model, task, steps, eval size and seed, in order "
                                  "of first appearance; the Pareto front is drawn within each group")
+    exact_match: float | None = documented(None, "metrics.exact_match: share of greedy answers equal to the "
+                                                 "reference (completion tasks), else null")
+    forgetting: float | None = documented(None, "metrics.forgetting: log-loss on the forgetting corpus after minus "
+                                                "before training (higher: more forgotten), else null")
 
 
 def compare_runs(paths: Sequence[str | Path]) -> list[RunComparison]:
@@ -77,7 +81,8 @@ def compare_runs(paths: Sequence[str | Path]) -> list[RunComparison]:
                       time_per_step_s=r.time_per_step_s, tokens_per_s=r.tokens_per_s,
                       peak_memory_mb=r.peak_memory_mb, memory_kind=r.memory_kind, pareto=i in front,
                       baseline=r.baseline_score, steps=r.steps, seed=_setting(r, "seed"),
-                      eval_examples=_setting(r, "eval size"), group=group_of[keys[i]])
+                      eval_examples=_setting(r, "eval size"), group=group_of[keys[i]],
+                      exact_match=(r.metrics or {}).get("exact_match"), forgetting=(r.metrics or {}).get("forgetting"))
         for i, (name, path, r) in enumerate(zip(names, paths, results, strict=True))
     ]
 

@@ -57,8 +57,11 @@ class TrainConfig:
     weight_decay: float = documented(0.0, "AdamW decoupled weight decay")
     warmup_ratio: float = documented(0.06, "fraction of steps with linear warmup, then linear decay to 0")
     max_grad_norm: float = documented(1.0, "gradient clipping threshold (0: no clipping)")
-    eval_at_start: bool | None = documented(None, "score the untrained model too; None: yes for lm, "
-                                                  "no for classification")
+    eval_at_start: bool | None = documented(None, "score the untrained model too; None: yes for lm and "
+                                                  "completion, no for classification")
+    forgetting_corpus: str = documented("auto", 'text task scored as causal LM before and after training '
+                                        '(metrics forgetting_loss, forgetting); "auto": bbc-news for completion '
+                                        'tasks (reuters-r8 for bbc-news-gen), none otherwise; "": off')
     save_adapter: bool = documented(True, "write out_dir/adapter at every evaluation")
     save_full_model: bool = documented(False, "full fine-tuning only: save the whole model under out_dir/model")
     grad_accum: int = documented(1, "micro-batches of `batch_size` per optimizer step (loss scaled by 1/N; "
@@ -130,20 +133,22 @@ class RunResult:
     model: str = documented(help="the model trained (alias, path or hub id)")
     model_type: str = documented(help="its config.model_type")
     task: str = documented(help="the task trained on")
-    task_kind: str = documented(help='"classification" | "lm"')
+    task_kind: str = documented(help='"classification" | "lm" | "completion"')
     placement: str = documented(help='plan strategy ("all", "attention", "ffn", "auto", "q,v", ...) or "full"')
     plan: dict | None = documented(help="the Plan as a dict (entries with name, layer, kind, role, shape, rank, "
                                         "alpha), null for full")
     config: dict = documented(help="the TrainConfig actually used (lr and mixed_precision resolved)")
     env: dict = documented(help="intrinsic.env.environment (versions, device, device_name, dtype, threads) "
                                 "plus processes and mixed_precision")
-    score: float = documented(help="final held-out score: accuracy (classification) or -perplexity (lm); "
-                                   "higher is better")
-    metrics: dict[str, float] = documented(help="final held-out metrics: accuracy, macro_f1, loss | "
-                                                "perplexity, loss")
+    score: float = documented(help="final held-out score: accuracy (classification), -perplexity (lm) or "
+                                   "-loss (completion: mean NLL per completion token); higher is better")
+    metrics: dict[str, float] = documented(help="final held-out metrics: accuracy, macro_f1, loss | perplexity, "
+                                                "loss (+ completion: exact_match, prompts_truncated; with a "
+                                                "forgetting corpus: forgetting_loss, forgetting = after - before)")
     best_score: float = documented(help="best score over all evaluation points")
     best_step: int = documented(help="the step of best_score")
-    baseline_score: float = documented(help="majority-class accuracy, or the untrained model's score (lm)")
+    baseline_score: float = documented(help="majority-class accuracy, or the untrained model's score (lm, "
+                                             "completion)")
     baseline_kind: str = documented(help='"majority" | "untrained"')
     untrained_score: float | None = documented(help="score of the model before training when "
                                                     "config.eval_at_start, else null")

@@ -60,8 +60,13 @@ def split_for_eval(task, config: TrainConfig):
     pick = lambda seq, idx: tuple(seq[i] for i in idx) if seq else ()  # noqa: E731
     val_t, val_l = subsample(pick(task.train_texts, va), pick(task.train_labels, va), config.max_eval_examples,
                              seed=VALIDATION_SEED, stream=VALIDATION_STREAM)
+    completions = getattr(task, "train_completions", ())
+    extra = {}
+    if completions:  # completion tasks have no labels: the same draw as the prompts'
+        extra = dict(train_completions=pick(completions, tr), test_completions=subsample(
+            pick(completions, va), (), config.max_eval_examples, seed=VALIDATION_SEED, stream=VALIDATION_STREAM)[0])
     return dataclasses.replace(task, train_texts=pick(task.train_texts, tr), train_labels=pick(task.train_labels, tr),
-                               test_texts=val_t, test_labels=val_l)
+                               test_texts=val_t, test_labels=val_l, **extra)
 
 
 def subset_task(task, config: TrainConfig):
@@ -71,19 +76,11 @@ def subset_task(task, config: TrainConfig):
     so capping here or at loading gives the same examples (and a pre-capped task is unchanged).
     With eval_split "validation" the held-out split is the validation carve (`split_for_eval`).
     """
-    from ..tasks import TEST_STREAM, TRAIN_STREAM, subsample
+    from ..tasks.registry import subsample_data
 
-    if config.eval_split != "test":
-        task = split_for_eval(task, config)
-        train_t, train_l = subsample(task.train_texts, task.train_labels, config.max_examples, seed=config.seed,
-                                     stream=TRAIN_STREAM)
-        return dataclasses.replace(task, train_texts=train_t, train_labels=train_l)
-
-    train_t, train_l = subsample(task.train_texts, task.train_labels, config.max_examples, seed=config.seed,
-                                 stream=TRAIN_STREAM)
-    test_t, test_l = subsample(task.test_texts, task.test_labels, config.max_eval_examples, seed=config.seed,
-                               stream=TEST_STREAM)
-    return dataclasses.replace(task, train_texts=train_t, train_labels=train_l, test_texts=test_t, test_labels=test_l)
+    if config.eval_split != "test":  # the held-out split is the validation carve, already capped
+        return subsample_data(split_for_eval(task, config), config.max_examples, None, seed=config.seed)
+    return subsample_data(task, config.max_examples, config.max_eval_examples, seed=config.seed)
 
 
 def shard_task(task, rank: int, world: int):
@@ -91,7 +88,8 @@ def shard_task(task, rank: int, world: int):
     if world == 1:
         return task
     return dataclasses.replace(task, test_texts=task.test_texts[rank::world],
-                               test_labels=task.test_labels[rank::world] if task.test_labels else ())
+                               test_labels=task.test_labels[rank::world] if task.test_labels else (),
+                               test_completions=task.test_completions[rank::world])
 
 
 def make_eval_batches(task, tokenizer, config: TrainConfig, *, rank: int = 0, world: int = 1) -> list[dict]:

@@ -1,5 +1,6 @@
-"""Held-out evaluation: accuracy and macro-F1 for classification, perplexity for causal LM,
-the majority-class baseline, and the single higher-is-better score that studies compare."""
+"""Held-out evaluation: accuracy and macro-F1 for classification, perplexity for causal LM, completion
+log-loss (loss on completion tokens only) with exact match and forgetting for completion tasks, the
+majority-class baseline, and the single higher-is-better score that studies compare."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def macro_f1(preds, labels, num_labels: int) -> float:
 def evaluate(model, batches, *, task_kind: str, num_labels: int = 2, accelerator=None) -> dict[str, float]:
     """Held-out metrics of `model` on pre-made batches (this process's shard).
 
-    classification: accuracy, macro_f1, loss (mean cross-entropy); lm: perplexity, loss
-    (mean token NLL). With an accelerator the shards of all processes are gathered first.
+    classification: accuracy, macro_f1, loss (mean cross-entropy); lm and completion: perplexity, loss
+    (mean token NLL over the labelled tokens: every real token for lm, completion tokens + EOS for
+    completion). With an accelerator the shards of all processes are gathered first.
     """
     import torch
     import torch.nn.functional as F
@@ -86,5 +88,58 @@ def evaluate(model, batches, *, task_kind: str, num_labels: int = 2, accelerator
 
 
 def score_of(metrics: dict[str, float], task_kind: str) -> float:
-    """The single higher-is-better number: accuracy, or -perplexity for language modelling."""
+    """The single higher-is-better number: accuracy (classification), -perplexity (lm), or -loss
+    (completion: minus the mean NLL per completion token, the held-out completion log-loss)."""
+    if task_kind == "completion":
+        return -metrics["loss"]
     return metrics["accuracy"] if task_kind == "classification" else -metrics["perplexity"]
+
+
+class ExtraEval:
+    """What a run scores beyond `evaluate`: for completion tasks exact match of greedy answers (metric
+    `exact_match`) and the prompts cut to fit (`prompts_truncated`, over the run's train and held-out
+    examples); with a forgetting corpus (`training.forgetting`) `forgetting_loss` and `forgetting`.
+
+    Built before training, on the built model (LoRA B = 0: the base model's outputs), so the
+    forgetting loss before training is the base model's."""
+
+    def __init__(self, model, tokenizer, data, config, *, rank: int = 0, world: int = 1):
+        from .data import shard_task
+        from .forgetting import corpus_loss, forgetting_batches
+
+        self.tokenizer, self.config = tokenizer, config
+        self.kind = data.kind
+        self.shard = shard_task(data, rank, world) if data.kind == "completion" else None
+        self.truncated = None
+        if data.kind == "completion":
+            from ..tasks.completion import count_truncated
+
+            self.truncated = sum(count_truncated(data, tokenizer, split=s, max_length=config.max_length)
+                                 for s in ("train", "test"))
+        found = forgetting_batches(config.forgetting_corpus, data, tokenizer, max_length=config.max_length,
+                                   batch_size=config.eval_batch_size)
+        self.corpus, self.corpus_batches = found if found else (None, [])
+        self.before = corpus_loss(model, self.corpus_batches) if found else None
+
+    def __call__(self, model, accelerator) -> dict[str, float]:
+        import torch
+
+        from .answers import exact_match
+        from .forgetting import corpus_loss
+
+        out: dict[str, float] = {}
+        if self.shard is not None:
+            unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+            device = next(unwrapped.parameters()).device
+            hits, n = exact_match(unwrapped, self.tokenizer, self.shard, max_length=self.config.max_length,
+                                  batch_size=self.config.eval_batch_size, device=device)
+            counts = torch.tensor([hits, n], dtype=torch.float64)
+            if accelerator is not None and accelerator.num_processes > 1:
+                counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").cpu()
+            out["exact_match"] = float(counts[0] / counts[1]) if counts[1] else float("nan")
+            out["prompts_truncated"] = float(self.truncated)
+        if self.before is not None:
+            now = corpus_loss(model, self.corpus_batches, accelerator)
+            out["forgetting_loss"] = now
+            out["forgetting"] = now - self.before
+        return out

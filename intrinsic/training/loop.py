@@ -43,10 +43,10 @@ from typing import Any
 
 from ..errors import ConfigError, NonFiniteError
 from .config import SCHEMA_VERSION, RunResult, TrainConfig, TrainingOOMError
-from .evaluation import evaluate, majority_baseline, score_of
+from .evaluation import ExtraEval, evaluate, majority_baseline, score_of
+from .flops import mfu
 from .rundir import ADAPTER_DIR, CHECKPOINT_DIR, MODEL_DIR, PLAN_FILE, dir_bytes, prepare_out_dir, \
     save_dir_atomically
-from .flops import mfu
 from .schedule import lr_multiplier
 
 Callback = Callable[[dict[str, Any]], None]
@@ -88,6 +88,7 @@ class _Run:
     lce: bool  # the chunked linear + cross-entropy loss of training.fast replaces the model's own
     flops: float  # model FLOPs per training token (training.flops)
     peak_tflops: float | None  # the peak MFU is measured against
+    extra: Any  # evaluation.ExtraEval: exact match and forgetting, beyond `evaluate`
     base_params: int
     trainable: int
     lora_params: int
@@ -137,7 +138,8 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
         plan.save(run.out / PLAN_FILE)  # the placement beside the run it trains, before the first step
     state = RunState()
     start = _resume(run, state, config) if resume and run.out is not None else 0
-    if not start and (run.config.eval_at_start if run.config.eval_at_start is not None else run.kind == "lm"):
+    if not start and (run.config.eval_at_start if run.config.eval_at_start is not None
+                      else run.kind != "classification"):
         state.untrained = score_of(_evaluate(run, state), run.kind)
     run.emit({"event": "start", "steps": run.config.steps, "trainable_params": run.trainable, "resumed_from": start})
     run.model.train()
@@ -211,6 +213,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
                            num_batches=config.steps * micro)
     eval_batches = make_eval_batches(task, loaded.tokenizer, config, rank=rank, world=world)
     lce = enable_fast(model, loaded, config.mixed_precision, world, emit) if config.fast else False
+    extra = ExtraEval(model, loaded.tokenizer, data, config, rank=rank, world=world)
     optimizer = make_optimizer(params, lr=config.lr, weight_decay=config.weight_decay, fused=config.fast)
     warmup = config.warmup_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -226,7 +229,7 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
     return _Run(loaded=loaded, task=task, data=data, plan=plan, config=config,
                 out=Path(out_dir) if out_dir is not None else None, emit=emit, accelerator=accelerator,
                 model=model, optimizer=optimizer, scheduler=scheduler, params=params, batches=batches[rank::world],
-                eval_batches=eval_batches, tokens_per_step=tokens_per_step, base_params=base_params,
+                eval_batches=eval_batches, tokens_per_step=tokens_per_step, extra=extra, base_params=base_params,
                 trainable=trainable, lora_params=lora_params, head_params=head_params, lce=lce,
                 flops=flops_per_token(model), peak_tflops=peak)
 
@@ -320,6 +323,7 @@ def _evaluate(run: _Run, state: RunState) -> dict[str, float]:
     num_labels = len(run.data.labels) if run.kind == "classification" else 0
     metrics = evaluate(run.model, run.eval_batches, task_kind=run.kind, num_labels=num_labels,
                        accelerator=run.accelerator)
+    metrics.update(run.extra(run.model, run.accelerator))
     state.eval_time += time.perf_counter() - t0
     return metrics
 
