@@ -115,6 +115,10 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
             heapq.heappush(heap, (-steps[j][k + 1] / costs[j], j, k + 1))
 
     entries = tuple(plan_entry(ref, r, alpha_mult) for ref, r in zip(cands, ranks) if r > 0)
+    if not entries and (record or {}).get("gains") == "signal":
+        raise ConfigError("Strategy auto placed no adapter: the probe's sign-flip test kept no direction in any "
+                          "module (no tested signal). Probe with more batches (--batches 64), or place on the raw "
+                          "spectra with --gains raw.")
     if not entries:
         raise ConfigError("Strategy auto placed no adapter: every module's gains are zero.")
     total_gain = sum(float(np.sum(np.asarray(gains[r.name], dtype=np.float64))) for r in cands)
