@@ -10,7 +10,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 S=$1; R=$2; T=${3:-300}
 NGPU=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
 N=$((NGPU * ${PER_GPU:-16}))
-SEEDS=$(python3 -c "from intrinsic.study.spec import load_spec, resolve_study as r; print(len(load_spec(r('$S')).seeds))")
+F=$S; [ -f "studies/$S.toml" ] && F="studies/$S.toml"
+SEEDS=$(python3 -c "from intrinsic.study.spec import load_spec, resolve_study as r; print(len(load_spec(r('$F')).seeds))")
 for k in $(seq 0 $((SEEDS - 1))); do
   CUDA_VISIBLE_DEVICES=$((k % NGPU)) intrinsic study run "$S" --out "$R" --probes-only --shard "$k/$SEEDS" > "/tmp/probe-$k.log" 2>&1 &
 done
@@ -21,6 +22,7 @@ for pass in 1 2; do
       > "/tmp/shard-$pass-$k.log" 2>&1 &
   done
   wait; echo "pass $pass done $(date +%T)"
+  [ -n "${SAVE_TO:-}" ] && (cd "$(dirname "$R")" && find "$(basename "$R")" -name '*.json' | tar -czf "$SAVE_TO/pass$pass.tar.gz" -T -)
 done
 intrinsic study report "$R" > /tmp/report.log 2>&1 || tail -n 20 /tmp/report.log
 python3 -c "import json; from collections import Counter; r=json.load(open('$R/results.json'))['rows']; print(Counter((x['phase'], x['status']) for x in r))"
