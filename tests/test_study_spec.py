@@ -143,7 +143,7 @@ EXPECTED = {  # study: (cells full, cells quick, seeds); full = test cells + 3 l
     "weight-types": (12 * 5 + 12 * 3, 12, 5),
     "rank-sweep": (42 + 14 * 3, 6, 3),
     "layer-bands": (48 + 16 * 3, 5, 3),
-    "placement-all8": (7 * 3 + 7 * 3, 7, 3),
+    "placement-all8": (7 * 5 + 7 * 3, 7, 5),
 }
 
 
