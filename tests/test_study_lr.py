@@ -105,3 +105,28 @@ def test_bad_lr_grid_is_one_clear_error(tiny_bert_dir, tiny_csv, bad, match):
     with pytest.raises(ConfigError, match=match) as e:
         parse_spec(text, source="s.toml")
     assert str(e.value).startswith("s.toml:")
+
+
+class InProcessEngine:
+    """A real engine (study/engine.py's interface) that runs its cells one after another in this process,
+    through the same `run_cell` as every engine: the seam between the runner's lr phases and an engine."""
+
+    def run_cells(self, spec, out, todo, hooks):
+        from intrinsic.study.rows import rebuild_results
+        from intrinsic.study.runner import _Seeds, run_cell
+
+        seeds = _Seeds(spec, out, lambda _m: None)
+        for cell in todo:
+            run_cell(cell, spec, seeds, out)
+        return rebuild_results(spec, out)
+
+
+def test_an_engine_runs_the_sweep_first_then_the_test_cells_at_the_chosen_lr(tiny_bert_dir, tiny_csv, tmp_path):
+    spec = _spec(tiny_bert_dir, tiny_csv)
+    local = run_study(spec, tmp_path / "local")
+    engine = run_study(spec, tmp_path / "engine", engine=InProcessEngine())
+    assert engine.counts == local.counts == {"ok": len(spec.cells())} and engine.ran == len(spec.cells())
+    key = lambda r: (r.id, r.phase, r.lr, r.score)  # noqa: E731
+    assert sorted(map(key, read_results(tmp_path / "engine"))) == sorted(map(key, read_results(tmp_path / "local")))
+    again = run_study(spec, tmp_path / "engine", engine=InProcessEngine())
+    assert again.ran == 0 and again.skipped == len(spec.cells())
