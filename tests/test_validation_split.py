@@ -60,3 +60,22 @@ def test_default_test_split_is_unchanged(tiny_csv):
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ConfigError):
         TrainConfig(**kw)
+
+
+def test_validation_carve_of_a_completion_task_keeps_each_prompt_with_its_completion():
+    from intrinsic.tasks import TaskData
+    from intrinsic.training import TrainConfig
+    from intrinsic.training.data import subset_task
+
+    prompts = tuple(f"what is {i} + {i}?" for i in range(60))
+    answers = {p: str(2 * i) for i, p in enumerate(prompts)}
+    task = TaskData(name="add", kind="completion", labels=(), train_texts=prompts, train_labels=(),
+                    test_texts=("what is 100 + 100?",), test_labels=(), train_completions=tuple(answers.values()),
+                    test_completions=("200",))
+    cfg = TrainConfig(eval_split="validation", max_eval_examples=4, max_examples=20)
+    run = subset_task(task, cfg)
+    assert len(run.test_texts) == len(run.test_completions) == 4
+    assert len(run.train_texts) == len(run.train_completions) == 20
+    for p, c in zip(run.test_texts + run.train_texts, run.test_completions + run.train_completions):
+        assert answers[p] == c  # never a prompt paired with another's answer
+    assert not set(run.test_texts) & set(run.train_texts) and "what is 100 + 100?" not in run.test_texts
