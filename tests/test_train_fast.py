@@ -192,3 +192,21 @@ def test_fast_full_fine_tuning_follows_the_default_with_a_trained_head():
         r = train(loaded, lm_task(), "full", TrainConfig(steps=4, lr=1e-3, fast=fast, **FAST))
         curves.append(r.loss_curve)
     assert np.allclose(curves[0], curves[1], rtol=2e-4)  # the head's gradient comes from the chunked loss
+
+
+def test_fast_reads_each_loss_one_step_late_and_still_stops_at_the_non_finite_step(tmp_path):
+    """--fast reads step k's loss during step k+1 (no host-device sync between steps): the loss curve is the
+    default path's, and an exploding lr is stopped naming the same step, with the same finite curve before it."""
+    from intrinsic.errors import NonFiniteError
+    from intrinsic.training import RunResult
+
+    out = {}
+    for fast in (False, True):
+        loaded = build_tiny_model("llama", "lm")
+        config = TrainConfig(steps=8, lr=1e30, fast=fast, **FAST)
+        with pytest.raises(NonFiniteError, match=r"at step (\d+)") as err:
+            train(loaded, lm_task(), fixed_plan(discover(loaded.model), "all", 2), config, tmp_path / str(fast))
+        out[fast] = (str(err.value).split(" (lr")[0], RunResult.load(tmp_path / str(fast)))
+    (msg_a, a), (msg_b, b) = out[False], out[True]
+    assert msg_a == msg_b and a.steps == b.steps and a.loss_curve == b.loss_curve and len(a.loss_curve) == a.steps
+    assert all(np.isfinite(a.loss_curve))

@@ -64,6 +64,7 @@ class RunState:
     adapter_dir: str | None = None  # the last saved checkpoint, None before the first
     saved_step: int = 0  # the step of that checkpoint
     untrained: float | None = None  # score before training (config.eval_at_start)
+    pending: tuple | None = None  # `fast`: (step, loss, grad norm, lr) of the last step, not yet read
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ def train(loaded, task, plan, config: TrainConfig | None = None, out_dir: str | 
             for step in range(start + 1, run.config.steps + 1):
                 step_once(run, state, step)
                 maybe_evaluate(run, state, step, mem)
-        except NonFiniteError as e:
-            finish(run, state, mem, "failed", str(e), step - 1, resumed_from=start)
+        except NonFiniteError as e:  # the steps whose loss was recorded (with `fast`, one less than `step - 1`)
+            finish(run, state, mem, "failed", str(e), len(state.loss_curve), resumed_from=start)
             raise
         except torch.OutOfMemoryError:
             msg = _oom_message(run.config, step)
@@ -235,30 +236,74 @@ def _setup(loaded, task, plan, config: TrainConfig, out_dir, emit: Callback) -> 
 
 
 def step_once(run: _Run, state: RunState, step: int) -> None:
-    """One optimizer step on this process's micro-batches of step `step` (1-based); NonFiniteError on a NaN/inf."""
+    """One optimizer step on this process's micro-batches of step `step` (1-based); NonFiniteError on a NaN/inf.
+
+    The default path reads the loss and gradient norm (a device sync) before the optimizer step, so a
+    non-finite step is never applied. With `fast`, the step's loss is read one step later, after the next
+    step's kernels are queued, so the host never waits for the device between steps; a non-finite step is
+    then detected (and training stopped) one step later, after it was applied to the in-memory model (the
+    checkpoints on disk are the last good ones). Pending values are read at every evaluation or checkpoint
+    point and at the last step, so curves and checkpoints are complete there."""
     cfg, acc = run.config, run.accelerator
     t0 = time.perf_counter()
     loss = accumulate(run, step)
     gnorm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm) if cfg.max_grad_norm else None
     if acc.num_processes > 1:
         loss = acc.reduce(loss.detach(), reduction="mean")
+    if cfg.fast:
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        previous, state.pending = state.pending, (step, loss.detach(), gnorm, run.scheduler.get_last_lr()[0])
+        if previous is not None:
+            _record(run, state, *previous)
+        if _flush_point(cfg, step):
+            pending, state.pending = state.pending, None
+            _record(run, state, *pending)
+        state.step_times.append(time.perf_counter() - t0)
+        return
     value = loss.item()  # syncs the device: the step's time is real
     # fp16's grad scaler skips steps with inf gradients by itself; elsewhere they are fatal
-    bad_grad = gnorm is not None and cfg.mixed_precision != "fp16" and not math.isfinite(float(gnorm))
-    bad = not math.isfinite(value) or bad_grad
+    bad = not math.isfinite(value) or _bad_grad(cfg, gnorm)
     if not bad:
         run.optimizer.step()
         run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     state.step_times.append(time.perf_counter() - t0)
     if bad:
-        what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {float(gnorm)}"
-        kept = (f"; the last good checkpoint (step {state.saved_step}) is kept in {state.adapter_dir}"
-                if state.adapter_dir else "; no checkpoint had been saved yet")
-        raise NonFiniteError(f"Non-finite {what} at step {step} (lr {cfg.lr:g}){kept}. Try a smaller --lr.")
+        _non_finite(run, state, step, value, gnorm)
+    _emit_step(run, state, step, value, run.scheduler.get_last_lr()[0])
+
+
+def _bad_grad(cfg: TrainConfig, gnorm) -> bool:
+    return gnorm is not None and cfg.mixed_precision != "fp16" and not math.isfinite(float(gnorm))
+
+
+def _flush_point(cfg: TrainConfig, step: int) -> bool:
+    """Steps after which the curves must be complete: evaluation and checkpoint points and the last step."""
+    return (step == cfg.steps or bool(cfg.eval_every and step % cfg.eval_every == 0)
+            or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0))
+
+
+def _record(run: _Run, state: RunState, step: int, loss, gnorm, lr: float) -> None:
+    """`fast`: read step `step`'s loss and gradient norm (already computed) and record or refuse it."""
+    value = loss.item()
+    if not math.isfinite(value) or _bad_grad(run.config, gnorm):
+        _non_finite(run, state, step, value, gnorm)
+    _emit_step(run, state, step, value, lr)
+
+
+def _non_finite(run: _Run, state: RunState, step: int, value: float, gnorm) -> None:
+    what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {float(gnorm)}"
+    kept = (f"; the last good checkpoint (step {state.saved_step}) is kept in {state.adapter_dir}"
+            if state.adapter_dir else "; no checkpoint had been saved yet")
+    raise NonFiniteError(f"Non-finite {what} at step {step} (lr {run.config.lr:g}){kept}. Try a smaller --lr.")
+
+
+def _emit_step(run: _Run, state: RunState, step: int, value: float, lr: float) -> None:
     state.loss_curve.append(value)
     tokens_per_s = sum(run.tokens_per_step[:step]) / max(sum(state.step_times), 1e-9)  # a resumed run: all steps
-    run.emit({"event": "step", "step": step, "steps": cfg.steps, "loss": value, "lr": run.scheduler.get_last_lr()[0],
+    run.emit({"event": "step", "step": step, "steps": run.config.steps, "loss": value, "lr": lr,
               "tokens_per_s": tokens_per_s, "mfu": mfu(run.flops, tokens_per_s, run.peak_tflops)})
 
 
