@@ -332,6 +332,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per arm")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps per arm (compilation, allocator)")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds over all arms, round-robin; each arm's figures "
+                                                          "are its median round (arms measured once each drift apart)")
     ap.add_argument("--arms", default=None, help=f"comma-separated, of {', '.join(ARMS)} [default: per shape]")
     ap.add_argument("--name", default=None, help="results folder name [default: lora-step-SHAPE-DEVICE]")
     ap.add_argument("--profile", default="", help="comma-separated loop arms (plain, peft, peft+...) whose last 3 "
@@ -358,21 +360,34 @@ def main() -> None:
             "steps": args.steps, "warmup": args.warmup, "matmul_peak_tflops": peak,
             "versions": {"torch": torch.__version__, **_versions()}}
     PROFILE["arms"] = tuple(a for a in args.profile.split(",") if a)
+    meta["repeats"] = args.repeats
+    runs: dict[str, list[dict]] = {k: [] for k in arms}
     rows, failed = [], {}
-    for key in arms:
-        t0 = time.perf_counter()
-        try:
-            rows.append(run_arm(setup, key, peak))
-        except Exception as e:  # one failing arm does not cost the others' figures
-            failed[key] = f"{type(e).__name__}: {e}"[:500]
-            print(f"  {key:15s} FAILED {failed[key]}", flush=True)
-            continue
-        finally:  # after every arm: a run stopped by a time limit keeps what it measured
-            write_json(folders, {**meta, "rows": rows, "failed": failed, "profiles": PROFILE["tables"]})
-        r = rows[-1]
-        print(f"  {key:15s} {r['s_per_step']:.4f} s/step  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for rnd in range(args.repeats):  # round-robin: drift over the process's life hits every arm alike
+        for key in arms:
+            if key in failed:
+                continue
+            t0 = time.perf_counter()
+            try:
+                runs[key].append(run_arm(setup, key, peak))
+            except Exception as e:  # one failing arm does not cost the others' figures
+                failed[key] = f"{type(e).__name__}: {e}"[:500]
+                print(f"  {key:15s} FAILED {failed[key]}", flush=True)
+                continue
+            finally:  # after every arm: a run stopped by a time limit keeps what it measured
+                rows = [median_row(runs[k]) for k in arms if runs[k]]
+                write_json(folders, {**meta, "rows": rows, "failed": failed, "profiles": PROFILE["tables"]})
+            r = runs[key][-1]
+            print(f"  {key:15s} {r['s_per_step']:.4f} s/step  ({time.perf_counter() - t0:.0f} s)"
+                  + (f"  [round {rnd + 1}/{args.repeats}]" if args.repeats > 1 else ""), flush=True)
     print_table(rows)
     print(f"wrote {', '.join(str(f / 'bench_lora_step.json') for f in folders)}")
+
+
+def median_row(results: list[dict]) -> dict:
+    """The run with the median s/step among an arm's rounds (its other figures with it), and every round's s/step."""
+    ordered = sorted(results, key=lambda r: r["s_per_step"])
+    return {**ordered[(len(ordered) - 1) // 2], "s_per_step_runs": [r["s_per_step"] for r in results]}
 
 
 def write_json(folders: list[Path], result: dict) -> None:
