@@ -8,7 +8,7 @@ estimator vocabularies (`arch.ROLE_ORDER`, `rank.ESTIMATORS`) are read when a se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
@@ -165,9 +165,7 @@ class ProbeSettings:
                               f"examples fit the data (not a multiple of {DEFAULT_FOLDS}): lower --batch-size or "
                               "choose another --rank-estimator.")
         estimator = self.rank_estimator or ("sign_flip" if folds else "half_difference")
-        import dataclasses
-
-        return dataclasses.replace(self, batches=batches, folds=folds, rank_estimator=estimator), notes
+        return replace(self, batches=batches, folds=folds, rank_estimator=estimator), notes
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
