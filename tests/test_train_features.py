@@ -63,7 +63,8 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path):
 
 
 def test_grad_accum_leaves_the_gradient_of_the_mean_micro_batch_loss():
-    from intrinsic.training.loop import _setup, accumulate
+    from intrinsic.training.loop import _setup
+    from intrinsic.training.step import accumulate
 
     config = TrainConfig(steps=2, lr=2e-2, grad_accum=3, **{**FAST, "batch_size": 4})
     loaded = build_tiny_model("bert")
