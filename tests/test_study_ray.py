@@ -90,9 +90,9 @@ def test_stopped_midway_resumes_and_a_dying_cell_fails_after_retries(cluster, ti
     with pytest.raises(Stop):
         run_study(spec, out, engine=engine, hooks=Hooks(on_cell_end=stop_after_first))
     first = [r for r in rows_of(out) if r["status"] == "ok"]
-    if len(first) == 3:  # on a loaded machine the other tasks may finish before the driver stops: undo one
-        shutil.rmtree(out / "cells" / first.pop()["id"])
-        rebuild_results(spec, out)
+    while len(first) > 1:  # Ray may finish more before the driver stops: keep one, so two are left to run
+        shutil.rmtree(out / "cells" / first.pop()["id"])  # (the dying one and one that runs, exclusive)
+    rebuild_results(spec, out)
     assert 1 <= len(first) < 3 and {r["status"] for r in rows_of(out)} <= {"ok", "pending"}
     kept = {r["id"]: (out / "cells" / r["id"] / "run.json").stat().st_mtime_ns for r in first}
 
