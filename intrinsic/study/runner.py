@@ -285,7 +285,9 @@ def _engine_cells(engine: Any, spec: StudySpec, out: Path, todo: list[Cell], hoo
     """`todo` through an engine: the lr-sweep cells first, then the test cells with the lr their arm's
     sweep chose (baked into the cell's train settings, so the engine's cell function needs no lr)."""
     sweeps = [c for c in todo if c.phase == SWEEP]
-    rows = engine.run_cells(spec, out, sweeps, hooks) if sweeps else rebuild_results(spec, out)
+    if sweeps:
+        engine.run_cells(spec, out, sweeps, hooks)
+    rows = rebuild_results(spec, out)
     tests, ran = [], len(sweeps)
     for cell in (c for c in todo if c.phase != SWEEP):
         lr = chosen_lr(cell, rows)
@@ -297,8 +299,8 @@ def _engine_cells(engine: Any, spec: StudySpec, out: Path, todo: list[Cell], hoo
             continue
         tests.append(cell if lr is None else dataclasses.replace(cell, train={**cell.train, "lr": lr}))
     if tests:
-        rows = engine.run_cells(spec, out, tests, hooks)
-    return (rebuild_results(spec, out) if ran and not tests else rows), ran + len(tests)
+        engine.run_cells(spec, out, tests, hooks)
+    return rebuild_results(spec, out), ran + len(tests)
 
 
 def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks,
