@@ -130,3 +130,36 @@ def test_an_engine_runs_the_sweep_first_then_the_test_cells_at_the_chosen_lr(tin
     assert sorted(map(key, read_results(tmp_path / "engine"))) == sorted(map(key, read_results(tmp_path / "local")))
     again = run_study(spec, tmp_path / "engine", engine=InProcessEngine())
     assert again.ran == 0 and again.skipped == len(spec.cells())
+
+
+def test_a_completion_study_with_an_lr_grid_runs_on_a_tiny_causal_lm(tmp_path):
+    """A prompt/completion study (columns named in [data]) on a tiny Llama: lr chosen on validation per arm,
+    every row scored by completion log-loss with exact match and the forgetting figure."""
+    from intrinsic.testing import build_tiny_model
+
+    model_dir = tmp_path / "tiny-llama"
+    tiny = build_tiny_model("llama", task_kind="completion")
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    qa = tmp_path / "qa.csv"
+    qa.write_text("q,a\n" + "".join(f"what is {i} plus one?,{i + 1}\n" for i in range(60)))
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("text,label\n" + "".join(f"some other text number {i},{i % 2}\n" for i in range(40)))
+    text = study_text(model_dir, qa, ["all", "ffn"], budgets='["all@2"]', probe=False).replace(
+        "seeds = [0]", "seeds = [0]\nlrs = [1e-4, 5e-2]").replace(
+        "save_adapter = false", f'save_adapter = false\nforgetting_corpus = "{corpus}"').replace(
+        "[train]", '[data]\nprompt_column = "q"\ncompletion_column = "a"\n[train]')
+    spec = parse_spec(text, source="gen.toml")
+    out = tmp_path / "gen"
+    summary = run_study(spec, out)
+    assert summary.counts == {"ok": len(spec.cells())} == {"ok": 2 * 2 + 2}
+    rows = read_results(out)
+    assert {r.eval_split for r in rows if r.phase == SWEEP} == {"validation"}
+    for r in rows:
+        run = json.loads((out / "cells" / r.id / "run.json").read_text())
+        assert math.isclose(r.score, -run["metrics"]["loss"])  # completion log-loss, higher is better
+        assert r.exact_match is not None and 0.0 <= r.exact_match <= 1.0 and r.forgetting is not None
+    chosen = {c["arm"]: c["chosen"] for c in json.loads((out / "results.json").read_text())["lr_selection"]}
+    tests = [r for r in rows if r.phase == "test"]
+    assert len(chosen) == 2 and {r.strategy for r in tests} == {"all", "ffn"}
+    assert all(r.lr == chosen[r.arm] for r in tests)

@@ -24,7 +24,8 @@ from ..errors import ConfigError
 PROBE_META_KEYS = ("enabled",)  # probe keys the runner consumes; the rest go to probe(**settings)
 PROBE_FROM_STUDY = ("seed", "device", "dtype", "max_examples", "text_column", "label_column")  # set by the study
 DATA_FIELDS = {"max_examples": "ProbeSettings", "max_eval_examples": "TrainConfig", "text_column": "ProbeSettings",
-               "label_column": "ProbeSettings"}  # [data] key -> the class whose field of that name types it
+               "label_column": "ProbeSettings", "prompt_column": "ProbeSettings",
+               "completion_column": "ProbeSettings"}  # [data] key -> the class whose field of that name types it
 
 
 class Ctx(Protocol):
@@ -184,8 +185,8 @@ def check_task(name: str, data: dict[str, Any]) -> None:
     base = name.removesuffix(":lm")
     if base.startswith("hf:") and len(base) > 3:
         return
-    load_task(name, max_examples=data.get("max_examples"), max_eval_examples=1,  # the run's train split: two classes?
-              text_column=data.get("text_column"), label_column=data.get("label_column"))
+    columns = {k: data.get(k) for k in ("text_column", "label_column", "prompt_column", "completion_column")}
+    load_task(name, max_examples=data.get("max_examples"), max_eval_examples=1, **columns)  # the run's train split
 
 
 def check_resources(spec) -> None:
