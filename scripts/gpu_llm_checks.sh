@@ -9,7 +9,7 @@ O=$1; mkdir -p "$O"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
 date +%T
 timeout ${BENCH_S:-150} python3 benchmarks/bench_lora_step.py --shape smollm2 --device cuda --repeats 3 \
-  --arms full,full-fast,peft,intrinsic,fast,fast-compile --results /tmp/bench > "$O/bench-smollm2.log" 2>&1; echo "smollm2 bench rc=$? $(date +%T)"
+  --arms full,full-fast,peft,intrinsic,fast,fast-compile --profile fast,full-fast --results /tmp/bench > "$O/bench-smollm2.log" 2>&1; echo "smollm2 bench rc=$? $(date +%T)"
 timeout ${BENCH_S:-150} python3 benchmarks/bench_lora_step.py --shape llama-1b --device cuda --repeats 3 \
   --arms trainer,peft,intrinsic,fast --results /tmp/bench > "$O/bench-1b.log" 2>&1; echo "1b bench rc=$? $(date +%T)"
 timeout ${TRAIN_S:-200} intrinsic train smollm2 20newsgroups-gen --placement auto --budget-like all@8 --device cuda \
