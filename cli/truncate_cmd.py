@@ -27,8 +27,9 @@ def truncate(
     score the model with the run's own evaluation: r90 is the smallest r that keeps 90% of full fine-tuning's
     gain over the untrained model. Writes RUN_DIR/truncation.json (resumable)."""
     with handle_errors(truncate):
-        from intrinsic.truncation import truncate_run
+        from intrinsic.truncation import check_run, truncate_run
 
+        check_run(run_dir)  # a folder that is no full run with its model is refused before any bar shows
         given = dict(components=components, ranks=ranks, device=device)
         settings = TruncateSettings(**{k: v for k, v in given.items() if v is not None})
         with progress(transient=True) as bar:  # gone once done: the table (or JSON) follows
