@@ -13,6 +13,7 @@ from .plan_cmd import plan
 from .probe_cmd import probe, report
 from .study_cmd import study_app
 from .train_cmd import compare, train
+from .truncate_cmd import truncate
 
 app = typer.Typer(
     name="intrinsic",
@@ -52,6 +53,7 @@ app.command("report")(report)
 app.command("plan")(plan)
 app.command("train")(train)
 app.command("compare")(compare)
+app.command("truncate")(truncate)
 app.add_typer(study_app, name="study")
 
 

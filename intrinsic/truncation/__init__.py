@@ -1,0 +1,31 @@
+"""The outcome-measured intrinsic rank of each component of a full fine-tuning run (r90).
+
+    from intrinsic.truncation import TruncateSettings, truncate_run
+    result = truncate_run("runs/smollm2-gsm-full-s0", TruncateSettings(ranks=(1, 4, 16)))
+    for row in result.components:
+        print(row.component, row.r90, row.gains)
+
+For component C (attention, ffn, a role, a third of the layers) and rank r, the fine-tuned model
+with W_base + SVD_r(W_ft - W_base) in C's blocks (everything else fine-tuned) is scored with the
+run's own evaluation; r90 is the smallest r keeping 90% of full fine-tuning's gain over the
+untrained model. Files: `lowrank.py` (one SVD per block, a reconstruction per rank),
+`components.py` (blocks, components, layer bands, the rank grid), `truncator.py` (swapping a
+component's update in and out of the model), `measure.py` (the loop over (component, rank)),
+`run.py` (loading a run from disk, truncation.json), `result.py` (typed results, r90),
+`settings.py` (`TruncateSettings`).
+"""
+
+from .components import BANDS, Block, blocks_of, component_blocks, layer_bands, parse_ranks, select_components
+from .lowrank import LowRank, truncated
+from .measure import component_rows, measure
+from .result import KEEP, TRUNCATION_FILE, ComponentTruncation, TruncationPoint, TruncationResult, r90
+from .run import check_run, truncate_run
+from .settings import DEFAULT_RANKS, TruncateSettings
+from .truncator import Truncator
+
+__all__ = [
+    "BANDS", "DEFAULT_RANKS", "KEEP", "TRUNCATION_FILE", "Block", "ComponentTruncation", "LowRank",
+    "TruncateSettings", "TruncationPoint", "TruncationResult", "Truncator", "blocks_of", "check_run",
+    "component_blocks", "component_rows", "layer_bands", "measure", "parse_ranks", "r90", "select_components",
+    "truncate_run", "truncated",
+]

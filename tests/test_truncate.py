@@ -1,0 +1,245 @@
+"""`intrinsic truncate` (issue 13 item 2): truncated SVD against numpy (Eckart-Young), a planted low-rank
+update on a tiny model gives the planted r90 in its component and only there, fused blocks and exact restore,
+and the CLI end to end (--json, the run's own scores, resume, one-line refusals)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from intrinsic.arch import discover, num_layers, weight_of
+from intrinsic.cli.app import app
+from intrinsic.testing import build_tiny_model
+from intrinsic.truncation import (
+    LowRank,
+    TruncateSettings,
+    Truncator,
+    component_rows,
+    layer_bands,
+    measure,
+    parse_ranks,
+    r90,
+    truncated,
+)
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_exit_2(res, *needles: str) -> str:
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    line = " ".join(res.output.split())
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+# ----------------------------------------------------------------------------- truncated SVD
+
+
+@pytest.mark.parametrize("m,n,rank", [(20, 12, 5), (9, 30, 3), (16, 16, 16)])
+def test_truncated_svd_is_the_eckart_young_optimum(m, n, rank):
+    rng = np.random.default_rng(m * n + rank)
+    a = (rng.standard_normal((m, rank)) * np.linspace(3, 1, rank)) @ rng.standard_normal((rank, n))
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    lr = LowRank.of(torch.tensor(a), max_rank=max(m, n))
+    assert lr.full_rank == min(m, n)
+    np.testing.assert_allclose(np.sqrt(lr.sv2), s, rtol=1e-5, atol=1e-5)
+    scale = np.linalg.norm(a)
+    for r in range(0, rank + 2):
+        ref = (u[:, :r] * s[:r]) @ vt[:r]
+        got = lr.at(r).double().numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-5 * scale)
+        # Eckart-Young: the squared error of the best rank-r approximation is the tail of the spectrum
+        np.testing.assert_allclose(np.linalg.norm(a - got) ** 2, np.sum(s[r:] ** 2), atol=1e-8 * scale ** 2 + 1e-9)
+        np.testing.assert_allclose(lr.energy_kept(r)[0], np.sum(s[:r] ** 2), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(truncated(torch.tensor(a), rank).double().numpy(), a, atol=1e-5 * scale)
+
+
+def test_max_rank_keeps_only_the_leading_factors():
+    a = torch.randn(12, 7, generator=torch.Generator().manual_seed(0))
+    full, capped = LowRank.of(a, 7), LowRank.of(a, 3)
+    assert capped.us.shape == (12, 3) and capped.vh.shape == (3, 7)
+    torch.testing.assert_close(capped.at(3), full.at(3))
+    torch.testing.assert_close(capped.at(5), full.at(3))  # clamped to what is kept
+    assert capped.sv2 == full.sv2
+
+
+def test_rank_grid_bands_and_r90_rule():
+    assert parse_ranks("8, 1,2,2") == (1, 2, 8)
+    assert TruncateSettings().ranks == (1, 2, 4, 8, 16, 32, 64)
+    for bad in ("0,2", "a", "", "1.5"):
+        with pytest.raises(Exception, match="ranks"):
+            parse_ranks(bad)
+    assert layer_bands(30) == {"first": tuple(range(10)), "middle": tuple(range(10, 20)),
+                               "last": tuple(range(20, 30))}
+    assert layer_bands(4) == {"first": (0,), "middle": (1, 2), "last": (3,)}
+    assert layer_bands(2) == {"first": (0,), "last": (1,)}
+    assert r90((1, 2, 4), (0.5, 0.89, 0.95), 1.0) == 4
+    assert r90((1, 2, 4), (0.5, 0.9, 0.95), 1.0) == 2
+    assert r90((1, 2), (0.1, 0.2), 1.0) is None
+    assert r90((1, 2), (0.1, 0.2), -1.0) is None  # nothing gained: nothing to keep
+
+
+# ----------------------------------------------------------------------------- planted update
+
+
+PLANTED_RANK = 3
+
+
+def _plant(model, refs, role: str, layer: int, rank: int, scale: float) -> None:
+    """Add a rank-`rank` update with equal singular values to one module of `model`."""
+    ref = next(r for r in refs if r.role == role and r.layer == layer)
+    w = weight_of(model, ref)
+    g = torch.Generator().manual_seed(1)
+    u = torch.linalg.qr(torch.randn(w.shape[0], rank, generator=g))[0]
+    v = torch.linalg.qr(torch.randn(w.shape[1], rank, generator=g))[0]
+    with torch.no_grad():
+        w += scale * u @ v.T
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """A tiny Llama (base) and a copy with a planted rank-3 update on v of layer 1 (the "fine-tuned" model),
+    scored by closeness of the logits to the planted model's on fixed inputs: the planted model defines
+    the targets, so only its update carries the gain."""
+    base = build_tiny_model("llama", task_kind="lm").model
+    ft = copy.deepcopy(base)
+    refs = discover(ft)
+    _plant(ft, refs, "v", 1, PLANTED_RANK, scale=4.0)
+    ids = torch.randint(5, 90, (8, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        target = ft(input_ids=ids).logits
+
+    def score(model) -> float:
+        with torch.no_grad():
+            return -float(((model(input_ids=ids).logits - target) ** 2).mean())
+
+    base_weights = {r.name: weight_of(base, r) for r in discover(base)}
+    return base, ft, refs, base_weights, score
+
+
+def test_planted_low_rank_update_gives_the_planted_r90(planted):
+    base, ft, refs, base_weights, score = planted
+    before = {k: v.detach().clone() for k, v in ft.state_dict().items()}
+    t = Truncator(ft, base_weights, refs, num_layers(ft), max_rank=8)
+    grid = (1, 2, 3, 4, 8)
+    names = list(t.components)
+    assert names == ["attention", "ffn", "q", "k", "v", "o", "gate", "up", "down", "first", "last"]
+    untrained, full = score(base), score(ft)
+    assert full == 0.0 and untrained < -1e-3
+    points = measure(t, names, grid, score)
+    rows = {c.component: c for c in component_rows([t.describe(c, grid) for c in names], points, untrained, full)}
+    for name in ("attention", "v", "last"):  # the components holding the planted update
+        assert rows[name].r90 == PLANTED_RANK, (name, rows[name])
+        gains = dict(zip(rows[name].ranks, rows[name].gains, strict=True))
+        assert gains[PLANTED_RANK - 1] < 0.9 * (full - untrained) <= gains[PLANTED_RANK]
+        assert gains[PLANTED_RANK] == pytest.approx(full - untrained, rel=1e-4)  # rank >= 3 keeps it all
+        assert rows[name].energy[rows[name].ranks.index(PLANTED_RANK)] == pytest.approx(1.0, abs=1e-4)
+    for name in ("ffn", "q", "k", "o", "gate", "up", "down", "first"):  # untouched: nothing to lose at rank 1
+        assert rows[name].r90 == 1, (name, rows[name])
+        assert rows[name].gains[0] == pytest.approx(full - untrained, abs=1e-6)
+    assert rows["v"].ranks == (1, 2, 3, 4, 8) and rows["k"].max_rank == 16 and rows["v"].blocks == 2
+    after = ft.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # every weight restored bit for bit
+
+
+def test_fused_blocks_truncate_only_their_rows_and_restore():
+    """GPT-2's c_attn (Conv1D, stored transposed) splits into q, k, v blocks: truncating v touches v's rows only."""
+    base = build_tiny_model("gpt2", task_kind="lm").model
+    ft = copy.deepcopy(base)
+    refs = discover(ft)
+    with torch.no_grad():
+        for r in refs:
+            weight_of(ft, r).add_(0.1 * torch.randn(r.shape, generator=torch.Generator().manual_seed(r.layer)))
+    t = Truncator(ft, {r.name: weight_of(base, r) for r in discover(base)}, refs, num_layers(ft), max_rank=4)
+    assert [c for c in t.components if c in ("q", "k", "v", "qkv")] == ["q", "k", "v"]
+    cattn = next(r for r in refs if r.role == "qkv" and r.layer == 0)
+    w_ft = weight_of(ft, cattn).detach().clone()
+    w_base = weight_of(base, cattn).detach()
+    with t.truncated("v", 2):
+        now = weight_of(ft, cattn).detach()
+        torch.testing.assert_close(now[:64], w_ft[:64], rtol=0, atol=0)  # q, k rows untouched
+        dv = (w_ft[64:] - w_base[64:]).double().numpy()
+        u, s, vt = np.linalg.svd(dv, full_matrices=False)
+        np.testing.assert_allclose((now[64:] - w_base[64:]).double().numpy(), (u[:, :2] * s[:2]) @ vt[:2], atol=1e-5)
+    assert torch.equal(weight_of(ft, cattn), w_ft)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+FAST = ["--steps", "12", "--batch-size", "8", "--max-length", "24", "--device", "cpu", "--lr", "3e-3",
+        "--max-eval-examples", "16"]
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny = build_tiny_model("llama", task_kind="lm")
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(llama_dir, tiny_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    res = invoke("train", llama_dir, f"{tiny_csv}:lm", "--placement", "full", "--save-model", "--out", out, *FAST,
+                 "--json")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_cli_json_scores_like_the_run_and_resumes(full_run):
+    run = json.loads((full_run / "run.json").read_text())
+    res = invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,last", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["full_score"] == pytest.approx(run["score"], abs=1e-9)  # the run's own evaluation, same batches
+    assert out["untrained_score"] == pytest.approx(run["untrained_score"], abs=1e-9)
+    assert out["full_gain"] > 0 and out["eval_examples"] == 16
+    rows = {c["component"]: c for c in out["components"]}
+    assert list(rows) == ["attention", "ffn", "k", "last"]
+    assert rows["attention"]["ranks"] == [1, 4, 32] and rows["k"]["ranks"] == [1, 4, 16]  # clamped to min(m, n)
+    for c in rows.values():
+        assert c["r90"] == r90(c["ranks"], c["gains"], out["full_gain"])
+        assert c["gains"][-1] == pytest.approx(out["full_gain"], abs=1e-4)  # full rank: the whole update
+    assert len(out["points"]) == 12 and json.loads((full_run / "truncation.json").read_text()) == out
+
+    # resume: a point lost from the file is measured again (same value on CPU), the others are kept
+    stored = json.loads((full_run / "truncation.json").read_text())
+    lost = stored["points"].pop(5)
+    stored["points"][0]["score"] = 123.0  # a kept point is read, not re-measured
+    (full_run / "truncation.json").write_text(json.dumps(stored))
+    again = json.loads(invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,last",
+                              "--device", "cpu").output)
+    points = {(p["component"], p["rank"]): p["score"] for p in again["points"]}
+    assert points[(lost["component"], lost["rank"])] == pytest.approx(lost["score"], abs=1e-12)
+    assert points[("attention", 1)] == 123.0
+    table = invoke("truncate", full_run, "--ranks", "1,4,64", "-c", "attention,mlp,k,last", "--device", "cpu")
+    assert table.exit_code == 0 and "r90" in table.output and "attention" in table.output
+
+
+def test_cli_refusals_are_one_line(full_run, llama_dir, tiny_csv, tmp_path):
+    one_line_exit_2(invoke("truncate", tmp_path), "no run.json", "--placement full --save-model")
+    one_line_exit_2(invoke("truncate", full_run, "--ranks", "0,2"), "--ranks")
+    one_line_exit_2(invoke("truncate", full_run, "--ranks", "x"), "--ranks")
+    one_line_exit_2(invoke("truncate", full_run, "-c", "atention", "--device", "cpu"), "atention", "Did you mean")
+    unsaved = tmp_path / "unsaved"
+    assert invoke("train", llama_dir, f"{tiny_csv}:lm", "--placement", "full", "--out", unsaved, *FAST,
+                  "--steps", "1").exit_code == 0
+    one_line_exit_2(invoke("truncate", unsaved), "no fine-tuned weights", "--save-model")
+    lora = tmp_path / "lora"
+    assert invoke("train", llama_dir, f"{tiny_csv}:lm", "--rank", "2", "--out", lora, *FAST,
+                  "--steps", "1").exit_code == 0
+    one_line_exit_2(invoke("truncate", lora), "LoRA run", "--placement full")
