@@ -23,7 +23,8 @@ from intrinsic.training.config import TrainConfig
 P, T, R = ProbeSettings, TrainConfig, PlacementRequest
 PLACEMENT = {"--placement": (R, "strategy"), "--rank": (R, "rank"), "--budget": (R, "budget"),
              "--layers": (R, "layers"), "--max-rank": (R, "max_rank"), "--granularity": (R, "granularity"),
-             "--rslora": (R, "rslora"), "--gains": (R, "gains"), "--normalize": (R, "normalize")}
+             "--rslora": (R, "rslora"), "--gains": (R, "gains"), "--normalize": (R, "normalize"),
+             "--predictor": (R, "predictor")}
 MIRRORS = {
     "probe": {"--batches": (P, "batches"), "--batch-size": (P, "batch_size"), "--max-length": (P, "max_length"),
               "--update-steps": (P, "update_steps"), "--update-checkpoints": (P, "update_checkpoints"),
