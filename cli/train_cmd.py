@@ -198,7 +198,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
             def on_phase(phase, done, total):
                 bar.update(job, description=f"probe: {phase}", completed=done, total=total, info="")
 
-            return pipe.quick_probe(config, cache_dir=out / PROBE_DIR, progress=None if quiet else on_phase)
+            return pipe.quick_probe(config, cache_dir=out / PROBE_DIR, progress=None if quiet else on_phase,
+                                    predictor=request.predictor)
 
     return pipe, pipe.plan(request, probe=report)
 

@@ -178,3 +178,20 @@ def test_study_placement_predictor_knob(tmp_path):
     assert ids_a["auto"] != ids_b["auto"] and b.placement_request(b.cells()[0]).predictor == "update"
     with pytest.raises(ConfigError, match="Did you mean: update"):
         parse_spec(bad.read_text())
+
+
+def test_train_auto_with_a_predictor_probes_what_it_reads(tiny_bert_dir, tiny_csv, tmp_path):
+    """`train --placement auto --predictor activation` without --probe: the quick probe measures the input
+    variance, and the trained plan is the one that statistic allocates."""
+    out = tmp_path / "run"
+    res = invoke("train", tiny_bert_dir, tiny_csv, "--placement", "auto", "--budget", "all@2", "--predictor",
+                 "activation", "--steps", "2", "--batch-size", "4", "--max-length", "16", "--device", "cpu",
+                 "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    run = json.loads(res.stdout)
+    rep = ProbeReport.load(out / "probe")
+    assert rep.settings.get("activations") is True
+    want = make_plan(rep.refs(), PlacementRequest("auto", budget="all@2", predictor="activation"), base_params=0,
+                     gains=rep)
+    assert {e["name"]: e["rank"] for e in run["plan"]["entries"]} == {e.name: e.rank for e in want.entries}
+    assert run["plan"]["settings"]["predictor"] == "activation"

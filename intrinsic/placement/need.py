@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
+from ..fields import field_defaults
+from ..probes.settings import ProbeSettings
 from .request import PREDICTORS as NAMES
 
 
@@ -67,14 +69,21 @@ class Predictor:
     need: Callable  # (ProbeReport) -> Need
 
 
+# probe settings that measure what a predictor reads (the quick probe of `train --placement auto` adds them)
+PROBE_SETTINGS = {"example_energy": {"example_energy": True}, "activation": {"activations": True},
+                  "weight_alpha": {"weight_alpha": True},
+                  "update": {"update_steps": field_defaults(ProbeSettings)["update_steps"]}}
+
+
 def _rows(report):
     return report.top_level()
 
 
 def _missing(report, field: str, flag: str, name: str) -> None:
     if any(getattr(m, field) is None for m in _rows(report)):
+        key, value = next(iter(PROBE_SETTINGS[name].items()))
         raise ConfigError(f"Predictor {name} needs the probe's {field.replace('_', ' ')}, which this probe did not "
-                          f"measure: probe again with {flag}.")
+                          f"measure: probe again with {flag} (in a study: [probe] {key} = {str(value).lower()}).")
 
 
 def _gradient(report) -> Need:
