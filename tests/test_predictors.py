@@ -195,3 +195,42 @@ def test_train_auto_with_a_predictor_probes_what_it_reads(tiny_bert_dir, tiny_cs
                      gains=rep)
     assert {e["name"]: e["rank"] for e in run["plan"]["entries"]} == {e.name: e.rank for e in want.entries}
     assert run["plan"]["settings"]["predictor"] == "activation"
+
+
+def test_components_and_r90_correlation(probes):
+    from intrinsic.study.r90 import component_modules, r90_checks
+
+    rep = ProbeReport.load(probes[0])
+    top = rep.top_level()
+    assert component_modules(rep, "attention") == [m.name for m in top if m.kind == "attention"]
+    assert component_modules(rep, "ffn[0]") == [m.name for m in top if m.kind == "ffn" and m.layer == 0]
+    assert component_modules(rep, "q,v[1]") == [m.name for m in top if m.role in ("q", "v") and m.layer == 1]
+    comps = ["q", "k", "v", "o", "up", "down", "attention[0]", "ffn[1]"]
+    alpha = need(rep, "weight_alpha")  # module-level: its reading is the mean alpha of the component's modules
+    reading = {c: float(np.mean([m.weight_alpha for m in top if m.name in component_modules(rep, c)])) for c in comps}
+    assert len(set(reading.values())) == len(comps)  # the components differ
+    # planted: r90 = the alpha reading, per seed with noise that keeps the order of the means
+    r90 = {c: [reading[c] * 2 + 0.01 * s for s in range(4)] for c in comps}
+    checks = {k.statistic: k for k in r90_checks(r90, rep)}
+    assert set(checks) == set(PREDICTORS)
+    a = checks["weight_alpha"]
+    assert a.rho.rho == pytest.approx(1.0) and a.components == tuple(comps)
+    assert a.readings == pytest.approx(tuple(reading[c] for c in comps), rel=1e-12)
+    assert a.r90 == pytest.approx(tuple(reading[c] * 2 + 0.015 for c in comps))
+    assert a.ci_low == pytest.approx(1.0) and a.ci_high == pytest.approx(1.0)
+    grad = need(rep, "gradient")  # rank-dependent: the component's own 90% rank
+    assert checks["gradient"].readings == tuple(component_need(grad, component_modules(rep, c)) for c in comps)
+    assert alpha.rank_dependent is False
+    # noisy seeds: a CI with width, holding the point estimate
+    rng = np.random.default_rng(0)
+    noisy = r90_checks({c: list(reading[c] + rng.normal(0, 0.3, 4)) for c in comps}, rep, ["weight_alpha"])[0]
+    assert noisy.ci_low < noisy.ci_high and noisy.ci_low <= noisy.rho.rho <= noisy.ci_high
+    p = checks["params"]  # the null predictor reads the mean module size
+    assert p.readings == tuple(float(np.mean([m.params for m in top if m.name in component_modules(rep, c)]))
+                               for c in comps)
+    single = r90_checks({c: reading[c] for c in comps}, rep, ["weight_alpha"])[0]  # one value per component: no CI
+    assert single.rho.rho == pytest.approx(1.0) and single.ci_low is None
+    with pytest.raises(ConfigError, match="one value per seed"):
+        r90_checks({"q": [1.0, 2.0], "k": [1.0]}, rep)
+    with pytest.raises(ConfigError, match="Did you mean: q"):
+        r90_checks({"qq": 1.0, "k": 2.0, "v": 3.0}, rep)

@@ -160,16 +160,21 @@ def seed_bootstrap_rho(predicted: Sequence[Mapping[int, float]], gains: Sequence
     P = np.array([[p[s] for s in shared] for p in predicted])  # (configs, seeds)
     G = np.array([[g[s] for s in shared] for g in gains])  # (configs, seeds)
     rng = np.random.default_rng(seed)
-    rhos = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(shared), size=len(shared))
-        x, y = P[:, idx].mean(axis=1), G[:, idx].mean(axis=1)  # (configs,)
-        if np.ptp(x) > 0 and np.ptp(y) > 0:
-            rhos.append(float(sps.spearmanr(x, y).statistic))
-    if not rhos:
+    idx = rng.integers(0, len(shared), size=(n_boot, len(shared)))  # (n_boot, seeds) drawn seeds
+    x, y = P[:, idx].mean(axis=2).T, G[:, idx].mean(axis=2).T  # (n_boot, configs) mean share and mean gain
+    keep = (np.ptp(x, axis=1) > 0) & (np.ptp(y, axis=1) > 0)  # a constant side has no rho
+    rhos = _row_spearman(x[keep], y[keep])  # (kept,)
+    if not len(rhos):
         return None, None, 0
     lo, hi = np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2])
     return float(lo), float(hi), len(rhos)
+
+
+def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of every row pair (average ranks for ties, as scipy.stats.spearmanr), x and y (B, n)."""
+    rx, ry = sps.rankdata(x, axis=1), sps.rankdata(y, axis=1)  # (B, n)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    return (rx * ry).sum(axis=1) / np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
 
 
 def statistic_check(scope: str, statistic: str, configs: Sequence[ConfigSummary],
