@@ -198,6 +198,7 @@ def test_train_auto_with_a_predictor_probes_what_it_reads(tiny_bert_dir, tiny_cs
 
 
 def test_components_and_r90_correlation(probes):
+    from intrinsic.study.predictors import seed_bootstrap_rho
     from intrinsic.study.r90 import component_modules, r90_checks
 
     rep = ProbeReport.load(probes[0])
@@ -223,8 +224,12 @@ def test_components_and_r90_correlation(probes):
     assert alpha.rank_dependent is False
     # noisy seeds: a CI with width, holding the point estimate
     rng = np.random.default_rng(0)
-    noisy = r90_checks({c: list(reading[c] + rng.normal(0, 0.3, 4)) for c in comps}, rep, ["weight_alpha"])[0]
+    seeds = {c: list(reading[c] + rng.normal(0, 0.5, 8)) for c in comps}
+    noisy = r90_checks(seeds, rep, ["weight_alpha"])[0]
     assert noisy.ci_low < noisy.ci_high and noisy.ci_low <= noisy.rho.rho <= noisy.ci_high
+    lo, hi, _ = seed_bootstrap_rho([dict.fromkeys(range(8), reading[c]) for c in comps],  # the study's bootstrap
+                                   [dict(enumerate(seeds[c])) for c in comps])
+    assert (noisy.ci_low, noisy.ci_high) == pytest.approx((lo, hi))
     p = checks["params"]  # the null predictor reads the mean module size
     assert p.readings == tuple(float(np.mean([m.params for m in top if m.name in component_modules(rep, c)]))
                                for c in comps)
@@ -234,3 +239,20 @@ def test_components_and_r90_correlation(probes):
         r90_checks({"q": [1.0, 2.0], "k": [1.0]}, rep)
     with pytest.raises(ConfigError, match="Did you mean: q"):
         r90_checks({"qq": 1.0, "k": 2.0, "v": 3.0}, rep)
+
+
+def test_study_rows_record_every_predictor_share(probes):
+    """rows.ProbeEnergy.predicted: full fine-tuning covers everything, a plan its shares, no plan nothing."""
+    from intrinsic.study.rows import ProbeEnergy
+
+    rep = ProbeReport.load(probes[0])
+
+    class Energy(ProbeEnergy):
+        def __init__(self):  # the seed's probe already loaded
+            self._cache, self._reports, self._needs = {}, {7: rep}, {}
+
+    e = Energy()
+    plan = make_plan(rep.refs(), PlacementRequest("ffn", rank=2), base_params=0)
+    assert e.predicted(7, "full") == dict.fromkeys(PREDICTORS, 1.0)
+    assert e.predicted(7, plan) == shares(rep, plan.entries)
+    assert e.predicted(7, None) is None
