@@ -117,6 +117,7 @@ GranularityOpt = Annotated[Optional[int], config_option(PlacementRequest, "granu
 AlphaMultOpt = Annotated[Optional[float], config_option(PlacementRequest, "alpha_mult", "--alpha-mult")]
 GainsOpt = Annotated[Optional[str], config_option(PlacementRequest, "gains", "--gains")]
 NormalizeOpt = Annotated[Optional[str], config_option(PlacementRequest, "normalize", "--normalize")]
+PredictorOpt = Annotated[Optional[str], config_option(PlacementRequest, "predictor", "--predictor")]
 RsloraOpt = Annotated[bool, typer.Option("--rslora", help=config_help(PlacementRequest, "rslora"))]
 
 

@@ -23,6 +23,7 @@ from .common import (
     LayersOpt,
     MaxRankOpt,
     NormalizeOpt,
+    PredictorOpt,
     PlacementOpt,
     RankOpt,
     RsloraOpt,
@@ -47,6 +48,7 @@ def plan(
     granularity: GranularityOpt = None,
     gains: GainsOpt = None,
     normalize: NormalizeOpt = None,
+    predictor: PredictorOpt = None,
     alpha_mult: AlphaMultOpt = None,
     rslora: RsloraOpt = False,
     fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
@@ -65,7 +67,7 @@ def plan(
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
         request = placement_request(strategy, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
                                     max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora,
-                                    gains=gains, normalize=normalize)
+                                    gains=gains, normalize=normalize, predictor=predictor)
         report = ProbeReport.load(probe_dir)
         out = out or Path(probe_dir) / "plan"
         with output_dir(out):  # checked before planning; left out when planning fails

@@ -73,6 +73,8 @@ def probe(
     exact: bool = typer.Option(False, "--exact", help="Exact float64 spectra of every matrix (the default mode; "
                                "excludes --topk)."),
     example_energy: Annotated[bool, _opt("example_energy", "--example-energy")] = False,
+    activations: Annotated[bool, _opt("activations", "--activations")] = False,
+    weight_alpha: Annotated[bool, _opt("weight_alpha", "--weight-alpha")] = False,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
@@ -102,7 +104,8 @@ def probe(
             rank_estimator=estimator or None, folds=folds, fit_head=fit_head, modules=modules, seed=seed,
             device=device, dtype=dtype,
             spectra="topk" if topk is not None else ("exact" if exact else None), topk=topk,
-            example_energy=example_energy or None,
+            example_energy=example_energy or None, activations=activations or None,
+            weight_alpha=weight_alpha or None,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
             prompt_column=prompt_column, completion_column=completion_column,
         )

@@ -29,6 +29,7 @@ from .common import (
     MaxRankOpt,
     ModelArg,
     NormalizeOpt,
+    PredictorOpt,
     PlacementOpt,
     RankOpt,
     RsloraOpt,
@@ -64,6 +65,7 @@ def train(
     granularity: GranularityOpt = None,
     gains: GainsOpt = None,
     normalize: NormalizeOpt = None,
+    predictor: PredictorOpt = None,
     steps: Annotated[Optional[int], _opt("steps", "--steps")] = None,
     lr: Annotated[Optional[float], _opt("lr", "--lr")] = None,
     batch_size: Annotated[Optional[int], _opt("batch_size", "--batch-size")] = None,
@@ -111,7 +113,7 @@ def train(
             raise ConfigError("Give --overwrite or --resume, not both.")
         request = placement_request(placement, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
                                     max_rank=max_rank, granularity=granularity, rslora=rslora,
-                                    gains=gains, normalize=normalize)
+                                    gains=gains, normalize=normalize, predictor=predictor)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision,
                      grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
@@ -196,7 +198,8 @@ def _plan(model, task_name, request, probe_dir, config, device, dtype, out: Path
             def on_phase(phase, done, total):
                 bar.update(job, description=f"probe: {phase}", completed=done, total=total, info="")
 
-            return pipe.quick_probe(config, cache_dir=out / PROBE_DIR, progress=None if quiet else on_phase)
+            return pipe.quick_probe(config, cache_dir=out / PROBE_DIR, progress=None if quiet else on_phase,
+                                    predictor=request.predictor)
 
     return pipe, pipe.plan(request, probe=report)
 

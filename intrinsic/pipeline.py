@@ -109,11 +109,17 @@ class Pipeline:
             report.save(cache_dir)
         return report
 
-    def quick_probe(self, config, *, cache_dir: str | Path | None = None, progress=None):
+    def quick_probe(self, config, *, cache_dir: str | Path | None = None, progress=None, predictor: str | None = None):
         """The gradient probe `train --placement auto` uses when given none: PROBE_FOR_AUTO at the
-        training batch shape of `config` (a TrainConfig), read from or saved to `cache_dir`."""
+        training batch shape of `config` (a TrainConfig), read from or saved to `cache_dir`; with a
+        `predictor`, also what it reads (`placement.need.PROBE_SETTINGS`)."""
+        extra = {}
+        if predictor is not None:
+            from .placement.need import PROBE_SETTINGS
+
+            extra = PROBE_SETTINGS.get(predictor, {})
         return self.probe(cache_dir=cache_dir, progress=progress, batch_size=config.batch_size,
-                          max_length=config.max_length, **PROBE_FOR_AUTO)
+                          max_length=config.max_length, **{**PROBE_FOR_AUTO, **extra})
 
     def plan(self, request, *, probe: Callable[[], Any] | Any = None):
         """The Plan of a PlacementRequest (or "full"); `probe` (a ProbeReport, or a function returning

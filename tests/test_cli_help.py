@@ -23,13 +23,15 @@ from intrinsic.training.config import TrainConfig
 P, T, R = ProbeSettings, TrainConfig, PlacementRequest
 PLACEMENT = {"--placement": (R, "strategy"), "--rank": (R, "rank"), "--budget": (R, "budget"),
              "--layers": (R, "layers"), "--max-rank": (R, "max_rank"), "--granularity": (R, "granularity"),
-             "--rslora": (R, "rslora"), "--gains": (R, "gains"), "--normalize": (R, "normalize")}
+             "--rslora": (R, "rslora"), "--gains": (R, "gains"), "--normalize": (R, "normalize"),
+             "--predictor": (R, "predictor")}
 MIRRORS = {
     "probe": {"--batches": (P, "batches"), "--batch-size": (P, "batch_size"), "--max-length": (P, "max_length"),
               "--update-steps": (P, "update_steps"), "--update-checkpoints": (P, "update_checkpoints"),
               "--update-lr": (P, "update_lr"), "--roles": (P, "roles"), "--layers": (P, "layers"),
               "--estimator": (P, "rank_estimator"), "--folds": (P, "folds"), "--fit-head": (P, "fit_head"), "--topk": (P, "topk"),
-              "--example-energy": (P, "example_energy"), "--seed": (P, "seed"), "--device": (P, "device"),
+              "--example-energy": (P, "example_energy"), "--activations": (P, "activations"),
+              "--weight-alpha": (P, "weight_alpha"), "--seed": (P, "seed"), "--device": (P, "device"),
               "--dtype": (P, "dtype"), "--max-examples": (P, "max_examples"), "--text-column": (P, "text_column"),
               "--label-column": (P, "label_column"), "--modules": (P, "modules"),
               "--prompt-column": (P, "prompt_column"), "--completion-column": (P, "completion_column")},

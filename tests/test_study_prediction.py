@@ -19,7 +19,7 @@ from test_study_run import study_text
 @pytest.fixture(scope="module")
 def finished(tiny_bert_dir, tiny_csv, tmp_path_factory):
     text = study_text(tiny_bert_dir, tiny_csv, ["all", "ffn", "auto"], budgets='["all@3"]')
-    text = text.replace("[probe]\n", "[probe]\nmax_sv = 64\n").replace("steps = 2\n", "steps = 40\nlr = 0.01\n")
+    text = text.replace("[probe]\n", "[probe]\nmax_sv = 64\nactivations = true\n").replace("steps = 2\n", "steps = 40\nlr = 0.01\n")
     out = tmp_path_factory.mktemp("prediction") / "res"
     run_study(parse_spec(text), out)
     return out
@@ -61,3 +61,26 @@ def test_gain_is_score_minus_untrained_or_baseline(finished):
         assert row["gain"] == pytest.approx(run["score"] - base, abs=1e-12)
         assert row["score"] == run["score"]
     assert any(abs(r["gain"]) > 1e-9 for r in rows)  # a sign flip changes at least one row
+
+
+def test_every_predictor_share_of_a_cell_by_hand(finished):
+    """CellRow.predicted: the gradient share is the predicted share; activation (EVA ratios, each module weighs 1)
+    and params (share of the weights adapted) recomputed from probe.json and the cell's plan; the report shows them."""
+    (probe_dir,) = list((finished / "probes").iterdir())
+    mods = {m["name"]: m for m in json.loads((probe_dir / "probe.json").read_text())["modules"] if m["block_of"] is None}
+    with np.load(probe_dir / "spectra.npz") as z:
+        eig = {n: np.asarray(z[f"{n}|act"]) for n in mods}
+    for row in json.loads((finished / "results.json").read_text())["rows"]:
+        entries = json.loads((finished / "cells" / row["id"] / "run.json").read_text())["plan"]["entries"]
+        got = row["predicted"]
+        assert set(got) == {"gradient", "activation", "params"}  # what this probe measured (no update probe)
+        assert got["gradient"] == pytest.approx(row["predicted_share"], rel=1e-12)
+        act = sum(eig[e["name"]][: int(e["rank"])].sum() / mods[e["name"]]["act_var"] for e in entries) / len(mods)
+        assert got["activation"] == pytest.approx(act, rel=1e-9)
+        params = sum(mods[e["name"]]["params"] for e in entries) / sum(m["params"] for m in mods.values())
+        assert got["params"] == pytest.approx(params, rel=1e-12)
+    from intrinsic.study.report import write_report
+
+    files, _, _ = write_report(finished, dest=finished.parent / "report")
+    md = open(files.markdown).read()
+    assert "Which probe statistic predicts the gain?" in md and "| all placements | activation | 3 |" in md

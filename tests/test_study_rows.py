@@ -55,6 +55,7 @@ class _Energy(ProbeEnergy):
 
     def __init__(self, sv: dict[str, np.ndarray], total: float):
         self._cache = {CELL.seed: ({k: v ** 2 for k, v in sv.items()}, total)}
+        self._reports, self._needs = {CELL.seed: None}, {}  # no probe report: no per-predictor shares
 
 
 SV = {"m.a": np.array([4.0, 2.0, 1.0, 0.5]), "m.b": np.array([3.0, 3.0, 1.0, 1.0, 1.0, 0.5]),
@@ -172,6 +173,7 @@ def test_row_fields_are_documented_and_statuses_checked():
 
     from intrinsic.fields import field_help
 
-    assert set(field_help(CellRow)) == {f.name for f in fields(CellRow)} and list(field_help(CellRow)) == OK_KEYS
+    assert set(field_help(CellRow)) == {f.name for f in fields(CellRow)}
+    assert list(field_help(CellRow)) == OK_KEYS + ["predicted"]  # set only with a probe: last, not in OK_KEYS
     with pytest.raises(ConfigError, match="status must be one of"):
         CellRow(id="x", config_id="y", label="l", variant="v", strategy="all", seed=0, status="done")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import BudgetError, ConfigError
+from ..errors import BudgetError, ConfigError, did_you_mean
 from ..fields import documented, field_defaults
 from .strategies import SPECIAL_STRATEGIES, check_strategy
 
@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 
 DEFAULT_RANK = 8  # fixed strategies without a rank or a budget
 DEFAULT_AUTO_BUDGET = "all@8"  # auto without a budget: the parameters of `all` at the default rank
-KNOBS = ("max_rank", "granularity", "alpha_mult", "rslora", "gains", "normalize")  # strategy-independent settings
+KNOBS = ("max_rank", "granularity", "alpha_mult", "rslora", "gains", "normalize",
+         "predictor")  # strategy-independent settings
 GAIN_SOURCES = ("raw", "signal")  # = probes.schema.GAIN_SOURCES (not imported: this module loads without numpy)
 GAIN_NORMALIZE = ("none", "module")  # = probes.schema.GAIN_NORMALIZE
+PREDICTORS = ("gradient", "example_energy", "update", "activation", "weight_alpha",
+              "params")  # = the names of placement.need.REGISTRY (checked there)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class PlacementRequest:
                                          "gradient, noise included); None: signal when the probe kept fold means, else raw.")
     normalize: str = documented("none", "auto: none, or module (each module's gains as shares of its own gradient "
                                         "energy, as Adam's per-parameter scaling equalises modules).")
+    predictor: str | None = documented(None, "auto: the probe statistic it allocates rank by: gradient (mean-gradient "
+                                             "energy), example_energy, update (dW energy), activation (input variance, "
+                                             "as EVA), weight_alpha (WeightWatcher alpha) or params (null); None: "
+                                             "gradient.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str):
@@ -64,7 +71,8 @@ class PlacementRequest:
         for name in KNOBS:
             problem = knob_problem(name, getattr(self, name))
             if problem:
-                raise ConfigError(f"`{name}` must be {problem}, got {getattr(self, name)!r}.")
+                hint = did_you_mean(str(getattr(self, name)), PREDICTORS) if name == "predictor" else ""
+                raise ConfigError(f"`{name}` must be {problem}, got {getattr(self, name)!r}.{hint}")
         rank, budget = self.rank, self.budget
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise ConfigError(f"`rank` must be an integer >= 1, got {rank!r}.")
@@ -108,6 +116,8 @@ def knob_problem(name: str, value: Any) -> str | None:
         return None if value is None or value in GAIN_SOURCES else " or ".join(GAIN_SOURCES)
     if name == "normalize":
         return None if value in GAIN_NORMALIZE else " or ".join(GAIN_NORMALIZE)
+    if name == "predictor":
+        return None if value is None or value in PREDICTORS else "one of " + ", ".join(PREDICTORS)
     raise KeyError(name)
 
 
@@ -181,9 +191,19 @@ def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_r
     cands = [r for r in refs if chosen is None or r.layer in chosen]
     names = {r.name for r in cands}
     source = gains() if callable(gains) else gains
-    if hasattr(source, "gains"):  # a ProbeReport: its gains as the request asks
+    record = {}
+    if request.predictor is not None:
+        record["predictor"] = request.predictor
+    if hasattr(source, "gains") and request.predictor not in (None, "gradient"):  # another statistic of the probe
+        from .need import auto_gains
+
+        kind, given = request.predictor, auto_gains(source, request.predictor, request.gains, request.normalize)
+    elif hasattr(source, "gains"):  # a ProbeReport: its gains as the request asks
         kind = request.gains or source.default_gain_source()
         given = source.gains(kind, request.normalize)
+    elif request.predictor is not None:
+        raise ConfigError("`predictor` chooses which statistic of a probe report auto reads; these gains were "
+                          "given as numbers.")
     elif request.gains is not None or request.normalize != "none":
         raise ConfigError("`gains` and `normalize` choose what auto reads from a probe report; "
                           "these gains were given as numbers.")
@@ -191,4 +211,4 @@ def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_r
         kind, given = "given", source
     g = {k: v for k, v in given.items() if k in names}
     return auto_plan(cands, g, amount, max_rank=request.max_rank, granularity=request.granularity,
-                     record={"gains": kind, "normalize": request.normalize}, **common)
+                     record={"gains": kind, "normalize": request.normalize, **record}, **common)

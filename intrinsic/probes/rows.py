@@ -76,3 +76,26 @@ def with_update(rows: list[ModuleProbe], spectra: dict[RowKey, Spectra]) -> list
             update_checkpoint_sv={str(k): _tup(sv) for k, sv in sorted(steps.items())},
         ))
     return out
+
+
+def with_extras(rows: list[ModuleProbe], refs: Sequence[ModuleRef], model, batches, settings,
+                progress: Progress | None = None, lap=None) -> list[ModuleProbe]:
+    """Rows with the opt-in per-module statistics of `settings`: input-activation variance (`activations`,
+    phase "activations") and the weight spectrum's power-law alpha (`weight_alpha`, phase "weight_alpha")."""
+    if getattr(settings, "activations", False):
+        from .activations import input_variance
+
+        var = input_variance(model, refs, batches, max_sv=settings.max_sv, progress=progress)
+        rows = [replace(r, act_var=var[_key(r)].total, act_eig=_tup(var[_key(r)].eig)) for r in rows]
+    if getattr(settings, "weight_alpha", False):
+        from .weight_alpha import weight_alphas
+
+        fits = weight_alphas(model, refs)
+        rows = [replace(r, weight_alpha=fits[_key(r)].alpha, weight_alpha_tail=fits[_key(r)].n_tail) for r in rows]
+        if lap:
+            lap("weight_alpha")
+    return rows
+
+
+def _key(r: ModuleProbe) -> RowKey:
+    return RowKey(r.name) if r.block_of is None else RowKey(r.block_of, r.role)

@@ -65,7 +65,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     from .contrast import label_contrast
     from .gradient import GradientProbe
     from .head import fit_head
-    from .rows import gradient_rows, with_update
+    from .rows import gradient_rows, with_extras, with_update
     from .update import UpdateProbe
 
     s = _settings(settings, overrides)
@@ -106,6 +106,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     grad = GradientProbe()
     rows = gradient_rows(refs, grad.measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
                          progress=on_phase, noise_norm=True, example_energy=grad.example_energy)
+    rows = with_extras(rows, refs, loaded.model, batches.real, s, on_phase, lap)
     losses: list[float] = []
     if s.update_steps:
         update = UpdateProbe()
@@ -184,8 +185,9 @@ def _jsonable_settings(s: ProbeSettings, head_fitted: bool) -> dict[str, Any]:
     d["fit_head"] = head_fitted
     if s.spectra == "exact":  # the default: probe.json keeps the keys it had before top-k existed
         del d["spectra"], d["topk"]
-    if not s.example_energy:
-        del d["example_energy"]
+    for name in ("example_energy", "activations", "weight_alpha"):  # off: probe.json keeps its keys
+        if not d[name]:
+            del d[name]
     return d
 
 

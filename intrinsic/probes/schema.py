@@ -72,6 +72,13 @@ class ModuleProbe:
     example_energy: float | None = None  # per-example gradient energy: mean over batches of sum_i ||G_i||_F^2,
     # G_i example i's contribution to the batch gradient (None: not measured, settings.example_energy off)
     example_energy_share: float | None = None  # example_energy / its sum over the modules (rows with block_of None)
+    act_var: float | None = None  # total variance of the module's inputs, trace of their covariance over the
+    # calibration tokens (None: not measured, settings.activations off); a fused block has its module's
+    act_eig: tuple[float, ...] | None = None  # eigenvalues of that covariance, descending (top max_sv): the share
+    # explained by the top r input directions is sum(act_eig[:r]) / act_var (as EVA)
+    weight_alpha: float | None = None  # power-law exponent alpha of the eigenvalues of W^T W (Hill MLE over the
+    # tail, xmin by the smallest KS distance; nan: too few eigenvalues); None: settings.weight_alpha off
+    weight_alpha_tail: int | None = None  # eigenvalues in the fitted tail
 
     @property
     def short(self) -> str:
@@ -178,8 +185,11 @@ class ProbeReport:
                 if row.get(key) is not None:
                     row[key] = row[key][:top_sv]
             row["update_checkpoint_sv"] = {s: v[:top_sv] for s, v in row["update_checkpoint_sv"].items()}
+            if row.get("act_eig") is not None:
+                row["act_eig"] = row["act_eig"][:top_sv]
             for key in ("sign_flip_p", "sign_flip_null", "noise_norm", "label_norm", "example_energy",
-                        "example_energy_share"):  # off: the row keeps the keys it had before
+                        "example_energy_share", "act_var", "act_eig", "weight_alpha",
+                        "weight_alpha_tail"):  # off: the row keeps the keys it had before
                 if row.get(key) is None:
                     row.pop(key, None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}
@@ -247,6 +257,8 @@ def _spectra_arrays(modules) -> dict[str, np.ndarray]:
             arrays[f"{m.name}|update"] = np.asarray(m.update_sv, dtype=np.float64)
         for step, sv in m.update_checkpoint_sv.items():
             arrays[f"{m.name}|update@{step}"] = np.asarray(sv, dtype=np.float64)
+        if m.act_eig is not None:
+            arrays[f"{m.name}|act"] = np.asarray(m.act_eig, dtype=np.float64)
     return arrays
 
 
@@ -259,6 +271,8 @@ def _with_spectra(m: ModuleProbe, arrays: dict[str, np.ndarray]) -> ModuleProbe:
     if m.update_sv is not None:
         changes["update_sv"] = get("update", m.update_sv)
     changes["update_checkpoint_sv"] = {s: get(f"update@{s}", v) for s, v in m.update_checkpoint_sv.items()}
+    if m.act_eig is not None:
+        changes["act_eig"] = get("act", m.act_eig)
     return replace(m, **changes)
 
 
@@ -272,6 +286,7 @@ def _fix_row(m: ModuleProbe) -> ModuleProbe:
         update_checkpoints={s: {k: float(v) for k, v in r.items()} for s, r in m.update_checkpoints.items()},
         sign_flip_p=None if m.sign_flip_p is None else tuple(float(p) for p in m.sign_flip_p),
         sign_flip_null=None if m.sign_flip_null is None else tuple(float(p) for p in m.sign_flip_null),
+        act_eig=None if m.act_eig is None else tuple(float(x) for x in m.act_eig),
     )
 
 

@@ -61,6 +61,10 @@ class ProbeSettings:
                                 "can report); energy ranks beyond them read null")
     example_energy: bool = documented(False, "also measure the per-example gradient energy sum_i ||G_i||_F^2 of each "
                                              "module (ghost norms from hooks on inputs and backprops)")
+    activations: bool = documented(False, "also measure each module's input-activation variance (as EVA: total "
+                                          "variance and the covariance's eigenvalues, from forward hooks)")
+    weight_alpha: bool = documented(False, "also fit the power-law exponent alpha of each weight's W^T W eigenvalues "
+                                           "(WeightWatcher/AlphaLoRA: Hill MLE over the tail, xmin by KS)")
     max_sv: int = documented(512, "singular values kept per spectrum (at least the top half, which Gavish-Donoho needs)")
     seed: int = documented(0, "seeds batch order, label shuffling, head init and the update probe")
     device: str = documented("cpu", "cpu | cuda | auto, when the model is given by name")
@@ -133,8 +137,10 @@ class ProbeSettings:
         if not isinstance(self.topk, int) or isinstance(self.topk, bool) or self.topk < TOPK_MIN:
             raise ConfigError(f"`topk` must be an integer >= {TOPK_MIN} (the largest rank a test can report), "
                               f"got {self.topk!r}")
-        if not isinstance(self.example_energy, bool):
-            raise ConfigError(f"`example_energy` must be true or false (CLI: --example-energy), got {self.example_energy!r}")
+        for name in ("example_energy", "activations", "weight_alpha"):
+            if not isinstance(getattr(self, name), bool):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"`{name}` must be true or false (CLI: {flag}), got {getattr(self, name)!r}")
         from ..rank import ESTIMATORS  # lazy: the registry imports torch
         from ..rank.registry import EXACT_ONLY
 

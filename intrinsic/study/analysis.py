@@ -22,7 +22,7 @@ import numpy as np
 
 from ..pareto import pareto_front
 from .grid import SWEEP
-from .predictors import PredictorCheck, predictor_checks
+from .predictors import PredictorCheck, StatisticCheck, predictor_checks, statistic_checks
 from .rows import CellRow, status_counts
 from .selection import LrChoice, select_lrs, sweep_rows
 from .stats import (ALPHA, Correlation, PairedTest, Summary, holm, min_detectable_effect, paired_bootstrap,
@@ -66,6 +66,8 @@ class ConfigSummary:
     modules: Summary | None = None  # adapted modules of the plan (None for full fine-tuning)
     lr: float | None = None  # the learning rate its runs used (one value), None when unknown or mixed
     lr_grid: tuple[float, ...] = ()  # its lr grid: non-empty = lr chosen on validation
+    predicted_by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # predictor -> seed -> share of
+    #                   its statistic the plan covers (CellRow.predicted), finished seeds with a probe only
 
     def metric(self, name: str) -> Summary:
         return getattr(self, name)
@@ -127,6 +129,7 @@ class StudyAnalysis:
     counts: dict[str, int]  # cells by status
     lr_choices: tuple[LrChoice, ...] = ()  # learning rate chosen on validation per arm with an lr grid
     predictor_checks: tuple[PredictorCheck, ...] = ()  # probe vs trivial predictors vs noise ceiling, per scope
+    statistic_checks: tuple[StatisticCheck, ...] = ()  # every predictor statistic vs the gain, per scope
     alpha: float = ALPHA  # the report's significance level (family-wise, Holm)
 
     def config(self, label: str) -> ConfigSummary:
@@ -185,8 +188,17 @@ def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
             timing=_timing({r.timing for r in ok}),
             gains_by_seed={int(r.seed): float(r.gain) for r in ok if r.gain is not None},
             modules=s("modules"), lr=_one({r.lr for r in ok}),
-            lr_grid=tuple(first.lr_grid),
+            lr_grid=tuple(first.lr_grid), predicted_by_seed=_predicted_by_seed(ok),
         ))
+    return out
+
+
+def _predicted_by_seed(ok: Sequence[CellRow]) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for r in ok:
+        for name, v in (r.predicted or {}).items():
+            if v is not None:
+                out.setdefault(name, {})[int(r.seed)] = float(v)
     return out
 
 
@@ -299,4 +311,4 @@ def analyze(rows: Sequence[CellRow], study: dict[str, Any]) -> StudyAnalysis:
     return StudyAnalysis(study, tuple(configs), groups, tuple(comparisons(configs, groups)), tuple(fronts),
                          prediction(configs, groups, fronts), status_counts(rows + sweeps),
                          tuple(select_lrs(sweeps, arms).values()) if arms else (),
-                         tuple(predictor_checks(configs, groups)))
+                         tuple(predictor_checks(configs, groups)), statistic_checks=tuple(statistic_checks(configs, groups)))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..placement.request import KNOB_DEFAULTS
 from ..placement.strategies import canonical
 
-LATER_KNOBS = ("gains", "normalize")  # placement knobs newer than the first results
+LATER_KNOBS = ("gains", "normalize", "predictor")  # placement knobs newer than the first results
 
 if TYPE_CHECKING:
     from .spec import StudySpec

@@ -14,6 +14,10 @@ Verdict: "supported" only if the probe's rho beats both trivial rhos, reaches th
 decimals reported) and has
 p < alpha (exact permutation p for n <= 8); "contradicted" if the rho is negative with p < alpha;
 otherwise "too weak to say", with the reasons.
+
+`statistic_checks` does the same for every predictor statistic of `placement.need` (the share of the
+statistic a plan covers, per seed from that seed's probe: `CellRow.predicted`), with a bootstrap CI of
+rho over seeds (resample the seeds, recompute the mean gains and mean shares, recompute rho).
 """
 
 from __future__ import annotations
@@ -75,18 +79,18 @@ def _rho(c: Correlation) -> float:
     return c.rho if c.rho is not None else 0.0
 
 
-def check(scope: str, configs: Sequence[ConfigSummary], alpha: float = ALPHA) -> PredictorCheck:
-    """The check over `configs` (those lacking a predictor or a gain are left out)."""
-    use = [c for c in configs if c.predicted_share.mean is not None and c.gain.mean is not None
-           and c.modules is not None and c.modules.mean is not None and c.trainable_params.mean is not None]
-    gain = [c.gain.mean for c in use]
-    probe = spearman([c.predicted_share.mean for c in use], gain)
-    modules = spearman([c.modules.mean for c in use], gain)
-    params = spearman([c.trainable_params.mean for c in use], gain)
-    ceiling, splits = noise_ceiling([c.gains_by_seed for c in use])
+def _trivial(c: ConfigSummary) -> bool:
+    """Whether a config has the trivial predictors (full fine-tuning has no module count)."""
+    return (c.gain.mean is not None and c.modules is not None and c.modules.mean is not None
+            and c.trainable_params.mean is not None)
+
+
+def verdict(probe: Correlation, modules: Correlation, params: Correlation, ceiling: float | None, n: int,
+            alpha: float = ALPHA) -> tuple[str, tuple[str, ...]]:
+    """(verdict, reasons) of a predictor's rho against the trivial predictors' and the noise ceiling."""
     reasons = []
     if probe.rho is None:
-        reasons.append(f"no correlation to check ({len(use)} configs with every predictor; need >= 3, varied)")
+        reasons.append(f"no correlation to check ({n} configs with every predictor; need >= 3, varied)")
     else:
         for name, triv in (("adapted modules", modules), ("trainable parameters", params)):
             if not probe.rho > _rho(triv):
@@ -98,11 +102,20 @@ def check(scope: str, configs: Sequence[ConfigSummary], alpha: float = ALPHA) ->
         if probe.p is None or probe.p >= alpha:
             reasons.append(f"p = {probe.p:.2g} >= {alpha}" if probe.p is not None else "no p-value")
     if probe.rho is not None and probe.rho < 0 and probe.p is not None and probe.p < alpha:
-        verdict = CONTRADICTED
-    else:
-        verdict = WEAK if reasons else SUPPORTED
-    return PredictorCheck(scope, tuple(c.label for c in use), probe, modules, params, ceiling, splits, verdict,
-                          tuple(reasons))
+        return CONTRADICTED, tuple(reasons)
+    return (WEAK if reasons else SUPPORTED), tuple(reasons)
+
+
+def check(scope: str, configs: Sequence[ConfigSummary], alpha: float = ALPHA) -> PredictorCheck:
+    """The check over `configs` (those lacking a predictor or a gain are left out)."""
+    use = [c for c in configs if c.predicted_share.mean is not None and _trivial(c)]
+    gain = [c.gain.mean for c in use]
+    probe = spearman([c.predicted_share.mean for c in use], gain)
+    modules = spearman([c.modules.mean for c in use], gain)
+    params = spearman([c.trainable_params.mean for c in use], gain)
+    ceiling, splits = noise_ceiling([c.gains_by_seed for c in use])
+    v, reasons = verdict(probe, modules, params, ceiling, len(use), alpha)
+    return PredictorCheck(scope, tuple(c.label for c in use), probe, modules, params, ceiling, splits, v, reasons)
 
 
 def predictor_checks(configs: Sequence[ConfigSummary], groups: Mapping[str, Sequence[str]]) -> list[PredictorCheck]:
@@ -114,3 +127,84 @@ def predictor_checks(configs: Sequence[ConfigSummary], groups: Mapping[str, Sequ
         if len(got.labels) >= 3:
             out.append(got)
     return [c for c in out if c.labels]
+
+
+# ----------------------------------------------------------------------------- every predictor statistic
+
+N_BOOT = 2000  # seed resamples of the bootstrap CI of a statistic's rho
+
+
+@dataclass(frozen=True)
+class StatisticCheck:
+    """One predictor statistic (placement.need) against the measured gains, in one scope."""
+
+    scope: str  # "all placements" or a group ("budget=all@8")
+    statistic: str  # predictor name (placement.need.REGISTRY)
+    labels: tuple[str, ...]  # the configs compared (the statistic and the trivial predictors defined)
+    rho: Correlation  # Spearman(mean predicted share over seeds, mean gain); its p exact for n <= 8
+    ci_low: float | None  # 2.5% quantile of rho over seed resamples (`seed_bootstrap_rho`); None: < 2 seeds
+    ci_high: float | None  # 97.5% quantile
+    resamples: int  # seed resamples that gave a rho (constant sides skipped)
+    verdict: str  # supported | contradicted | too weak to say, against the trivial predictors as `check`
+    reasons: tuple[str, ...]  # why it is not supported (empty when it is)
+
+
+def seed_bootstrap_rho(predicted: Sequence[Mapping[int, float]], gains: Sequence[Mapping[int, float]], *,
+                       n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None, int]:
+    """Percentile CI of Spearman(mean predicted, mean gain) over configs, resampling the seeds: draw the seeds
+    shared by every config with replacement, recompute each config's mean gain and mean predicted share over
+    the drawn seeds, recompute rho. (lo, hi, resamples used); None, None with < 2 shared seeds or < 3 configs."""
+    shared = sorted(set.intersection(*(set(g) & set(p) for g, p in zip(gains, predicted)))) if gains else []
+    if len(shared) < 2 or len(gains) < 3:
+        return None, None, 0
+    P = np.array([[p[s] for s in shared] for p in predicted])  # (configs, seeds)
+    G = np.array([[g[s] for s in shared] for g in gains])  # (configs, seeds)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(shared), size=(n_boot, len(shared)))  # (n_boot, seeds) drawn seeds
+    x, y = P[:, idx].mean(axis=2).T, G[:, idx].mean(axis=2).T  # (n_boot, configs) mean share and mean gain
+    keep = (np.ptp(x, axis=1) > 0) & (np.ptp(y, axis=1) > 0)  # a constant side has no rho
+    rhos = _row_spearman(x[keep], y[keep])  # (kept,)
+    if not len(rhos):
+        return None, None, 0
+    lo, hi = np.quantile(rhos, [0.5 - level / 2, 0.5 + level / 2])
+    return float(lo), float(hi), len(rhos)
+
+
+def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of every row pair (average ranks for ties, as scipy.stats.spearmanr), x and y (B, n)."""
+    rx, ry = sps.rankdata(x, axis=1), sps.rankdata(y, axis=1)  # (B, n)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    return (rx * ry).sum(axis=1) / np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+
+
+def statistic_check(scope: str, statistic: str, configs: Sequence[ConfigSummary],
+                    alpha: float = ALPHA) -> StatisticCheck:
+    """One statistic over `configs` (those without it, a gain or the trivial predictors are left out)."""
+    use = [c for c in configs if _trivial(c) and c.predicted_by_seed.get(statistic)]
+    pred = [c.predicted_by_seed[statistic] for c in use]
+    gain = [c.gain.mean for c in use]
+    rho = spearman([float(np.mean(list(p.values()))) for p in pred], gain)
+    modules = spearman([c.modules.mean for c in use], gain)
+    params = spearman([c.trainable_params.mean for c in use], gain)
+    ceiling, _ = noise_ceiling([c.gains_by_seed for c in use])
+    v, reasons = verdict(rho, modules, params, ceiling, len(use), alpha)
+    lo, hi, b = seed_bootstrap_rho(pred, [c.gains_by_seed for c in use]) if rho.rho is not None else (None, None, 0)
+    return StatisticCheck(scope, statistic, tuple(c.label for c in use), rho, lo, hi, b, v, reasons)
+
+
+def statistic_checks(configs: Sequence[ConfigSummary], groups: Mapping[str, Sequence[str]]) -> list[StatisticCheck]:
+    """Every statistic the configs carry, over all placements, then within every group with >= 3 configs that
+    have it; scopes in the order of `predictor_checks`, statistics in registry order."""
+    from ..placement.need import REGISTRY
+
+    present = {name for c in configs for name in c.predicted_by_seed}
+    names = [n for n in REGISTRY if n in present]
+    by_label = {c.label: c for c in configs}
+    scopes = [("all placements", list(configs))] + [(g, [by_label[l] for l in ls]) for g, ls in groups.items()]
+    out = []
+    for scope, cs in scopes:
+        for name in names:
+            got = statistic_check(scope, name, cs)
+            if len(got.labels) >= (1 if scope == "all placements" else 3):
+                out.append(got)
+    return out

@@ -72,6 +72,16 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
     return (f"Comparison group {group}", cols, rows)
 
 
+STATISTICS_NOTE = ("Each statistic's predicted need of a placement is the share of that statistic, over every probed "
+                   "module, that the adapted modules cover (at their ranks for rank-dependent statistics), from the "
+                   "seed's probe: `gradient` mean-gradient energy, `example_energy` per-example gradient energy, "
+                   "`update` energy of the update probe's dW, `activation` input variance explained (as EVA), "
+                   "`weight_alpha` WeightWatcher's power-law alpha, and the null predictor `params`, the share of "
+                   "the weights adapted. `ci95_seeds`: percentile bootstrap over seeds (resample the seeds, recompute "
+                   "the mean gains and shares, recompute rho). The verdict is the one above: beat both trivial "
+                   "predictors, reach the noise ceiling, p < alpha. Full fine-tuning is left out (no module count).")
+
+
 def shared_timing(a: StudyAnalysis) -> bool:
     """Whether any finished cell of the study ran on a device it shared with other cells."""
     return any(c.timing == "shared" for c in a.configs)
@@ -122,6 +132,14 @@ def predictor_table(a: StudyAnalysis) -> TableRows:
             ["scope", "n", "rho_probe", "p_probe", "rho_modules", "rho_params", "noise_ceiling", "verdict"], rows)
 
 
+def statistic_table(a: StudyAnalysis) -> TableRows:
+    rows = [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": _n(k.rho.rho, 3),
+             "ci95_seeds": None if k.ci_low is None else f"[{k.ci_low:.2f}, {k.ci_high:.2f}]",
+             "p": _n(k.rho.p, 4), "verdict": k.verdict} for k in a.statistic_checks]
+    return ("Which probe statistic predicts the gain? (Spearman rho of the share a placement covers with the gain; "
+            "CI: bootstrap over seeds)", ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "verdict"], rows)
+
+
 def lr_table(a: StudyAnalysis) -> TableRows:
     rows = [{"arm": ch.label, "chosen_lr": None if ch.chosen is None else f"{ch.chosen:g}",
              "validation": ", ".join(f"{lr:g}: {'n/a' if v is None else f'{v:.4f}'} ({n})"
@@ -146,6 +164,8 @@ def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[TableRow
     out = [guideline_table(gl if gl is not None else generate(a))]
     out += [group_table(a, g) for g in a.groups]
     out += [frontier_table(a), prediction_table(a), correlation_table(a), predictor_table(a)]
+    if a.statistic_checks:
+        out.append(statistic_table(a))
     if a.lr_choices:
         out.append(lr_table(a))
     probs = problems_table(a)
@@ -308,6 +328,9 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
     blocks += [_table(predictor_table(a)), _table(correlation_table(a)), _table(prediction_table(a))]
     if "prediction.png" in plot_of:
         blocks.append(_figure(plot_of["prediction.png"]))
+    if a.statistic_checks:
+        blocks += [Heading(3, "Which probe statistic predicts the gain?"), Paragraph(STATISTICS_NOTE),
+                   _table(statistic_table(a))]
     probs = problems_table(a)
     if probs[2]:
         blocks += [Heading(2, "Problems"), _table(probs)]

@@ -91,6 +91,9 @@ class CellRow:
                                                  "reference (completion tasks; else None)")
     forgetting: float | None = documented(None, "RunResult.metrics forgetting: forgetting-corpus log-loss after "
                                                 "minus before training (None without a forgetting corpus)")
+    predicted: dict[str, float | None] | None = documented(None, "per predictor (placement.need), the share of its "
+                                                                  "statistic the plan covers (1.0 each for full; "
+                                                                  "None without a probe)")
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -108,7 +111,7 @@ class CellRow:
 
     @classmethod
     def finished(cls, cell: Cell, run: RunResult, plan: PlanOf, predicted_share: float | None,
-                 timing: str | None = None) -> CellRow:
+                 timing: str | None = None, predicted: dict[str, float | None] | None = None) -> CellRow:
         """The row of a finished cell, from its RunResult and the Plan it trained ("full": full fine-tuning)."""
         # gain over the untrained model when it was scored, else over the trainer's baseline (majority class)
         base = run.untrained_score if run.untrained_score is not None else run.baseline_score
@@ -119,13 +122,15 @@ class CellRow:
                    rank_min=min(ranks) if ranks else None, rank_max=max(ranks) if ranks else None,
                    modules=len(ranks) if ranks else None,
                    plan_params=plan.params if isinstance(plan, Plan) else None, predicted_share=predicted_share,
-                   timing=timing,
+                   timing=timing, predicted=predicted,
                    exact_match=(run.metrics or {}).get("exact_match"),
                    forgetting=(run.metrics or {}).get("forgetting"))
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored in results.json: every field when ok, else the settings, status and error only."""
         rec = to_dict(self)
+        if rec.get("predicted") is None:  # no probe: the row keeps the keys it had before predictors
+            rec.pop("predicted", None)
         return rec if self.ok else {k: rec[k] for k in _UNFINISHED_KEYS}
 
     @classmethod
@@ -188,17 +193,38 @@ class ProbeEnergy:
     """Per-seed probe spectra, loaded lazily: the predicted energy share of a plan."""
 
     def __init__(self, spec: StudySpec, out_dir: Path):
-        self.spec, self.out_dir, self._cache = spec, out_dir, {}
+        self.spec, self.out_dir, self._cache, self._reports, self._needs = spec, out_dir, {}, {}, {}
+
+    def report(self, seed: int):
+        """The seed's ProbeReport, None without a probe."""
+        if seed not in self._reports:
+            self._reports[seed] = None
+            path = self.out_dir / "probes" / probe_key(self.spec, seed)
+            if (path / "probe.json").is_file():
+                from ..probes.schema import ProbeReport
+
+                self._reports[seed] = ProbeReport.load(path)
+        return self._reports[seed]
+
+    def predicted(self, seed: int, plan: Plan | Literal["full"] | None) -> dict[str, float | None] | None:
+        """{predictor: share of its statistic the plan covers} (placement.need.shares; full: 1.0 each)."""
+        rep = self.report(seed)
+        if rep is None or plan is None:
+            return None
+        if seed not in self._needs:
+            from ..placement.need import available, need
+
+            self._needs[seed] = {name: need(rep, name) for name in available(rep)}
+        if plan == "full":
+            return {name: 1.0 for name in self._needs[seed]}
+        return {name: n.share(plan.entries) for name, n in self._needs[seed].items()}
 
     def gains(self, seed: int) -> tuple[dict[str, Any], float] | None:
         """({module: squared singular values}, total energy) of the seed's probe; None without a probe."""
         if seed not in self._cache:
             self._cache[seed] = None
-            path = self.out_dir / "probes" / probe_key(self.spec, seed)
-            if (path / "probe.json").is_file():
-                from ..probes.schema import ProbeReport
-
-                rep = ProbeReport.load(path)
+            rep = self.report(seed)
+            if rep is not None:
                 gains = rep.gains()
                 total = sum(float(m.grad_norm) ** 2 if m.grad_norm > 0 else float(gains[m.name].sum())
                             for m in rep.top_level())
@@ -223,7 +249,7 @@ def cell_row(cell: Cell, cell_dir: Path, energy: ProbeEnergy | None = None) -> C
     if is_finished(run):
         plan = plan_of(run)
         return CellRow.finished(cell, run, plan, energy.share(cell.seed, plan) if energy else None,
-                                _timing(cell_dir))
+                                _timing(cell_dir), energy.predicted(cell.seed, plan) if energy else None)
     status, error = "pending", None
     if run is not None:  # the trainer recorded a failed run (non-finite loss, out of memory)
         status, error = "failed", run.error

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from ..models import DEVICES, DTYPES
-from ..placement.request import KNOB_DEFAULTS, KNOBS, PlacementRequest, knob_problem
+from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
 from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table
 from .grid import Cell, GridBlock, expand, settings_hash
@@ -299,7 +299,12 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     placement = {**KNOB_DEFAULTS, **_table(ctx, "", eff, "placement")}
     for k in KNOBS:
         if knob_problem(k, placement[k]):
-            raise _type_error(ctx, "placement", k, knob_problem(k, placement[k]), placement[k])
+            err = _type_error(ctx, "placement", k, knob_problem(k, placement[k]), placement[k])
+            if k == "predictor":  # an unknown name: the nearest known ones
+                err = ConfigError(f"{err}{did_you_mean(str(placement[k]), PREDICTORS)}")
+            raise err
+    if placement.get("predictor") is None:  # the default: kept out so definition hashes of earlier studies hold
+        del placement["predictor"]
     overrides = {canonical(k): {kk: vv for kk, vv in v.items() if kk != "lrs"}
                  for k, v in _table(ctx, "", eff, "train_overrides").items()}
     strategy_lrs = {canonical(k): _lr_list(ctx, "train_overrides." + k, v)
