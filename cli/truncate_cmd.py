@@ -58,15 +58,18 @@ def _render(r) -> None:
     rows = []
     for c in r.components:
         gain = dict(zip(c.ranks, c.gains, strict=True))
-        row = {"component": c.component, "layers": _span(c.layers), "r90": "-" if c.r90 is None else c.r90}
+        row = {"component": c.component, "layers": _span(c.layers), "r90": "-" if c.r90 is None else c.r90,
+               "dW 90%": c.energy_rank90}
         row.update({f"r={k}": "" if k not in gain else ("…" if gain[k] is None else f"{gain[k]:+.4f}") for k in grid})
         rows.append(row)
-    display_table(rows, columns=["component", "layers", "r90", *[f"r={k}" for k in grid]],
+    display_table(rows, columns=["component", "layers", "r90", "dW 90%", *[f"r={k}" for k in grid]],
                   title=f"{escape(r.model)} on {escape(r.task)}: gain over the untrained model when one component's "
                         "update is cut to rank r")
     console.print(f"untrained {r.untrained_score:.4f}, full fine-tuning {r.full_score:.4f} (run.json {r.run_score:.4f}):"
                   f" gain {r.full_gain:+.4f}; r90 keeps {r.keep:.0%} of it ({r.eval_examples} {r.eval_split} examples,"
                   f" {r.device}).")
+    console.print("r90: smallest r keeping 90% of the gain; dW 90%: smallest r keeping 90% of the update's "
+                  "||dW||^2 (its spectrum alone).")
     if not r.full_gain > 0:
         err_console.print("[yellow]warning:[/] full fine-tuning did not beat the untrained model: no r90.")
     console.print(f"written: {Path(r.run_dir) / TRUNCATION_FILE}")

@@ -145,9 +145,11 @@ def test_planted_low_rank_update_gives_the_planted_r90(planted):
         assert gains[PLANTED_RANK - 1] < 0.9 * (full - untrained) <= gains[PLANTED_RANK]
         assert gains[PLANTED_RANK] == pytest.approx(full - untrained, rel=1e-4)  # rank >= 3 keeps it all
         assert rows[name].energy[rows[name].ranks.index(PLANTED_RANK)] == pytest.approx(1.0, abs=1e-4)
+        assert rows[name].energy_rank90 == PLANTED_RANK  # equal singular values: 2 of 3 keep 67%
     for name in ("ffn", "q", "k", "o", "gate", "up", "down", "first"):  # untouched: nothing to lose at rank 1
         assert rows[name].r90 == 1, (name, rows[name])
         assert rows[name].gains[0] == pytest.approx(full - untrained, abs=1e-6)
+        assert rows[name].energy_rank90 == 0  # no update at all
     assert rows["v"].ranks == (1, 2, 3, 4, 8) and rows["k"].max_rank == 16 and rows["v"].blocks == 2
     after = ft.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # every weight restored bit for bit
@@ -173,6 +175,12 @@ def test_fused_blocks_truncate_only_their_rows_and_restore():
         u, s, vt = np.linalg.svd(dv, full_matrices=False)
         np.testing.assert_allclose((now[64:] - w_base[64:]).double().numpy(), (u[:, :2] * s[:2]) @ vt[:2], atol=1e-5)
     assert torch.equal(weight_of(ft, cattn), w_ft)
+    # the spectral rank beside r90: smallest r keeping 90% of sum over v's blocks of ||dW||^2, by hand
+    sv2 = [np.linalg.svd((weight_of(ft, r) - weight_of(base, r)).detach().double().numpy()[64:],
+                         compute_uv=False) ** 2 for r in refs if r.role == "qkv"]
+    share = [sum(s[:k].sum() for s in sv2) / sum(s.sum() for s in sv2) for k in range(1, 33)]
+    assert t.energy_rank("v") == 1 + next(k for k, v in enumerate(share) if v >= 0.9)
+    assert 1 < t.energy_rank("v") < 32 and t.describe("v", (1, 2)).energy_rank90 == t.energy_rank("v")
 
 
 # ----------------------------------------------------------------------------- CLI
