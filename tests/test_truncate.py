@@ -251,3 +251,62 @@ def test_cli_refusals_are_one_line(full_run, llama_dir, tiny_csv, tmp_path):
     assert invoke("train", llama_dir, f"{tiny_csv}:lm", "--rank", "2", "--out", lora, *FAST,
                   "--steps", "1").exit_code == 0
     one_line_exit_2(invoke("truncate", lora), "LoRA run", "--placement full")
+
+
+# ----------------------------------------------------------------------------- over seeds
+
+
+def _result(r90s: dict, gains: dict, full_gain: float, model="m", task="t"):
+    from intrinsic.truncation import ComponentTruncation, TruncationResult
+
+    comps = tuple(ComponentTruncation(component=c, group="kind", blocks=1, params=1, layers=(0,), max_rank=8,
+                                      ranks=(1, 2, 4, 8), gains=gains[c], energy=(0.5, 0.7, 0.9, 1.0), r90=r90s[c],
+                                      energy_rank90=4) for c in r90s)
+    return TruncationResult(schema_version=1, run_dir="x", run_created="", model=model, task=task, task_kind="lm",
+                            eval_split="test", eval_examples=1, device="cpu", untrained_score=0.0,
+                            full_score=full_gain, run_score=full_gain, full_gain=full_gain, keep=0.9, grid=(1, 2, 4, 8),
+                            components=comps, available=tuple(r90s), points=(), time_s=0.0, created="")
+
+
+def test_summary_over_seeds_by_hand():
+    from scipy import stats
+
+    from intrinsic.truncation import summarize_runs
+
+    g = (0.1, 0.5, 0.95, 1.0)
+    runs = [_result({"attention": 2, "ffn": 2}, {"attention": (0.5, 0.95, 1.0, 1.0), "ffn": g}, 1.0),
+            _result({"attention": 4, "ffn": None}, {"attention": (0.2, 0.6, 1.8, 2.0), "ffn": g}, 2.0),
+            _result({"attention": 8, "ffn": 4}, {"attention": (0.0, 0.2, 0.5, 0.98), "ffn": g}, 1.0)]
+    s = {c.component: c for c in summarize_runs(runs).summary}
+    a = s["attention"]
+    assert a.r90s == (2, 4, 8) and a.median == 4 and a.not_reached == 0
+    logs = np.log2([2, 4, 8])
+    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+    assert a.geomean == pytest.approx(4.0)
+    assert (a.ci_low, a.ci_high) == pytest.approx((2 ** (2 - half), 2 ** (2 + half)))
+    shares = {k.rank: k for k in a.kept}
+    assert shares[1].mean == pytest.approx((0.5 + 0.1 + 0.0) / 3)  # gain(r) / gain(full), run by run
+    assert shares[4].mean == pytest.approx((1.0 + 0.9 + 0.5) / 3) and shares[4].n == 3
+    f = s["ffn"]
+    assert f.r90s == (2, None, 4) and f.not_reached == 1 and f.median == 4
+    assert f.geomean is None and f.ci_low is None
+    assert summarize_runs(runs[:1] * 2).summary[0].median == 2
+    with pytest.raises(Exception, match="different models or tasks"):
+        summarize_runs([runs[0], _result({"attention": 2}, {"attention": g}, 1.0, task="other")])
+
+
+def test_cli_several_runs_are_summarized(full_run, tmp_path):
+    import shutil
+
+    second = tmp_path / "second"
+    shutil.copytree(full_run, second, ignore=shutil.ignore_patterns("truncation.json"))
+    res = invoke("truncate", full_run, second, "--json", "--ranks", "1,4", "-c", "q,first", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["runs"]) == 2 and [c["component"] for c in out["summary"]] == ["q", "first"]
+    for c in out["summary"]:
+        one = [next(x for x in r["components"] if x["component"] == c["component"]) for r in out["runs"]]
+        assert c["r90s"] == [x["r90"] for x in one] and one[0]["gains"] == one[1]["gains"]  # same run twice
+    table = invoke("truncate", full_run, second, "--ranks", "1,4", "-c", "q,first", "--device", "cpu")
+    assert table.exit_code == 0 and "r90 over 2 runs" in " ".join(table.output.split())
+    one_line_exit_2(invoke("truncate", full_run, tmp_path / "nothing"), "no run.json")
