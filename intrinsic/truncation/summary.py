@@ -72,14 +72,14 @@ def summarize_runs(results) -> TruncationSummary:
                 if any(c.component == name for c in r.components)]
         r90s = tuple(c.r90 for _, c in rows)
         reached = [v for v in r90s if v is not None]
-        logs = summarize([math.log2(v) for v in reached]) if reached else None
+        logs = summarize([math.log2(v) for v in reached]) if len(reached) == len(r90s) else None
         two = (lambda x: None if x is None else 2.0 ** x)  # noqa: E731
         by_rank: dict[int, list[float]] = {}
         for r, c in rows:
             if r.full_gain > 0:
                 for k, g in zip(c.ranks, c.gains, strict=True):
                     if g is not None:
-                        by_rank.setdefault(k, []).append(g)
+                        by_rank.setdefault(k, []).append(g / r.full_gain)
         kept = []
         for k in sorted(by_rank):
             s = summarize(by_rank[k])
@@ -94,7 +94,7 @@ def summarize_runs(results) -> TruncationSummary:
 
 def _median(r90s) -> float | None:
     """Median with None as +infinity; None when the median itself is not reached."""
-    vals = [float(v) for v in r90s if v is not None]
+    vals = [math.inf if v is None else float(v) for v in r90s]
     if not vals:
         return None
     m = statistics.median(vals)
