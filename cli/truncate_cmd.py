@@ -85,9 +85,9 @@ def _render(r) -> None:
     display_table(rows, columns=["component", "layers", "r90", "dW 90%", *[f"r={k}" for k in grid]],
                   title=f"{escape(r.model)} on {escape(r.task)}: gain over the untrained model when one component's "
                         "update is cut to rank r")
-    console.print(f"untrained {r.untrained_score:.4f}, full fine-tuning {r.full_score:.4f} (run.json {r.run_score:.4f}):"
-                  f" gain {r.full_gain:+.4f}; r90 keeps {r.keep:.0%} of it ({r.eval_examples} {r.eval_split} examples,"
-                  f" {r.device}).")
+    console.print(f"untrained {r.untrained_score:.4f}, full fine-tuning {r.full_score:.4f} "
+                  f"(run.json {r.run_score:.4f}): gain {r.full_gain:+.4f}; r90 keeps {r.keep:.0%} of it "
+                  f"({r.eval_examples} {r.eval_split} examples, {r.device}).")
     console.print("r90: smallest r keeping 90% of the gain; dW 90%: smallest r keeping 90% of the update's "
                   "||dW||^2 (its spectrum alone).")
     if not r.full_gain > 0:
