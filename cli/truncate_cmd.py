@@ -46,6 +46,7 @@ def truncate(
         for run_dir in run_dirs:  # every folder is checked before the first one is measured
             check_run(run_dir)
         results = []
+        log_lines = not as_json and not err_console.is_terminal
         for i, run_dir in enumerate(run_dirs):
             where = f"[{i + 1}/{len(run_dirs)}] " if len(run_dirs) > 1 else ""
             with progress(transient=True) as bar:  # gone once done: the table (or JSON) follows
@@ -53,11 +54,16 @@ def truncate(
 
                 def on_event(ev, job=job, bar=bar, where=where):
                     if ev["event"] == "phase":
+                        if not as_json:  # phases stay on screen (and in a log); the bar shows the points
+                            err_console.print(f"[dim]{escape(where + ev['message'])}[/]")
                         bar.update(job, description=where + ev["message"], completed=0, total=None, info="")
                     elif ev["event"] == "svd":
                         bar.update(job, description=f"{where}SVD of each update", completed=ev["done"],
                                    total=ev["total"])
                     elif ev["event"] == "point":
+                        if log_lines:  # no live bar in a log: one line per point
+                            err_console.print(f"{where}{ev['done']}/{ev['total']} {ev['component']} r={ev['rank']}: "
+                                              f"score {ev['score']:.4f}", highlight=False)
                         bar.update(job, description=f"{where}truncate", completed=ev["done"], total=ev["total"],
                                    info=f"{ev['component']} r={ev['rank']}: score {ev['score']:.4f}")
 
