@@ -210,31 +210,32 @@ def full_run(llama_dir, tiny_csv, tmp_path_factory):
 
 def test_cli_json_scores_like_the_run_and_resumes(full_run):
     run = json.loads((full_run / "run.json").read_text())
-    res = invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,last", "--device", "cpu")
+    res = invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first",
+                 "--device", "cpu")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["full_score"] == pytest.approx(run["score"], abs=1e-9)  # the run's own evaluation, same batches
     assert out["untrained_score"] == pytest.approx(run["untrained_score"], abs=1e-9)
     assert out["full_gain"] > 0 and out["eval_examples"] == 16
     rows = {c["component"]: c for c in out["components"]}
-    assert list(rows) == ["attention", "ffn", "k", "last"]
+    assert list(rows) == ["attention", "ffn", "k", "q", "last", "first"]
     assert rows["attention"]["ranks"] == [1, 4, 32] and rows["k"]["ranks"] == [1, 4, 16]  # clamped to min(m, n)
     for c in rows.values():
         assert c["r90"] == r90(c["ranks"], c["gains"], out["full_gain"])
         assert c["gains"][-1] == pytest.approx(out["full_gain"], abs=1e-4)  # full rank: the whole update
-    assert len(out["points"]) == 12 and json.loads((full_run / "truncation.json").read_text()) == out
+    assert len(out["points"]) == 18 and json.loads((full_run / "truncation.json").read_text()) == out
 
     # resume: a point lost from the file is measured again (same value on CPU), the others are kept
     stored = json.loads((full_run / "truncation.json").read_text())
     lost = stored["points"].pop(5)
     stored["points"][0]["score"] = 123.0  # a kept point is read, not re-measured
     (full_run / "truncation.json").write_text(json.dumps(stored))
-    again = json.loads(invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,last",
+    again = json.loads(invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first",
                               "--device", "cpu").output)
     points = {(p["component"], p["rank"]): p["score"] for p in again["points"]}
     assert points[(lost["component"], lost["rank"])] == pytest.approx(lost["score"], abs=1e-12)
     assert points[("attention", 1)] == 123.0
-    table = invoke("truncate", full_run, "--ranks", "1,4,64", "-c", "attention,mlp,k,last", "--device", "cpu")
+    table = invoke("truncate", full_run, "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first", "--device", "cpu")
     assert table.exit_code == 0 and "r90" in table.output and "attention" in table.output
 
 
@@ -306,7 +307,9 @@ def test_cli_several_runs_are_summarized(full_run, tmp_path):
     assert len(out["runs"]) == 2 and [c["component"] for c in out["summary"]] == ["q", "first"]
     for c in out["summary"]:
         one = [next(x for x in r["components"] if x["component"] == c["component"]) for r in out["runs"]]
-        assert c["r90s"] == [x["r90"] for x in one] and one[0]["gains"] == one[1]["gains"]  # same run twice
+        # the same run twice: q and first of the first run read from its file (every module factored), of the copy
+        # measured with only the modules of q and the first third factored
+        assert c["r90s"] == [x["r90"] for x in one] and one[0]["gains"] == one[1]["gains"]
     table = invoke("truncate", full_run, second, "--ranks", "1,4", "-c", "q,first", "--device", "cpu")
     assert table.exit_code == 0 and "r90 over 2 runs" in " ".join(table.output.split())
     one_line_exit_2(invoke("truncate", full_run, tmp_path / "nothing"), "no run.json")
