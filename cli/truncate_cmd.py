@@ -1,5 +1,6 @@
-"""`intrinsic truncate RUN_DIR`: r90, the outcome-measured intrinsic rank of each component of a full
-fine-tuning run. Thin: parse, call `intrinsic.truncation.truncate_run`, render the table."""
+"""`intrinsic truncate RUN_DIR...`: r90, the outcome-measured intrinsic rank of each component of a full
+fine-tuning run (several runs, e.g. one per seed: each measured, then summarized with CIs). Thin: parse,
+call `intrinsic.truncation` (`truncate_run`, `summarize_runs`), render the tables."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ from rich.markup import escape
 
 from intrinsic.truncation.settings import DEFAULT_RANKS, TruncateSettings
 
-from .common import JsonOpt, cli_field_help, config_option, console, display_table, err_console, handle_errors, print_json, progress
+from .common import (
+    JsonOpt,
+    cli_field_help,
+    config_option,
+    console,
+    display_table,
+    err_console,
+    handle_errors,
+    print_json,
+    progress,
+)
 
 
 def truncate(
-    run_dir: Path = typer.Argument(..., help="A full fine-tuning run saved with its model "
-                                   "(intrinsic train MODEL TASK --placement full --save-model).", show_default=False),
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", show_default=False, help="Full fine-tuning "
+                                          "runs saved with their model (intrinsic train MODEL TASK --placement full "
+                                          "--save-model); several (one per seed) are also summarized."),
     components: Annotated[Optional[str], config_option(TruncateSettings, "components", "--components", "-c")] = None,
     ranks: Optional[str] = typer.Option(None, "--ranks", "-r", show_default=False, help=cli_field_help(
         TruncateSettings, "ranks") + f" \\[default: {','.join(map(str, DEFAULT_RANKS))}]"),
@@ -27,28 +39,42 @@ def truncate(
     score the model with the run's own evaluation: r90 is the smallest r that keeps 90% of full fine-tuning's
     gain over the untrained model. Writes RUN_DIR/truncation.json (resumable)."""
     with handle_errors(truncate):
-        from intrinsic.truncation import check_run, truncate_run
+        from intrinsic.truncation import check_run, summarize_runs, truncate_run
 
-        check_run(run_dir)  # a folder that is no full run with its model is refused before any bar shows
         given = dict(components=components, ranks=ranks, device=device)
         settings = TruncateSettings(**{k: v for k, v in given.items() if v is not None})
-        with progress(transient=True) as bar:  # gone once done: the table (or JSON) follows
-            job = bar.add_task("truncate", total=None, info="")
+        for run_dir in run_dirs:  # every folder is checked before the first one is measured
+            check_run(run_dir)
+        results = []
+        log_lines = not as_json and not err_console.is_terminal
+        for i, run_dir in enumerate(run_dirs):
+            where = f"[{i + 1}/{len(run_dirs)}] " if len(run_dirs) > 1 else ""
+            with progress(transient=True) as bar:  # gone once done: the table (or JSON) follows
+                job = bar.add_task(f"{where}truncate", total=None, info="")
 
-            def on_event(ev):
-                if ev["event"] == "phase":
-                    bar.update(job, description=ev["message"], completed=0, total=None, info="")
-                elif ev["event"] == "svd":
-                    bar.update(job, description="SVD of each update", completed=ev["done"], total=ev["total"])
-                elif ev["event"] == "point":
-                    bar.update(job, description="truncate", completed=ev["done"], total=ev["total"],
-                               info=f"{ev['component']} r={ev['rank']}: score {ev['score']:.4f}")
+                def on_event(ev, job=job, bar=bar, where=where):
+                    if ev["event"] == "phase":
+                        if not as_json:  # phases stay on screen (and in a log); the bar shows the points
+                            err_console.print(f"[dim]{escape(where + ev['message'])}[/]")
+                        bar.update(job, description=where + ev["message"], completed=0, total=None, info="")
+                    elif ev["event"] == "svd":
+                        bar.update(job, description=f"{where}SVD of each update", completed=ev["done"],
+                                   total=ev["total"])
+                    elif ev["event"] == "point":
+                        if log_lines:  # no live bar in a log: one line per point
+                            err_console.print(f"{where}{ev['done']}/{ev['total']} {ev['component']} r={ev['rank']}: "
+                                              f"score {ev['score']:.4f}", highlight=False)
+                        bar.update(job, description=f"{where}truncate", completed=ev["done"], total=ev["total"],
+                                   info=f"{ev['component']} r={ev['rank']}: score {ev['score']:.4f}")
 
-            result = truncate_run(run_dir, settings, callback=on_event)
+                results.append(truncate_run(run_dir, settings, callback=on_event))
+        summary = summarize_runs(results) if len(results) > 1 else None
         if as_json:
-            print_json(result)
+            print_json(summary if summary is not None else results[0])
+        elif summary is not None:
+            _render_summary(summary)
         else:
-            _render(result)
+            _render(results[0])
 
 
 def _render(r) -> None:
@@ -58,18 +84,43 @@ def _render(r) -> None:
     rows = []
     for c in r.components:
         gain = dict(zip(c.ranks, c.gains, strict=True))
-        row = {"component": c.component, "layers": _span(c.layers), "r90": "-" if c.r90 is None else c.r90}
+        row = {"component": c.component, "layers": _span(c.layers), "r90": "-" if c.r90 is None else c.r90,
+               "dW 90%": c.energy_rank90}
         row.update({f"r={k}": "" if k not in gain else ("…" if gain[k] is None else f"{gain[k]:+.4f}") for k in grid})
         rows.append(row)
-    display_table(rows, columns=["component", "layers", "r90", *[f"r={k}" for k in grid]],
+    display_table(rows, columns=["component", "layers", "r90", "dW 90%", *[f"r={k}" for k in grid]],
                   title=f"{escape(r.model)} on {escape(r.task)}: gain over the untrained model when one component's "
                         "update is cut to rank r")
-    console.print(f"untrained {r.untrained_score:.4f}, full fine-tuning {r.full_score:.4f} (run.json {r.run_score:.4f}):"
-                  f" gain {r.full_gain:+.4f}; r90 keeps {r.keep:.0%} of it ({r.eval_examples} {r.eval_split} examples,"
-                  f" {r.device}).")
+    console.print(f"untrained {r.untrained_score:.4f}, full fine-tuning {r.full_score:.4f} "
+                  f"(run.json {r.run_score:.4f}): gain {r.full_gain:+.4f}; r90 keeps {r.keep:.0%} of it "
+                  f"({r.eval_examples} {r.eval_split} examples, {r.device}).")
+    console.print("r90: smallest r keeping 90% of the gain; dW 90%: smallest r keeping 90% of the update's "
+                  "||dW||^2 (its spectrum alone).")
     if not r.full_gain > 0:
         err_console.print("[yellow]warning:[/] full fine-tuning did not beat the untrained model: no r90.")
     console.print(f"written: {Path(r.run_dir) / TRUNCATION_FILE}")
+
+
+def _render_summary(s) -> None:
+    first = s.runs[0]
+    grid = sorted({k.rank for c in s.summary for k in c.kept})
+    rows = []
+    for c in s.summary:
+        kept = {k.rank: k.mean for k in c.kept}
+        row = {"component": c.component, "r90 by run": ",".join("-" if v is None else str(v) for v in c.r90s),
+               "median": "-" if c.median is None else f"{c.median:g}",
+               "geo mean [95% CI]": "-" if c.geomean is None else f"{c.geomean:.3g}" + (
+                   f" [{c.ci_low:.3g}, {c.ci_high:.3g}]" if c.ci_low is not None else ""),
+               "dW 90%": ",".join(map(str, c.energy_rank90))}
+        row.update({f"kept r={k}": "" if kept.get(k) is None else f"{kept[k]:.2f}" for k in grid})
+        rows.append(row)
+    display_table(rows, columns=["component", "r90 by run", "median", "geo mean [95% CI]", "dW 90%",
+                                 *[f"kept r={k}" for k in grid]],
+                  title=f"{escape(first.model)} on {escape(first.task)}: r90 over {len(s.runs)} runs")
+    gains = ", ".join(f"{r.full_gain:+.4f}" for r in s.runs)
+    console.print(f"full fine-tuning's gain by run: {gains}. kept r: mean share of that gain kept at rank r; "
+                  "geo mean: 2^(mean log2 r90), CI t-based over runs. Each run's table: truncation.json in its "
+                  "folder.")
 
 
 def _span(layers) -> str:

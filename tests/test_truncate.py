@@ -145,9 +145,11 @@ def test_planted_low_rank_update_gives_the_planted_r90(planted):
         assert gains[PLANTED_RANK - 1] < 0.9 * (full - untrained) <= gains[PLANTED_RANK]
         assert gains[PLANTED_RANK] == pytest.approx(full - untrained, rel=1e-4)  # rank >= 3 keeps it all
         assert rows[name].energy[rows[name].ranks.index(PLANTED_RANK)] == pytest.approx(1.0, abs=1e-4)
+        assert rows[name].energy_rank90 == PLANTED_RANK  # equal singular values: 2 of 3 keep 67%
     for name in ("ffn", "q", "k", "o", "gate", "up", "down", "first"):  # untouched: nothing to lose at rank 1
         assert rows[name].r90 == 1, (name, rows[name])
         assert rows[name].gains[0] == pytest.approx(full - untrained, abs=1e-6)
+        assert rows[name].energy_rank90 == 0  # no update at all
     assert rows["v"].ranks == (1, 2, 3, 4, 8) and rows["k"].max_rank == 16 and rows["v"].blocks == 2
     after = ft.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # every weight restored bit for bit
@@ -173,6 +175,12 @@ def test_fused_blocks_truncate_only_their_rows_and_restore():
         u, s, vt = np.linalg.svd(dv, full_matrices=False)
         np.testing.assert_allclose((now[64:] - w_base[64:]).double().numpy(), (u[:, :2] * s[:2]) @ vt[:2], atol=1e-5)
     assert torch.equal(weight_of(ft, cattn), w_ft)
+    # the spectral rank beside r90: smallest r keeping 90% of sum over v's blocks of ||dW||^2, by hand
+    sv2 = [np.linalg.svd((weight_of(ft, r) - weight_of(base, r)).detach().double().numpy()[64:],
+                         compute_uv=False) ** 2 for r in refs if r.role == "qkv"]
+    share = [sum(s[:k].sum() for s in sv2) / sum(s.sum() for s in sv2) for k in range(1, 33)]
+    assert t.energy_rank("v") == 1 + next(k for k, v in enumerate(share) if v >= 0.9)
+    assert 1 < t.energy_rank("v") < 32 and t.describe("v", (1, 2)).energy_rank90 == t.energy_rank("v")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -202,31 +210,32 @@ def full_run(llama_dir, tiny_csv, tmp_path_factory):
 
 def test_cli_json_scores_like_the_run_and_resumes(full_run):
     run = json.loads((full_run / "run.json").read_text())
-    res = invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,last", "--device", "cpu")
+    res = invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first",
+                 "--device", "cpu")
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["full_score"] == pytest.approx(run["score"], abs=1e-9)  # the run's own evaluation, same batches
     assert out["untrained_score"] == pytest.approx(run["untrained_score"], abs=1e-9)
     assert out["full_gain"] > 0 and out["eval_examples"] == 16
     rows = {c["component"]: c for c in out["components"]}
-    assert list(rows) == ["attention", "ffn", "k", "last"]
+    assert list(rows) == ["attention", "ffn", "k", "q", "last", "first"]
     assert rows["attention"]["ranks"] == [1, 4, 32] and rows["k"]["ranks"] == [1, 4, 16]  # clamped to min(m, n)
     for c in rows.values():
         assert c["r90"] == r90(c["ranks"], c["gains"], out["full_gain"])
         assert c["gains"][-1] == pytest.approx(out["full_gain"], abs=1e-4)  # full rank: the whole update
-    assert len(out["points"]) == 12 and json.loads((full_run / "truncation.json").read_text()) == out
+    assert len(out["points"]) == 18 and json.loads((full_run / "truncation.json").read_text()) == out
 
     # resume: a point lost from the file is measured again (same value on CPU), the others are kept
     stored = json.loads((full_run / "truncation.json").read_text())
     lost = stored["points"].pop(5)
     stored["points"][0]["score"] = 123.0  # a kept point is read, not re-measured
     (full_run / "truncation.json").write_text(json.dumps(stored))
-    again = json.loads(invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,last",
+    again = json.loads(invoke("truncate", full_run, "--json", "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first",
                               "--device", "cpu").output)
     points = {(p["component"], p["rank"]): p["score"] for p in again["points"]}
     assert points[(lost["component"], lost["rank"])] == pytest.approx(lost["score"], abs=1e-12)
     assert points[("attention", 1)] == 123.0
-    table = invoke("truncate", full_run, "--ranks", "1,4,64", "-c", "attention,mlp,k,last", "--device", "cpu")
+    table = invoke("truncate", full_run, "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first", "--device", "cpu")
     assert table.exit_code == 0 and "r90" in table.output and "attention" in table.output
 
 
@@ -243,3 +252,64 @@ def test_cli_refusals_are_one_line(full_run, llama_dir, tiny_csv, tmp_path):
     assert invoke("train", llama_dir, f"{tiny_csv}:lm", "--rank", "2", "--out", lora, *FAST,
                   "--steps", "1").exit_code == 0
     one_line_exit_2(invoke("truncate", lora), "LoRA run", "--placement full")
+
+
+# ----------------------------------------------------------------------------- over seeds
+
+
+def _result(r90s: dict, gains: dict, full_gain: float, model="m", task="t"):
+    from intrinsic.truncation import ComponentTruncation, TruncationResult
+
+    comps = tuple(ComponentTruncation(component=c, group="kind", blocks=1, params=1, layers=(0,), max_rank=8,
+                                      ranks=(1, 2, 4, 8), gains=gains[c], energy=(0.5, 0.7, 0.9, 1.0), r90=r90s[c],
+                                      energy_rank90=4) for c in r90s)
+    return TruncationResult(schema_version=1, run_dir="x", run_created="", model=model, task=task, task_kind="lm",
+                            eval_split="test", eval_examples=1, device="cpu", untrained_score=0.0,
+                            full_score=full_gain, run_score=full_gain, full_gain=full_gain, keep=0.9, grid=(1, 2, 4, 8),
+                            components=comps, available=tuple(r90s), points=(), time_s=0.0, created="")
+
+
+def test_summary_over_seeds_by_hand():
+    from scipy import stats
+
+    from intrinsic.truncation import summarize_runs
+
+    g = (0.1, 0.5, 0.95, 1.0)
+    runs = [_result({"attention": 2, "ffn": 2}, {"attention": (0.5, 0.95, 1.0, 1.0), "ffn": g}, 1.0),
+            _result({"attention": 4, "ffn": None}, {"attention": (0.2, 0.6, 1.8, 2.0), "ffn": g}, 2.0),
+            _result({"attention": 8, "ffn": 4}, {"attention": (0.0, 0.2, 0.5, 0.98), "ffn": g}, 1.0)]
+    s = {c.component: c for c in summarize_runs(runs).summary}
+    a = s["attention"]
+    assert a.r90s == (2, 4, 8) and a.median == 4 and a.not_reached == 0
+    logs = np.log2([2, 4, 8])
+    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+    assert a.geomean == pytest.approx(4.0)
+    assert (a.ci_low, a.ci_high) == pytest.approx((2 ** (2 - half), 2 ** (2 + half)))
+    shares = {k.rank: k for k in a.kept}
+    assert shares[1].mean == pytest.approx((0.5 + 0.1 + 0.0) / 3)  # gain(r) / gain(full), run by run
+    assert shares[4].mean == pytest.approx((1.0 + 0.9 + 0.5) / 3) and shares[4].n == 3
+    f = s["ffn"]
+    assert f.r90s == (2, None, 4) and f.not_reached == 1 and f.median == 4
+    assert f.geomean is None and f.ci_low is None
+    assert summarize_runs(runs[:1] * 2).summary[0].median == 2
+    with pytest.raises(Exception, match="different models or tasks"):
+        summarize_runs([runs[0], _result({"attention": 2}, {"attention": g}, 1.0, task="other")])
+
+
+def test_cli_several_runs_are_summarized(full_run, tmp_path):
+    import shutil
+
+    second = tmp_path / "second"
+    shutil.copytree(full_run, second, ignore=shutil.ignore_patterns("truncation.json"))
+    res = invoke("truncate", full_run, second, "--json", "--ranks", "1,4", "-c", "q,first", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["runs"]) == 2 and [c["component"] for c in out["summary"]] == ["q", "first"]
+    for c in out["summary"]:
+        one = [next(x for x in r["components"] if x["component"] == c["component"]) for r in out["runs"]]
+        # the same run twice: q and first of the first run read from its file (every module factored), of the copy
+        # measured with only the modules of q and the first third factored
+        assert c["r90s"] == [x["r90"] for x in one] and one[0]["gains"] == one[1]["gains"]
+    table = invoke("truncate", full_run, second, "--ranks", "1,4", "-c", "q,first", "--device", "cpu")
+    assert table.exit_code == 0 and "r90 over 2 runs" in " ".join(table.output.split())
+    one_line_exit_2(invoke("truncate", full_run, tmp_path / "nothing"), "no run.json")

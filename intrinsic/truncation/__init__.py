@@ -12,7 +12,7 @@ untrained model. Files: `lowrank.py` (one SVD per block, a reconstruction per ra
 `components.py` (blocks, components, layer bands, the rank grid), `truncator.py` (swapping a
 component's update in and out of the model), `measure.py` (the loop over (component, rank)),
 `run.py` (loading a run from disk, truncation.json), `result.py` (typed results, r90),
-`settings.py` (`TruncateSettings`).
+`settings.py` (`TruncateSettings`), `summary.py` (r90 over seeds, with CIs).
 """
 
 from .components import BANDS, Block, blocks_of, component_blocks, layer_bands, parse_ranks, select_components
@@ -21,10 +21,12 @@ from .measure import component_rows, measure
 from .result import KEEP, TRUNCATION_FILE, ComponentTruncation, TruncationPoint, TruncationResult, r90
 from .run import check_run, truncate_run
 from .settings import DEFAULT_RANKS, TruncateSettings
+from .summary import ComponentSummary, RankShare, TruncationSummary, summarize_runs
 from .truncator import Truncator
 
 __all__ = [
-    "BANDS", "DEFAULT_RANKS", "KEEP", "TRUNCATION_FILE", "Block", "ComponentTruncation", "LowRank",
+    "BANDS", "DEFAULT_RANKS", "KEEP", "TRUNCATION_FILE", "Block", "ComponentSummary", "ComponentTruncation", "LowRank",
+    "RankShare", "TruncationSummary", "summarize_runs",
     "TruncateSettings", "TruncationPoint", "TruncationResult", "Truncator", "blocks_of", "check_run",
     "component_blocks", "component_rows", "layer_bands", "measure", "parse_ranks", "r90", "select_components",
     "truncate_run", "truncated",

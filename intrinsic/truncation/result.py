@@ -46,6 +46,8 @@ class ComponentTruncation:
                                                       "(null: not measured yet)")
     energy: tuple[float | None, ...] = documented(help="share of the component's ||dW||^2 kept at each rank")
     r90: int | None = documented(help="smallest r with gain(r) >= 0.9 x gain(full); null if none")
+    energy_rank90: int = documented(0, "from the update's spectrum alone, for comparison: the smallest r (any, not "
+                                        "only the grid) whose SVD_r keeps 90% of the component's ||dW||^2 (0: dW = 0)")
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def _measure_run(out: Path, run, settings: TruncateSettings, device: str, old, e
     from ..arch import discover, num_layers, weight_of
     from ..models import load_model
     from ..training.rundir import MODEL_DIR
-    from .components import select_components
+    from .components import blocks_of, component_blocks, select_components
     from .truncator import Truncator
 
     config, task = _config_and_task(run)
@@ -112,6 +112,11 @@ def _measure_run(out: Path, run, settings: TruncateSettings, device: str, old, e
                     device=device, seed=config.seed)
     refs = discover(ft.model)
     layers = num_layers(ft.model)
+    every = component_blocks(blocks_of(refs), layers)
+    available = list(every)
+    names = select_components(available, settings.components)  # a bad name is refused before the base loads
+    needed = {b.ref.name for name in names for b in every[name]}
+    refs = [r for r in refs if r.name in needed]  # factor only the modules of the components asked for
     emit({"event": "phase", "message": f"loading the base model {run.model}"})
     base = load_model(run.model, task_kind=run.task_kind, num_labels=num_labels, dtype=dtype, device=device,
                       seed=config.seed)
@@ -124,8 +129,6 @@ def _measure_run(out: Path, run, settings: TruncateSettings, device: str, old, e
     truncator = Truncator(ft.model, base_weights, refs, layers, max_rank=max(settings.ranks),
                           progress=lambda d, n: emit({"event": "svd", "done": d, "total": n}))
     del base, base_weights  # the truncator holds the base blocks it needs
-    available = list(truncator.components)
-    names = select_components(available, settings.components)
     emit({"event": "phase", "message": "scoring the full fine-tuned model"})
     full = old.full_score if old is not None else score(ft.model)
     described = [truncator.describe(c, settings.ranks) for c in names]

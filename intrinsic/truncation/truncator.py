@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from ..errors import ConfigError
 from .components import Block, blocks_of, component_blocks, component_kind
 from .lowrank import LowRank
-from .result import ComponentTruncation
+from .result import KEEP, ComponentTruncation
 
 
 class Truncator:
@@ -94,6 +94,19 @@ class Truncator:
             kept, total = kept + k, total + t
         return kept / total if total > 0 else 1.0
 
+    def energy_rank(self, component: str, keep: float = KEEP) -> int:
+        """The smallest r whose SVD_r keeps `keep` of the component's ||dW||^2 (every block cut to r); 0 if dW = 0."""
+        if not any(sum(self.factors[i].sv2) > 0 for i in self.components[component]):
+            return 0
+        lo, hi = 1, self.max_rank(component)  # at max_rank every block keeps its whole update
+        while lo < hi:  # the kept share grows with r: bisect
+            mid = (lo + hi) // 2
+            if self.energy(component, mid) >= keep:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
     def describe(self, component: str, grid) -> ComponentTruncation:
         """The component's row without gains (filled in by `measure.component_rows`)."""
         idx = self.components[component]
@@ -103,4 +116,4 @@ class Truncator:
             params=sum(int(self.orig[i].numel()) for i in idx),
             layers=tuple(sorted({self.blocks[i].ref.layer for i in idx})), max_rank=self.max_rank(component),
             ranks=ranks, gains=tuple(None for _ in ranks), energy=tuple(self.energy(component, r) for r in ranks),
-            r90=None)
+            r90=None, energy_rank90=self.energy_rank(component))
