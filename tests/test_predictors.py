@@ -164,7 +164,8 @@ def test_cli_predictor(probes, tmp_path):
 def test_study_placement_predictor_knob(tmp_path):
     from intrinsic.study.spec import parse_spec
 
-    base = """name = "s"\nquestion = "q"\nmodel = "m"\ntask = "t"\nseeds = [0]\n[[grid]]\nstrategies = ["auto", "all"]\nranks = [2]\n"""
+    base = ('name = "s"\nquestion = "q"\nmodel = "m"\ntask = "t"\nseeds = [0]\n'
+            '[[grid]]\nstrategies = ["auto", "all"]\nranks = [2]\n')
     plain = tmp_path / "plain.toml"
     plain.write_text(base)
     chosen = tmp_path / "chosen.toml"

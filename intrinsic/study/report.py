@@ -138,7 +138,8 @@ def statistic_table(a: StudyAnalysis) -> TableRows:
              "ci95_seeds": None if k.ci_low is None else f"[{k.ci_low:.2f}, {k.ci_high:.2f}]",
              "p": _n(k.rho.p, 4), "verdict": k.verdict} for k in a.statistic_checks]
     return ("Which probe statistic predicts the gain? (Spearman rho of the share a placement covers with the gain; "
-            "CI: bootstrap over seeds)", ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "verdict"], rows)
+            "CI: bootstrap over seeds)",
+            ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "verdict"], rows)
 
 
 def lr_table(a: StudyAnalysis) -> TableRows:
