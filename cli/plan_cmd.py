@@ -98,7 +98,9 @@ def render_plan(p, title: str) -> None:
     pct = f" ({p.pct:.3f}% of {human(p.base_params)})" if p.base_params else ""
     display_table(rows, title=f"{title}: {len(p.entries)} modules, {human(p.params)} params{budget}{pct}")
     if p.settings.get("gain_captured") is not None:
-        console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of the gradient energy")
+        what = p.settings.get("predictor") or "gradient"
+        what = "the gradient energy" if what == "gradient" else f"predictor {what}'s gains"
+        console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of {what}")
     if p.unspent_note():
         console.print(p.unspent_note())
 

@@ -164,7 +164,8 @@ def test_cli_predictor(probes, tmp_path):
 def test_study_placement_predictor_knob(tmp_path):
     from intrinsic.study.spec import parse_spec
 
-    base = """name = "s"\nquestion = "q"\nmodel = "m"\ntask = "t"\nseeds = [0]\n[[grid]]\nstrategies = ["auto", "all"]\nranks = [2]\n"""
+    base = ('name = "s"\nquestion = "q"\nmodel = "m"\ntask = "t"\nseeds = [0]\n'
+            '[[grid]]\nstrategies = ["auto", "all"]\nranks = [2]\n')
     plain = tmp_path / "plain.toml"
     plain.write_text(base)
     chosen = tmp_path / "chosen.toml"
@@ -178,6 +179,8 @@ def test_study_placement_predictor_knob(tmp_path):
     assert ids_a["auto"] != ids_b["auto"] and b.placement_request(b.cells()[0]).predictor == "update"
     with pytest.raises(ConfigError, match="Did you mean: update"):
         parse_spec(bad.read_text())
+    with pytest.raises(ConfigError, match="leave them out"):  # refused when the study is read, not mid-run
+        parse_spec(base + '[placement]\npredictor = "update"\ngains = "raw"\n')
 
 
 def test_train_auto_with_a_predictor_probes_what_it_reads(tiny_bert_dir, tiny_csv, tmp_path):

@@ -19,7 +19,8 @@ from test_study_run import study_text
 @pytest.fixture(scope="module")
 def finished(tiny_bert_dir, tiny_csv, tmp_path_factory):
     text = study_text(tiny_bert_dir, tiny_csv, ["all", "ffn", "auto"], budgets='["all@3"]')
-    text = text.replace("[probe]\n", "[probe]\nmax_sv = 64\nactivations = true\n").replace("steps = 2\n", "steps = 40\nlr = 0.01\n")
+    text = text.replace("[probe]\n", "[probe]\nmax_sv = 64\nactivations = true\n")
+    text = text.replace("steps = 2\n", "steps = 40\nlr = 0.01\n")
     out = tmp_path_factory.mktemp("prediction") / "res"
     run_study(parse_spec(text), out)
     return out
@@ -67,7 +68,8 @@ def test_every_predictor_share_of_a_cell_by_hand(finished):
     """CellRow.predicted: the gradient share is the predicted share; activation (EVA ratios, each module weighs 1)
     and params (share of the weights adapted) recomputed from probe.json and the cell's plan; the report shows them."""
     (probe_dir,) = list((finished / "probes").iterdir())
-    mods = {m["name"]: m for m in json.loads((probe_dir / "probe.json").read_text())["modules"] if m["block_of"] is None}
+    record = json.loads((probe_dir / "probe.json").read_text())
+    mods = {m["name"]: m for m in record["modules"] if m["block_of"] is None}
     with np.load(probe_dir / "spectra.npz") as z:
         eig = {n: np.asarray(z[f"{n}|act"]) for n in mods}
     for row in json.loads((finished / "results.json").read_text())["rows"]:

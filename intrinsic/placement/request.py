@@ -73,6 +73,9 @@ class PlacementRequest:
             if problem:
                 hint = did_you_mean(str(getattr(self, name)), PREDICTORS) if name == "predictor" else ""
                 raise ConfigError(f"`{name}` must be {problem}, got {getattr(self, name)!r}.{hint}")
+        if self.predictor not in (None, "gradient") and (self.gains is not None or self.normalize != "none"):
+            raise ConfigError(f"`gains` and `normalize` choose how auto reads the mean gradient (predictor gradient); "
+                              f"predictor {self.predictor} allocates by its own statistic: leave them out.")
         rank, budget = self.rank, self.budget
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise ConfigError(f"`rank` must be an integer >= 1, got {rank!r}.")

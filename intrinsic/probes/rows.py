@@ -87,6 +87,8 @@ def with_extras(rows: list[ModuleProbe], refs: Sequence[ModuleRef], model, batch
 
         var = input_variance(model, refs, batches, max_sv=settings.max_sv, progress=progress)
         rows = [replace(r, act_var=var[_key(r)].total, act_eig=_tup(var[_key(r)].eig)) for r in rows]
+        if lap:  # the eigendecompositions after the last batch count to this phase too
+            lap("activations")
     if getattr(settings, "weight_alpha", False):
         from .weight_alpha import weight_alphas
 

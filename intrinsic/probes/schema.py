@@ -5,7 +5,7 @@ Schema (version 1), written by `ProbeReport.save(out_dir)`:
 - `probe.json`: every field of `ProbeReport` below. Spectra there are cut to their top
   `JSON_TOP_SV` values so the file stays small and readable.
 - `spectra.npz`: every spectrum in full (float64), keyed `"<module name>|<spectrum>"` with
-  spectrum one of grad, noise, even, odd, update, update@<step>. `ProbeReport.load` puts the
+  spectrum one of grad, noise, even, odd, update, update@<step>, act (input covariance eigenvalues). `ProbeReport.load` puts the
   full spectra back, so `load(save(r)) == r`; without the npz file the truncated ones load.
 
 Rows whose `block_of` is set are views, not modules: the role blocks (q, k, v or gate, up)

@@ -311,4 +311,5 @@ def analyze(rows: Sequence[CellRow], study: dict[str, Any]) -> StudyAnalysis:
     return StudyAnalysis(study, tuple(configs), groups, tuple(comparisons(configs, groups)), tuple(fronts),
                          prediction(configs, groups, fronts), status_counts(rows + sweeps),
                          tuple(select_lrs(sweeps, arms).values()) if arms else (),
-                         tuple(predictor_checks(configs, groups)), statistic_checks=tuple(statistic_checks(configs, groups)))
+                         tuple(predictor_checks(configs, groups)),
+                         statistic_checks=tuple(statistic_checks(configs, groups)))

@@ -150,7 +150,8 @@ class StatisticCheck:
 
 
 def seed_bootstrap_rho(predicted: Sequence[Mapping[int, float]], gains: Sequence[Mapping[int, float]], *,
-                       n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> tuple[float | None, float | None, int]:
+                       n_boot: int = N_BOOT, seed: int = 0,
+                       level: float = 0.95) -> tuple[float | None, float | None, int]:
     """Percentile CI of Spearman(mean predicted, mean gain) over configs, resampling the seeds: draw the seeds
     shared by every config with replacement, recompute each config's mean gain and mean predicted share over
     the drawn seeds, recompute rho. (lo, hi, resamples used); None, None with < 2 shared seeds or < 3 configs."""

@@ -56,7 +56,8 @@ def _values(r90: Mapping[str, float | Sequence[float]]) -> dict[str, np.ndarray]
     out = {k: np.atleast_1d(np.asarray(v, dtype=np.float64)) for k, v in r90.items()}
     lengths = {len(v) for v in out.values()}
     if len(lengths) > 1:
-        raise ConfigError(f"r90 per seed must have one value per seed for every component, got lengths {sorted(lengths)}.")
+        raise ConfigError("r90 per seed must have one value per seed for every component, got lengths "
+                          f"{sorted(lengths)}.")
     return out
 
 

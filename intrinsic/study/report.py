@@ -78,7 +78,8 @@ STATISTICS_NOTE = ("Each statistic's predicted need of a placement is the share 
                    "`update` energy of the update probe's dW, `activation` input variance explained (as EVA), "
                    "`weight_alpha` WeightWatcher's power-law alpha, and the null predictor `params`, the share of "
                    "the weights adapted. `ci95_seeds`: percentile bootstrap over seeds (resample the seeds, recompute "
-                   "the mean gains and shares, recompute rho). The verdict is the one above: beat both trivial "
+                   "the mean gains and shares, recompute rho; with few seeds a resample repeats seeds, so its means are "
+                   "noisier and the interval leans toward 0). The verdict is the one above: beat both trivial "
                    "predictors, reach the noise ceiling, p < alpha. Full fine-tuning is left out (no module count).")
 
 
@@ -137,7 +138,8 @@ def statistic_table(a: StudyAnalysis) -> TableRows:
              "ci95_seeds": None if k.ci_low is None else f"[{k.ci_low:.2f}, {k.ci_high:.2f}]",
              "p": _n(k.rho.p, 4), "verdict": k.verdict} for k in a.statistic_checks]
     return ("Which probe statistic predicts the gain? (Spearman rho of the share a placement covers with the gain; "
-            "CI: bootstrap over seeds)", ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "verdict"], rows)
+            "CI: bootstrap over seeds)",
+            ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "verdict"], rows)
 
 
 def lr_table(a: StudyAnalysis) -> TableRows:
