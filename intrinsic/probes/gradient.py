@@ -209,16 +209,27 @@ def measure_sums(sums: GradientSums, tokens: int, max_sv: int, seed: int,
 
 class GradientProbe:
     """The gradient probe as a `Probe`: accumulate, then measure the spectra (phases gradient, noise, spectra);
-    exact (`measure_sums`) or top-k (`topk.measure_sums_topk`) by `settings.spectra`. With
+    exact (`measure_sums`) or top-k (`topk.measure_sums_topk`) by `settings.spectra`; with `settings.sketch`
+    sketch mode instead (`sketch.accumulate_sketches`, `sketch_spectra.measure_sketches`). With
     `settings.example_energy`, `example_energy` holds {RowKey: mean over batches of sum_i ||G_i||_F^2} after."""
 
     name = "gradient"
 
     def __init__(self) -> None:
         self.example_energy: dict[RowKey, float] | None = None
+        self.notes: list[str] = []  # what the report should say about the measurement (sketch clamps)
 
     def measure(self, model, refs: Sequence[ModuleRef], batches: ProbeBatches, settings,
                 progress: Progress | None = None) -> dict[RowKey, Spectra]:
+        if getattr(settings, "sketch", None):  # sketch mode: hooks and streaming sketches, no dL/dW
+            from .sketch import accumulate_sketches, clamp_note
+            from .sketch_spectra import measure_sketches
+
+            sk, self.example_energy = accumulate_sketches(
+                model, refs, batches.real, batches.shuffled, k=settings.sketch, folds=getattr(settings, "folds", 0),
+                seed=settings.seed, progress=progress, example_energy=getattr(settings, "example_energy", False))
+            self.notes = [n for n in (clamp_note(sk),) if n]
+            return measure_sketches(sk, batches.tokens, settings.seed, progress)
         sums = accumulate_gradients(model, refs, batches.real, batches.shuffled, progress=progress,
                                     folds=getattr(settings, "folds", 0),
                                     example_energy=getattr(settings, "example_energy", False))

@@ -83,6 +83,13 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     s, more = s.resolved(s.batches)
     notes += more
     refs = _select(loaded, s)
+    if s.sketch is None:  # exact accumulators unless they would not fit the device
+        from .sketch import auto_sketch
+
+        k, note = auto_sketch(loaded.model, refs, s.folds)
+        if k:
+            s = replace(s, sketch=k)  # validated again: the estimator must not need the spectrum's tail
+            notes.append(note)
     lap("load")
     loaded, head_fit, head_notes = fit_head(loaded, data, s)  # on a copy of the model
     notes += head_notes
@@ -106,6 +113,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     grad = GradientProbe()
     rows = gradient_rows(refs, grad.measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
                          progress=on_phase, noise_norm=True, example_energy=grad.example_energy)
+    notes += grad.notes
     losses: list[float] = []
     if s.update_steps:
         update = UpdateProbe()
@@ -186,6 +194,8 @@ def _jsonable_settings(s: ProbeSettings, head_fitted: bool) -> dict[str, Any]:
         del d["spectra"], d["topk"]
     if not s.example_energy:
         del d["example_energy"]
+    if s.sketch is None:  # the default: probe.json keeps the keys it had before sketch mode existed
+        del d["sketch"]
     return d
 
 
