@@ -73,6 +73,7 @@ def probe(
     exact: bool = typer.Option(False, "--exact", help="Exact float64 spectra of every matrix (the default mode; "
                                "excludes --topk)."),
     example_energy: Annotated[bool, _opt("example_energy", "--example-energy")] = False,
+    sketch: Annotated[Optional[int], _opt("sketch", "--sketch", lead="Force sketch mode with size K: ")] = None,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
@@ -103,11 +104,14 @@ def probe(
             device=device, dtype=dtype,
             spectra="topk" if topk is not None else ("exact" if exact else None), topk=topk,
             example_energy=example_energy or None,
+            sketch=sketch,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
             prompt_column=prompt_column, completion_column=completion_column,
         )
         if exact and topk is not None:
             raise ConfigError("--exact and --topk exclude each other: pick one spectra mode.")
+        if sketch is not None and (exact or topk is not None):
+            raise ConfigError("--sketch replaces the gradient accumulators and their spectra: drop --exact/--topk.")
         kw = {k: v for k, v in given.items() if v is not None}  # the rest: ProbeSettings' defaults
         if no_update:
             kw.update(update_steps=None, update_checkpoints=None)

@@ -144,6 +144,9 @@ class ProbeSettings:
         sk = self.sketch
         if sk is not None and (not isinstance(sk, int) or isinstance(sk, bool) or sk < 2):
             raise ConfigError(f"`sketch` must be an integer >= 2 (the sketch size K) or None, got {sk!r}")
+        if sk is not None and self.spectra != "exact":
+            raise ConfigError("`sketch` replaces the gradient accumulators and their spectra: leave `spectra` at exact "
+                              "(CLI: drop --topk).")
         from ..rank import ESTIMATORS  # lazy: the registry imports torch
         from ..rank.registry import EXACT_ONLY
 

@@ -5,7 +5,7 @@ T x out, padding tokens masked out of X). Following Tropp, Yurtsever, Udell & Ce
 sketching algorithms for low-rank matrix approximation", SIAM J. Matrix Anal. Appl.), every row (module or
 role block, m x n) keeps, per slot, a range sketch Y = G Omega (m x k) and a co-range sketch W = Psi G
 (l x n), k = `ProbeSettings.sketch` (clamped to min(m, n)), l = 2k + 1, Omega (n x k) and Psi (l x m)
-independent Gaussian test matrices shared by the rows of one shape. Hooks update them per batch without
+independent Gaussian test matrices, shared by the rows with the same n (Omega) or m (Psi). Hooks update them per batch without
 forming G:
 
     Y += D^T (X Omega)         W += (Psi D^T) X          cost ~ 2 T (k + l)(m + n) per batch
@@ -46,11 +46,14 @@ def sketch_sizes(shape: tuple[int, int], k: int) -> tuple[int, int]:
     return k, 2 * k + 1
 
 
-def test_matrices(m: int, n: int, k: int, l: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Omega (n, k), Psi (l, m)): independent standard Gaussian test matrices, seeded by (seed, m, n)."""
-    gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(m) * 7_919 + int(n)) % 2**62)
-    omega_t = torch.randn(k, n, generator=gen)  # (k, n)
-    psi = torch.randn(l, m, generator=gen)  # (l, m): drawn after Omega from the same stream, independent of it
+def gaussian_maps(m: int, n: int, k: int, l: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Omega (n, k), Psi (l, m)): independent standard Gaussian test matrices, Omega seeded by (seed, n) and Psi by
+    (seed, m) from distinct streams, so the rows of one module (same n) share Omega and with it X Omega."""
+    def stream(size: int, side: int):
+        return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(size) * 7_919 + side) % 2**62)
+
+    omega_t = torch.randn(k, n, generator=stream(n, 1))  # (k, n)
+    psi = torch.randn(l, m, generator=stream(m, 2))  # (l, m)
     return omega_t.T.contiguous().to(device), psi.to(device)
 
 
@@ -146,26 +149,26 @@ class SketchHooks:
             X = X * mask.to(X.device, X.dtype)[..., None]  # padding tokens out
         X = X.reshape(-1, X.shape[-1]).float()  # (T, n)
         D = D.detach().reshape(-1, D.shape[-1]).float()  # (T, out)
-        XO = {}  # k -> X Omega (T, k); the rows of a module share Omega (same n) when they share k
+        XO = {}  # id(Omega) -> X Omega (T, k); the rows of a module share Omega (same n) when they share k
         for r in rows:
             Dr = D if isinstance(r.rows, slice) and r.rows == slice(None) else D[:, r.rows]  # (T, m)
-            if r.k not in XO:
-                XO[r.k] = X @ r.omega  # (T, k)
-            r.Y[slot].add_(Dr.T @ XO[r.k])  # (m, k): D^T X Omega = G Omega
+            if id(r.omega) not in XO:
+                XO[id(r.omega)] = X @ r.omega  # (T, k)
+            r.Y[slot].add_(Dr.T @ XO[id(r.omega)])  # (m, k): D^T X Omega = G Omega
             r.W[slot].add_((Dr @ r.psi.T).T @ X)  # (l, n): Psi D^T X = Psi G
 
 
 def new_sums(refs: Sequence[ModuleRef], k: int, folds: int, seed: int, device) -> SketchSums:
     """Zero sketches for every row of `refs` (`row_views`), S real slots + 1 noise slot."""
     slots = (folds if folds % 2 == 0 else 2 * folds) if folds else 2
-    rows, mats = [], {}
+    rows, omegas, psis = [], {}, {}
     for key, ref, sel in row_views(refs):
         m = len(range(*sel.indices(ref.shape[0]))) if isinstance(sel, slice) else len(sel)
         n = int(ref.shape[1])
         kk, ll = sketch_sizes((m, n), k)
-        if (m, n, kk) not in mats:
-            mats[(m, n, kk)] = test_matrices(m, n, kk, ll, seed, device)
-        omega, psi = mats[(m, n, kk)]
+        if (n, kk) not in omegas or (m, ll) not in psis:
+            omegas[(n, kk)], psis[(m, ll)] = gaussian_maps(m, n, kk, ll, seed, device)
+        omega, psi = omegas[(n, kk)], psis[(m, ll)]
         rows.append(RowSketch(key, sel, (m, n), omega, psi,
                               torch.zeros(slots + 1, m, kk, device=device), torch.zeros(slots + 1, ll, n, device=device)))
     return SketchSums(list(refs), rows, slots, [0] * slots, 0, folds, k)
