@@ -176,6 +176,9 @@ def test_auto_choice_notes_sketch_mode_when_exact_accumulators_do_not_fit(tiny_b
     assert rep.settings["sketch"] == SK.AUTO_SKETCH
     assert any("sketch mode (--sketch 64) chosen" in n for n in rep.notes)
     assert any("clamped to min(m, n)" in n for n in rep.notes)  # 64 > 32: every row sketched whole
+    with pytest.raises(ConfigError, match="would need .* and `rank_estimator` energy_90 needs the tail"):
+        probe(tiny_bert, _task(), batches=8, batch_size=4, max_length=16, update_steps=None, fit_head=False,
+              rank_estimator="energy_90")
     monkeypatch.setattr(SK, "free_bytes", lambda device: 3 * need)
     assert SK.auto_sketch(tiny_bert.model, refs, 8) == (None, None)
 

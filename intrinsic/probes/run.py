@@ -88,7 +88,10 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
 
         k, note = auto_sketch(loaded.model, refs, s.folds)
         if k:
-            s = replace(s, sketch=k)  # validated again: the estimator must not need the spectrum's tail
+            try:
+                s = replace(s, sketch=k)  # validated again: the estimator must not need the spectrum's tail
+            except ConfigError as err:
+                raise ConfigError(f"{note.split(':')[0]}, and {err}") from None
             notes.append(note)
     lap("load")
     loaded, head_fit, head_notes = fit_head(loaded, data, s)  # on a copy of the model
