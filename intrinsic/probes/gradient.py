@@ -19,7 +19,8 @@ Memory: three float32 accumulators per probed parameter (12 bytes) plus one grad
 Probe a subset (`roles`, `layers`) to cut it. Only the probed weights require grad while the
 probe runs (gradients still flow through every activation); the caller's flags come back after.
 
-The model runs in eval mode with gradients enabled: dropout would only add noise to the
+Several processes (`torch.distributed` initialized, `probes.distributed`) split the batches and sum the
+accumulators before the spectra. The model runs in eval mode with gradients enabled: dropout would only add noise to the
 measurement, and eval mode makes a probe deterministic for a given seed. A NaN or inf loss or
 gradient stops the probe with `NonFiniteError` naming the phase, batch and module.
 """
@@ -39,6 +40,7 @@ from ..rank import Spectra
 from ..rank.floors import Basis, split_half_kmax
 from ..spectra import spectrum
 from .base import ProbeBatches, RowKey, row_views
+from .distributed import my_batches, sum_across, sum_values
 from .example_energy import ExampleEnergy
 from .steps import Progress, check_finite, device_of, forward_loss
 
@@ -110,8 +112,8 @@ def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progr
     """Add each batch's gradient into sums[b % len(sums)] (and into folds[i][b % K] when given); `energy`'s
     hooks (when given) see every batch with its attention mask."""
     params = [p for p in model.parameters() if p.requires_grad]
-    total = len(batches)
-    for b, batch in enumerate(batches):
+    mine = my_batches(batches)  # several processes: every world-th batch, global index kept
+    for done, (b, batch) in enumerate(mine, 1):
         for p in params:
             p.grad = None
         if energy is not None:
@@ -127,7 +129,7 @@ def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progr
                 if folds is not None:
                     folds[i][b % folds[i].shape[0]].add_(g)
         if progress:
-            progress(phase, b + 1, total)
+            progress(phase, done, len(mine))
     for p in params:
         p.grad = None
 
@@ -163,11 +165,12 @@ def accumulate_gradients(
         with energy or contextlib.nullcontext():
             _run(model, refs, batches, [even, odd], "gradient", progress, fold, energy)
         _run(model, refs, noise_batches, [noise], "noise", progress)
+    sum_across(even + odd + noise + (fold or []))  # several processes: every one now holds the sums of all batches
     n_even = (len(batches) + 1) // 2
     n_fold = len(batches) // folds if folds else 0
     for f in fold or ():
         f.div_(n_fold)  # sums -> means, in place
-    per_batch = None if energy is None else {k: v / len(batches) for k, v in energy.totals().items()}
+    per_batch = None if energy is None else {k: v / len(batches) for k, v in sum_values(energy.totals(), dev).items()}
     return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches), fold, n_fold,
                         per_batch)
 

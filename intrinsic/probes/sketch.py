@@ -17,7 +17,8 @@ shuffled-label batches go to one more slot. State per row: (S + 1)(m k + l n) fl
 
 The probed weights get no .grad: every parameter has requires_grad False while the probe runs, the input
 embeddings' output is made to require grad so the backward still reaches every hook (it computes the
-backprops D, never a weight gradient). `sketch_spectra` turns the sketches into `rank.Spectra`.
+backprops D, never a weight gradient). Several processes (`probes.distributed`) split the batches and sum the
+sketches. `sketch_spectra` turns the sketches into `rank.Spectra`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..arch import ModuleRef
 from ..arch.access import base_layer, get_module
 from ..errors import ConfigError, NonFiniteError
 from .base import RowKey, row_views
+from .distributed import my_batches, sum_across, sum_values
 from .example_energy import ExampleEnergy
 from .settings import SKETCH_AUTO as AUTO_SKETCH  # sketch size chosen when the exact accumulators do not fit
 from .steps import Progress, device_of, forward_loss
@@ -226,7 +228,8 @@ def accumulate_sketches(model, refs: Sequence[ModuleRef], batches: Sequence[dict
     with torch.enable_grad(), no_weight_grads(model), SketchHooks(model, sums) as hooks:
         for phase, group in (("gradient", batches), ("noise", noise_batches)):
             with (energy if energy is not None and phase == "gradient" else contextlib.nullcontext()):
-                for b, batch in enumerate(group):
+                mine = my_batches(group)  # several processes: every world-th batch, global index kept
+                for i, (b, batch) in enumerate(mine):
                     slot = b % sums.slots if phase == "gradient" else sums.slots
                     hooks.slot, hooks.mask = slot, batch.get("attention_mask")
                     if energy is not None:
@@ -238,8 +241,12 @@ def accumulate_sketches(model, refs: Sequence[ModuleRef], batches: Sequence[dict
                     else:
                         sums.n_noise += 1
                     if progress:
-                        progress(phase, b + 1, len(group))
-    per_batch = None if energy is None else {key: v / len(batches) for key, v in energy.totals().items()}
+                        progress(phase, i + 1, len(mine))
+    counts = torch.tensor(sums.counts + [sums.n_noise], dtype=torch.float64, device=sums.rows[0].Y.device)
+    sum_across([t for r in sums.rows for t in (r.Y, r.W)] + [counts])  # several processes: the sketches of all batches
+    sums.counts, sums.n_noise = [int(c) for c in counts[:-1].tolist()], int(counts[-1])
+    per_batch = None if energy is None else {key: v / len(batches) for key, v in
+                                             sum_values(energy.totals(), counts.device).items()}
     return sums, per_batch
 
 
@@ -253,9 +260,19 @@ def exact_bytes(refs: Sequence[ModuleRef], folds: int, weight_bytes: int) -> int
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Free memory of `device` in bytes (CUDA: the driver's count; CPU: available RAM), None when unknown."""
+    """Free memory of `device` in bytes (CUDA: the driver's count; CPU: available RAM), None when unknown (then the
+    exact accumulators are kept)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:  # Linux: MemAvailable counts the page cache the kernel would give back
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):

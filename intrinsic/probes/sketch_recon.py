@@ -83,11 +83,12 @@ class FoldSketches:
             s = signs[i:i + chunk] / K  # (c, K)
             Q, X, _ = reconstruct(torch.einsum("cj,jmk->cmk", s, self.Y.double()),
                                   torch.einsum("cj,jln->cln", s, self.W.double()), self.psi)
+            out = (Q, X, X @ X.mT)  # (c, m, k), (c, k, n), (c, k, k)
             if len(starts) == 1:
-                cache[i] = (Q, X)
-            return Q, X
+                cache[i] = out
+            return out
 
-        Q0, X0 = recon(0)
+        Q0, X0, _ = recon(0)
         S, U, V = svd_of(Q0[:1], X0[:1])  # the observed G_hat = M(1)
         S, U, V = S[0], U[0], V[0]  # (k,), (m, k), (n, k)
         tol = float(S[0]) * max(m, n) * 1e-7 if len(S) else 0.0
@@ -96,11 +97,14 @@ class FoldSketches:
             Ur, Vr = U[:, :step - 1], V[:, :step - 1]  # (m, r), (n, r)
             t = []
             for i in starts:
-                Q, X = recon(i)  # (c, m, k), (c, k, n)
-                A1 = Q - Ur @ (Ur.mT @ Q)  # (c, m, k): P Q
-                A2 = X - (X @ Vr) @ Vr.mT  # (c, k, n): X Q_V
-                R1, R2 = torch.linalg.qr(A1).R, torch.linalg.qr(A2.mT).R  # (c, k, k) each
-                t.append(torch.linalg.svdvals(R1 @ R2.mT)[:, 0])  # sigma_1(P Q X Q_V)
+                Q, X, XX = recon(i)  # (c, m, k), (c, k, n), (c, k, k)
+                C, Z = Ur.mT @ Q, X @ Vr  # (c, r, k), (c, k, r)
+                G1 = torch.eye(k, dtype=Q.dtype, device=Q.device) - C.mT @ C  # (c, k, k): (P Q)^T (P Q), Q orthonormal
+                G2 = XX - Z @ Z.mT  # (c, k, k): (X Q_V)(X Q_V)^T
+                ev, vec = torch.linalg.eigh(G1)
+                H = (vec * ev.clamp_min(0).sqrt()[:, None, :]) @ vec.mT  # (c, k, k): G1^(1/2)
+                top = torch.linalg.eigvalsh(H @ G2 @ H)[:, -1]  # sigma_1(P Q X Q_V)^2
+                t.append(top.clamp_min(0).sqrt())
             T = torch.cat(t).cpu().numpy()  # (1 + B,): observed first
             obs, null = float(T[0]), T[1:]
             p = (1.0 + float(np.sum(null >= obs))) / (len(null) + 1.0) if obs > tol else 1.0
