@@ -7,6 +7,7 @@ options not given are left to `ProbeSettings`' defaults.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -119,7 +120,10 @@ def probe(
         out = out or default_out(model, task, "probe", settings.seed)
         if (out / "probe.json").exists() and not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
-        with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+        from intrinsic.probes.distributed import init_from_env
+
+        rank = init_from_env()  # under `accelerate launch` / `torchrun`: each process takes its share of the batches
+        with output_dir(out) if rank == 0 else contextlib.nullcontext():  # rank 0 writes; a failure leaves no folder
             started = time.perf_counter()
             with err_console.status(f"loading {model} and {task}"):
                 loaded, data = load_inputs(model, task, settings)
@@ -129,6 +133,9 @@ def probe(
                 from intrinsic.placement import parse_layers
 
                 settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
+            if rank:
+                run_probe(loaded, data, settings)  # its batches into the shared sums; rank 0 reports
+                return
             report = _run_with_progress(run_probe, loaded, data, settings)
             # the probe times its own load of the objects it was given (~0): count the real one
             timings = {**report.timings, "load": round(report.timings.get("load", 0.0) + load_s, 4)}

@@ -9,9 +9,24 @@ additions), so the spectra and ranks are the same. Without it (or with one proce
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
+
+
+def init_from_env() -> int:
+    """Join the process group a launcher (`accelerate launch`, `torchrun`) describes in WORLD_SIZE, RANK and MASTER_*
+    (NCCL with one GPU per LOCAL_RANK when CUDA is there, else gloo); this process's rank (0 without a launcher)."""
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank()
 
 
 def world() -> tuple[int, int]:
