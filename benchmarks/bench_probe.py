@@ -13,9 +13,13 @@ Spectra modes side by side (`probe_modes.compare`: plain fwd+bwd vs the probe in
 the same batches, their agreement, the per-example energy's cost), writing JSON under benchmarks/results/:
   python benchmarks/bench_probe.py --compare                       # MiniLM on Rotten Tomatoes, CPU
   python benchmarks/bench_probe.py --shape llama-1b --device cuda --dtype bfloat16   # H200: ~2-3 min
-`--shape` builds a random-init model (llama-1b: the Llama-3.2-1B config with vocabulary 30,522; llama-tiny:
-a 2-layer toy for the CPU smoke test) and feeds it --batches (default 32) batches of --batch-size x --seq
+`--shape` builds a random-init model (llama-1b: the Llama-3.2-1B config with vocabulary 30,522; llama-8b: the
+Llama-3-8B config, same vocabulary, 2 x 512; llama-tiny: a 2-layer toy for the CPU smoke test) and feeds it --batches (default 32) batches of --batch-size x --seq
 random tokens (1B: 8 x 512); the gradient probe only (`--no-update` in CLI terms).
+`--sketch K` adds sketch mode (run first, so its peak memory holds no exact sums; its agreement with exact mode),
+`--sketch-only` runs plain and sketch mode only, e.g. on the H200:
+  python benchmarks/bench_probe.py --shape llama-1b --device cuda --dtype bfloat16 --sketch 64
+  python benchmarks/bench_probe.py --shape llama-8b --device cuda --dtype bfloat16 --sketch 64 --sketch-only
 The numbers are wall-clock (and process CPU) on whatever machine runs it; on a shared box they
 are noisy. There, --threads 1 is much faster than 2 threads for torch and numpy's OpenBLAS alike
 (threads spin-waiting for a descheduled partner), so it sets OPENBLAS_NUM_THREADS too.
@@ -55,6 +59,9 @@ SHAPES = {  # random-init configs of `--shape`: (LlamaConfig overrides, batch si
     "llama-1b": (dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                       num_key_value_heads=8, head_dim=64, rope_theta=500000.0, rms_norm_eps=1e-5,
                       tie_word_embeddings=True, max_position_embeddings=8192, vocab_size=30522), 8, 512),
+    "llama-8b": (dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                      max_position_embeddings=8192, vocab_size=30522), 2, 512),
     "llama-tiny": (dict(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=2, vocab_size=1000, max_position_embeddings=256), 2, 32),
 }
@@ -115,7 +122,8 @@ def run_compare(args) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"{name}: {params / 1e6:.1f} M parameters, {len(refs)} probed modules, {len(real)} batches, "
           f"{tokens:,} tokens, {args.device} {args.dtype}, {torch.get_num_threads()} threads")
-    res = compare(model, refs, real, shuffled, tokens=tokens, topk=args.topk, folds=args.folds)
+    res = compare(model, refs, real, shuffled, tokens=tokens, topk=args.topk, folds=args.folds, sketch=args.sketch,
+                  sketch_only=args.sketch_only)
     res.update(name=name, params=params, device=args.device, dtype=args.dtype,
                device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                threads=torch.get_num_threads())
@@ -141,6 +149,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=None, help="--shape: tokens per example")
     ap.add_argument("--topk", type=int, default=128, help="values per spectrum in top-k mode")
     ap.add_argument("--folds", type=int, default=8, help="fold means for sign_flip (0: off, half_difference designated)")
+    ap.add_argument("--sketch", type=int, default=None, help="also sketch mode with this sketch size K")
+    ap.add_argument("--sketch-only", action="store_true", help="with --sketch: plain and sketch mode only (shapes whose "
+                                                               "exact accumulators do not fit)")
     ap.add_argument("--json", default=None, help="where --compare writes its JSON")
     args = ap.parse_args()
     if args.threads:

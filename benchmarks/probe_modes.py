@@ -7,6 +7,8 @@ hooks; (3) from the same sums, the spectra in exact and in top-k mode, each foll
 A mode's probe time is accumulation + its spectra + its estimators. Also the agreement of the modes: the
 designated rank (sign_flip; half_difference without folds) and every test estimator per row, and the relative error of the top-8
 singular values of each mean gradient (values above 1e-6 sigma_1). Peak device memory per step on CUDA.
+With `sketch` k, sketch mode too (hooks and streaming sketches, no dL/dW: its time, peak memory, sketch state and
+agreement with exact mode); `sketch_only` skips the exact accumulators (for shapes they do not fit).
 On a CPU shared with other work, wall-clock ratios are noisy; the process CPU seconds (`cpu` keys, all threads
 of this process) are what to compare there.
 """
@@ -20,6 +22,8 @@ import torch
 
 from intrinsic.probes.gradient import accumulate_gradients, measure_sums, only_probed_weights_trainable
 from intrinsic.probes.rows import gradient_rows
+from intrinsic.probes.sketch import accumulate_sketches
+from intrinsic.probes.sketch_spectra import measure_sketches
 from intrinsic.probes.topk import measure_sums_topk
 from intrinsic.rank import TESTS
 
@@ -58,20 +62,54 @@ def plain_fwd_bwd(model, refs, batches, device) -> None:
                 p.grad = None
 
 
-def _top8_error(exact_rows, top_rows) -> list[float]:
+def _top8_error(exact_rows, top_rows, floor: float = 1e-6) -> list[float]:
     out = []
     for e, t in zip(exact_rows, top_rows):
         a, b = np.asarray(e.grad_sv[:8]), np.asarray(t.grad_sv[:8])
-        live = a > 1e-6 * a[0] if len(a) and a[0] > 0 else np.zeros(len(a), bool)
+        live = a > floor * a[0] if len(a) and a[0] > 0 else np.zeros(len(a), bool)
         out.append(float(np.max(np.abs(a[live] - b[live]) / a[live])) if live.any() else 0.0)
     return out
 
 
+def sketch_arm(model, refs, real, shuffled, clock: Clock, res: dict, *, k: int, tokens: int, seed: int, folds: int,
+               designated: str, log=print) -> list:
+    """Sketch mode (`--sketch K`) on the same batches: hooks + sketches, their spectra, the estimators; its rows."""
+    sums, t_acc, peak = clock.run(lambda: accumulate_sketches(model, refs, real, shuffled, k=k, folds=folds,
+                                                              seed=seed)[0], "sketch_accumulate")
+    state = sum(r.Y.numel() + r.W.numel() for r in sums.rows) * 4 / 1e9
+    spec, t_spec, spec_peak = clock.run(lambda: measure_sketches(sums, tokens, seed), "sketch_spectra")
+    rows, t_est, _ = clock.run(lambda: gradient_rows(refs, spec, designated), "sketch_estimate")
+    total = t_acc + t_spec + t_est
+    cpu = clock.cpu["sketch_accumulate"] + clock.cpu["sketch_spectra"] + clock.cpu["sketch_estimate"]
+    res["sketch"] = {"k": k, "accumulate_s": t_acc, "accumulate_peak_gb": peak, "state_gb": state,
+                     "spectra_s": t_spec, "estimate_s": t_est, "spectra_peak_gb": spec_peak, "probe_s": total,
+                     "probe_over_plain": total / res["plain_s"], "probe_over_plain_cpu": cpu / clock.cpu["plain"]}
+    log(f"sketch (k={k}): accumulate {t_acc:.2f} s (sketch state {state:.3f} GB), spectra {t_spec:.2f} s, estimators "
+        f"{t_est:.2f} s; probe {total:.2f} s = {total / res['plain_s']:.2f}x plain (CPU: {cpu / clock.cpu['plain']:.2f}x)"
+        + (f"; peak {peak:.2f} GB (plain {res['plain_peak_gb']:.2f} GB)" if peak is not None else ""))
+    return rows
+
+
+def _sketch_agreement(ex, sk) -> dict:
+    """Sketch vs exact rows: designated ranks, every test, top-8 values above 1% of sigma_1, energies."""
+    top = [(a, b) for a, b in zip(ex, sk) if a.block_of is None]
+    err = _top8_error(ex, sk, floor=1e-2)
+    return {"designated": float(np.mean([a.intrinsic_rank == b.intrinsic_rank for a, b in zip(ex, sk)])),
+            "by_estimator": {name: float(np.mean([a.grad_ranks.get(name) == b.grad_ranks.get(name) for a, b in zip(ex, sk)]))
+                             for name in TESTS if name in ex[0].grad_ranks},
+            "rows": len(ex), "top8_rel_err_max": max(err), "top8_rel_err_median": float(np.median(err)),
+            "energy_rel_err_max": max(abs(b.grad_norm ** 2 / a.grad_norm ** 2 - 1) for a, b in zip(ex, sk) if a.grad_norm > 0),
+            "energy_share_abs_err_max": max(abs(a.energy_share - b.energy_share) for a, b in top),
+            "ranks": {"exact": [a.intrinsic_rank for a in ex], "sketch": [b.intrinsic_rank for b in sk]}}
+
+
 def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv: int = 512, seed: int = 0,
-            folds: int = 8, example_energy: bool = True, log=print) -> dict:
+            folds: int = 8, example_energy: bool = True, sketch: int | None = None, sketch_only: bool = False,
+            log=print) -> dict:
     """Everything the module docstring lists, as a JSON-able dict. With `folds` K (as the probe's default, when
     the batches are a multiple of K) the fold means are kept and sign_flip is the designated rank, else
-    half_difference."""
+    half_difference. With `sketch` k also sketch mode (run first, so its peak memory holds no exact sums) and its
+    agreement with exact mode; `sketch_only`: plain and sketch mode only (shapes whose exact sums do not fit)."""
     folds = folds if folds and len(real) % folds == 0 else 0
     designated = "sign_flip" if folds else "half_difference"
     device = next(model.parameters()).device
@@ -82,6 +120,13 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
     _, res["plain_s"], res["plain_peak_gb"] = clock.run(
         lambda: plain_fwd_bwd(model, refs, real + shuffled, device), "plain")
     log(f"plain fwd+bwd over {2 * len(real)} batches: {res['plain_s']:.2f} s")
+    sketch_rows = None
+    if sketch:
+        sketch_rows = sketch_arm(model, refs, real, shuffled, clock, res, k=sketch, tokens=tokens, seed=seed,
+                                 folds=folds, designated=designated, log=log)
+        if sketch_only:
+            res["cpu_s"] = dict(clock.cpu)
+            return res
     sums, res["accumulate_s"], res["accumulate_peak_gb"] = clock.run(
         lambda: accumulate_gradients(model, refs, real, shuffled, folds=folds), "accumulate")
     log(f"probe accumulation (gradient + noise): {res['accumulate_s']:.2f} s")
@@ -128,6 +173,11 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
                                                for k in sorted({r.kind for r in top})}
         res["grad_energy_share_by_kind"] = {k: float(sum(r.energy_share for r in top if r.kind == k))
                                             for k in sorted({r.kind for r in top})}
+    if sketch_rows is not None:
+        res["sketch"]["agreement"] = b = _sketch_agreement(ex, sketch_rows)
+        log(f"sketch vs exact: designated ranks {100 * b['designated']:.1f}% of {b['rows']} rows; top-8 values (> 1% "
+            f"sigma_1) relative error max {b['top8_rel_err_max']:.2e}, median {b['top8_rel_err_median']:.2e}; energy "
+            f"relative error max {b['energy_rel_err_max']:.2e}, energy share error max {b['energy_share_abs_err_max']:.2e}")
     res["cpu_s"] = dict(clock.cpu)
     a = res["agreement"]
     log(f"agreement: designated ranks {100 * a['designated']:.1f}% of {a['rows']} rows; top-8 singular values "

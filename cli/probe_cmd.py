@@ -7,6 +7,7 @@ options not given are left to `ProbeSettings`' defaults.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -75,6 +76,7 @@ def probe(
     example_energy: Annotated[bool, _opt("example_energy", "--example-energy")] = False,
     activations: Annotated[bool, _opt("activations", "--activations")] = False,
     weight_alpha: Annotated[bool, _opt("weight_alpha", "--weight-alpha")] = False,
+    sketch: Annotated[Optional[int], _opt("sketch", "--sketch", lead="Force sketch mode with size K: ")] = None,
     seed: Annotated[Optional[int], _opt("seed", "--seed")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = _DEFAULT["dtype"],
@@ -106,11 +108,14 @@ def probe(
             spectra="topk" if topk is not None else ("exact" if exact else None), topk=topk,
             example_energy=example_energy or None, activations=activations or None,
             weight_alpha=weight_alpha or None,
+            sketch=sketch,
             max_examples=max_examples, text_column=text_column, label_column=label_column,
             prompt_column=prompt_column, completion_column=completion_column,
         )
         if exact and topk is not None:
             raise ConfigError("--exact and --topk exclude each other: pick one spectra mode.")
+        if sketch is not None and (exact or topk is not None):
+            raise ConfigError("--sketch replaces the gradient accumulators and their spectra: drop --exact/--topk.")
         kw = {k: v for k, v in given.items() if v is not None}  # the rest: ProbeSettings' defaults
         if no_update:
             kw.update(update_steps=None, update_checkpoints=None)
@@ -118,7 +123,10 @@ def probe(
         out = out or default_out(model, task, "probe", settings.seed)
         if (out / "probe.json").exists() and not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or --out elsewhere.")
-        with output_dir(out):  # a failure before anything is written leaves no empty folder behind
+        from intrinsic.probes.distributed import init_from_env
+
+        rank = init_from_env()  # under `accelerate launch` / `torchrun`: each process takes its share of the batches
+        with output_dir(out) if rank == 0 else contextlib.nullcontext():  # rank 0 writes; a failure leaves no folder
             started = time.perf_counter()
             with err_console.status(f"loading {model} and {task}"):
                 loaded, data = load_inputs(model, task, settings)
@@ -128,6 +136,9 @@ def probe(
                 from intrinsic.placement import parse_layers
 
                 settings = dataclasses.replace(settings, layers=tuple(parse_layers(layers, num_layers(loaded.model))))
+            if rank:
+                run_probe(loaded, data, settings)  # its batches into the shared sums; rank 0 reports
+                return
             report = _run_with_progress(run_probe, loaded, data, settings)
             # the probe times its own load of the objects it was given (~0): count the real one
             timings = {**report.timings, "load": round(report.timings.get("load", 0.0) + load_s, 4)}

@@ -15,7 +15,7 @@ def test_bench_probe_tiny_shape_writes_its_json(tmp_path, monkeypatch, capsys):
 
     out = tmp_path / "modes.json"
     monkeypatch.setattr(sys, "argv", ["bench_probe.py", "--shape", "llama-tiny", "--batches", "2", "--topk", "64",
-                                      "--json", str(out)])
+                                      "--sketch", "16", "--json", str(out)])
     bench_probe.main()
     res = json.loads(out.read_text())
     assert res["name"] == "llama-tiny" and res["batches"] == 2 and res["modules"] == 14
@@ -28,4 +28,9 @@ def test_bench_probe_tiny_shape_writes_its_json(tmp_path, monkeypatch, capsys):
     assert res["agreement"]["top8_rel_err_max"] < 1e-3
     assert len(res["designated_ranks"]["exact"]) == len(res["designated_ranks"]["topk"]) == 14
     assert abs(sum(res["example_energy_share_by_kind"].values()) - 1.0) < 1e-6
-    assert "agreement: designated ranks" in capsys.readouterr().out
+    sk = res["sketch"]  # the --sketch arm: its time against plain, and its agreement with exact mode
+    assert sk["k"] == 16 and sk["probe_s"] == sk["accumulate_s"] + sk["spectra_s"] + sk["estimate_s"] and sk["state_gb"] > 0
+    assert sk["agreement"]["rows"] == 14 and len(sk["agreement"]["ranks"]["sketch"]) == 14
+    assert 0 <= sk["agreement"]["energy_share_abs_err_max"] < 0.1
+    assert "agreement: designated ranks" in (printed := capsys.readouterr().out)
+    assert "sketch vs exact: designated ranks" in printed

@@ -19,7 +19,8 @@ Memory: three float32 accumulators per probed parameter (12 bytes) plus one grad
 Probe a subset (`roles`, `layers`) to cut it. Only the probed weights require grad while the
 probe runs (gradients still flow through every activation); the caller's flags come back after.
 
-The model runs in eval mode with gradients enabled: dropout would only add noise to the
+Several processes (`torch.distributed` initialized, `probes.distributed`) split the batches and sum the
+accumulators before the spectra. The model runs in eval mode with gradients enabled: dropout would only add noise to the
 measurement, and eval mode makes a probe deterministic for a given seed. A NaN or inf loss or
 gradient stops the probe with `NonFiniteError` naming the phase, batch and module.
 """
@@ -39,6 +40,7 @@ from ..rank import Spectra
 from ..rank.floors import Basis, split_half_kmax
 from ..spectra import spectrum
 from .base import ProbeBatches, RowKey, row_views
+from .distributed import my_batches, sum_across, sum_values
 from .example_energy import ExampleEnergy
 from .steps import Progress, check_finite, device_of, forward_loss
 
@@ -110,8 +112,8 @@ def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progr
     """Add each batch's gradient into sums[b % len(sums)] (and into folds[i][b % K] when given); `energy`'s
     hooks (when given) see every batch with its attention mask."""
     params = [p for p in model.parameters() if p.requires_grad]
-    total = len(batches)
-    for b, batch in enumerate(batches):
+    mine = my_batches(batches)  # several processes: every world-th batch, global index kept
+    for done, (b, batch) in enumerate(mine, 1):
         for p in params:
             p.grad = None
         if energy is not None:
@@ -127,7 +129,7 @@ def _run(model, refs, batches, sums: list[list[torch.Tensor]], phase: str, progr
                 if folds is not None:
                     folds[i][b % folds[i].shape[0]].add_(g)
         if progress:
-            progress(phase, b + 1, total)
+            progress(phase, done, len(mine))
     for p in params:
         p.grad = None
 
@@ -163,11 +165,12 @@ def accumulate_gradients(
         with energy or contextlib.nullcontext():
             _run(model, refs, batches, [even, odd], "gradient", progress, fold, energy)
         _run(model, refs, noise_batches, [noise], "noise", progress)
+    sum_across(even + odd + noise + (fold or []))  # several processes: every one now holds the sums of all batches
     n_even = (len(batches) + 1) // 2
     n_fold = len(batches) // folds if folds else 0
     for f in fold or ():
         f.div_(n_fold)  # sums -> means, in place
-    per_batch = None if energy is None else {k: v / len(batches) for k, v in energy.totals().items()}
+    per_batch = None if energy is None else {k: v / len(batches) for k, v in sum_values(energy.totals(), dev).items()}
     return GradientSums(list(refs), even, odd, noise, n_even, len(batches) - n_even, len(noise_batches), fold, n_fold,
                         per_batch)
 
@@ -209,16 +212,27 @@ def measure_sums(sums: GradientSums, tokens: int, max_sv: int, seed: int,
 
 class GradientProbe:
     """The gradient probe as a `Probe`: accumulate, then measure the spectra (phases gradient, noise, spectra);
-    exact (`measure_sums`) or top-k (`topk.measure_sums_topk`) by `settings.spectra`. With
+    exact (`measure_sums`) or top-k (`topk.measure_sums_topk`) by `settings.spectra`; with `settings.sketch`
+    sketch mode instead (`sketch.accumulate_sketches`, `sketch_spectra.measure_sketches`). With
     `settings.example_energy`, `example_energy` holds {RowKey: mean over batches of sum_i ||G_i||_F^2} after."""
 
     name = "gradient"
 
     def __init__(self) -> None:
         self.example_energy: dict[RowKey, float] | None = None
+        self.notes: list[str] = []  # what the report should say about the measurement (sketch clamps)
 
     def measure(self, model, refs: Sequence[ModuleRef], batches: ProbeBatches, settings,
                 progress: Progress | None = None) -> dict[RowKey, Spectra]:
+        if getattr(settings, "sketch", None):  # sketch mode: hooks and streaming sketches, no dL/dW
+            from .sketch import accumulate_sketches, clamp_note
+            from .sketch_spectra import measure_sketches
+
+            sk, self.example_energy = accumulate_sketches(
+                model, refs, batches.real, batches.shuffled, k=settings.sketch, folds=getattr(settings, "folds", 0),
+                seed=settings.seed, progress=progress, example_energy=getattr(settings, "example_energy", False))
+            self.notes = [n for n in (clamp_note(sk),) if n]
+            return measure_sketches(sk, batches.tokens, settings.seed, progress)
         sums = accumulate_gradients(model, refs, batches.real, batches.shuffled, progress=progress,
                                     folds=getattr(settings, "folds", 0),
                                     example_energy=getattr(settings, "example_energy", False))

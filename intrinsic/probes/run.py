@@ -83,6 +83,16 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     s, more = s.resolved(s.batches)
     notes += more
     refs = _select(loaded, s)
+    if s.sketch is None:  # exact accumulators unless they would not fit the device
+        from .sketch import auto_sketch
+
+        k, note = auto_sketch(loaded.model, refs, s.folds)
+        if k:
+            try:
+                s = replace(s, sketch=k)  # validated again: the estimator must not need the spectrum's tail
+            except ConfigError as err:
+                raise ConfigError(f"{note.split(':')[0]}, and {err}") from None
+            notes.append(note)
     lap("load")
     loaded, head_fit, head_notes = fit_head(loaded, data, s)  # on a copy of the model
     notes += head_notes
@@ -107,6 +117,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
     rows = gradient_rows(refs, grad.measure(loaded.model, refs, batches, s, on_phase), s.rank_estimator,
                          progress=on_phase, noise_norm=True, example_energy=grad.example_energy)
     rows = with_extras(rows, refs, loaded.model, batches.real, s, on_phase, lap)
+    notes += grad.notes
     losses: list[float] = []
     if s.update_steps:
         update = UpdateProbe()
@@ -188,6 +199,8 @@ def _jsonable_settings(s: ProbeSettings, head_fitted: bool) -> dict[str, Any]:
     for name in ("example_energy", "activations", "weight_alpha"):  # off: probe.json keeps its keys
         if not d[name]:
             del d[name]
+    if s.sketch is None:  # the default: probe.json keeps the keys it had before sketch mode existed
+        del d["sketch"]
     return d
 
 

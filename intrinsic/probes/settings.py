@@ -29,6 +29,7 @@ DEFAULT_ESTIMATOR = "sign_flip"
 DEFAULT_FOLDS = 8
 MIN_FOLDS = 8  # = rank.signflip.MIN_FOLDS (not imported: this module stays free of torch)
 SPECTRA_MODES = ("exact", "topk")
+SKETCH_AUTO = 64  # = probes.sketch.AUTO_SKETCH (not imported: this module stays free of torch)
 TOPK_MIN = 64  # = the largest rank split_half and sign_flip can report (floors.KMAX_CAP, signflip.KMAX_CAP)
 
 
@@ -59,6 +60,11 @@ class ProbeSettings:
                                        "(entropy/participation/Gavish-Donoho/Marchenko-Pastur then read null)")
     topk: int = documented(128, f"singular values per spectrum in topk mode (>= {TOPK_MIN}, the largest rank a test "
                                 "can report); energy ranks beyond them read null")
+    sketch: int | None = documented(None, "sketch mode: two-sided streaming sketches of size K (range K, co-range 2K+1; "
+                                          "Tropp et al. 2017) of every mean gradient, fold mean and shuffled copy, from "
+                                          "hooks: dL/dW is never formed, O((m+n)K) memory per module; K above a "
+                                          "module's min(m, n) is clamped (noted); None: exact accumulators, or sketch "
+                                          f"mode with K={SKETCH_AUTO} when they would not fit the device (noted)")
     example_energy: bool = documented(False, "also measure the per-example gradient energy sum_i ||G_i||_F^2 of each "
                                              "module (ghost norms from hooks on inputs and backprops)")
     activations: bool = documented(False, "also measure each module's input-activation variance (as EVA: total "
@@ -141,8 +147,17 @@ class ProbeSettings:
             if not isinstance(getattr(self, name), bool):
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"`{name}` must be true or false (CLI: {flag}), got {getattr(self, name)!r}")
+        sk = self.sketch
+        if sk is not None and (not isinstance(sk, int) or isinstance(sk, bool) or sk < 2):
+            raise ConfigError(f"`sketch` must be an integer >= 2 (the sketch size K) or None, got {sk!r}")
+        if sk is not None and self.spectra != "exact":
+            raise ConfigError("`sketch` replaces the gradient accumulators and their spectra: leave `spectra` at exact "
+                              "(CLI: drop --topk).")
         from ..rank import ESTIMATORS  # lazy: the registry imports torch
         from ..rank.registry import EXACT_ONLY
+
+        if sk is not None:
+            self.check_sketch_estimator()
 
         if self.spectra == "topk" and self.rank_estimator in EXACT_ONLY:
             raise ConfigError(f"`rank_estimator` {self.rank_estimator} needs the whole spectrum: use spectra='exact' "
@@ -154,6 +169,15 @@ class ProbeSettings:
                 f"`rank_estimator` must be one of {', '.join(names)}, got {self.rank_estimator!r}."
                 + did_you_mean(self.rank_estimator, names)
             )
+
+    def check_sketch_estimator(self) -> None:
+        """ConfigError when `rank_estimator` needs more of the spectrum than sketch mode keeps."""
+        from ..rank.registry import NOT_SKETCH  # lazy: the registry imports torch
+
+        if self.rank_estimator in NOT_SKETCH:
+            raise ConfigError(f"`rank_estimator` {self.rank_estimator} needs the tail of the spectrum, which sketch mode "
+                              "does not keep: choose a test estimator (sign_flip, half_difference, split_half, "
+                              "noise_floor), stable_rank, or exact accumulators (no --sketch).")
 
     def resolved(self, batches: int) -> tuple[ProbeSettings, list[str]]:
         """(settings with `batches` and concrete folds and rank_estimator, notes): the defaults (None) chosen

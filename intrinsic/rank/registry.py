@@ -43,6 +43,8 @@ class Spectra:
     folds: np.ndarray | None = None  # (K, out, in) fold means over disjoint batch sets (array or tensor), for sign_flip
     energy: float | None = None  # top-k mode: squared Frobenius norm of the whole matrix, sv being only its head;
     # None: sv is the whole spectrum (or its top half at least, exact mode)
+    sketch: int | None = None  # sketch mode: the sketch size k, sv being the head of a reconstruction from sketches
+    # (its values absorb part of the tail's energy); None: not a sketch
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Estimator:
     fn: Callable[[Spectra], float | None]  # the value on one row
     doc: str  # one line, for help and reports
     exact_only: bool = False  # needs the whole spectrum: None on a top-k record (Spectra.energy set)
+    needs_tail: bool = False  # reads the spectrum beyond a sketch's head: None on a sketch record (Spectra.sketch set)
 
 
 def _energy_rank(s: Spectra, tau: float) -> float | None:
@@ -77,9 +80,9 @@ def _stable_rank(s: Spectra) -> float:
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
     Estimator("energy_90", "descriptive", (), lambda s: _energy_rank(s, 0.90),
-       "smallest k keeping 90% of the squared Frobenius norm"),
+       "smallest k keeping 90% of the squared Frobenius norm", needs_tail=True),
     Estimator("energy_99", "descriptive", (), lambda s: _energy_rank(s, 0.99),
-       "smallest k keeping 99% of the squared Frobenius norm"),
+       "smallest k keeping 99% of the squared Frobenius norm", needs_tail=True),
     Estimator("stable_rank", "descriptive", (), _stable_rank, "sum s^2 / s_1^2"),
     Estimator("entropy_rank", "descriptive", (), lambda s: D.entropy_rank(s.sv),
        "exp(entropy of s / sum s), Roy & Vetterli 2007", exact_only=True),
@@ -103,14 +106,17 @@ TESTS = tuple(n for n, e in ESTIMATORS.items() if e.kind == "test")  # noise-flo
 
 
 EXACT_ONLY = tuple(n for n, e in ESTIMATORS.items() if e.exact_only)  # None on top-k records (whole spectrum needed)
+NOT_SKETCH = tuple(n for n, e in ESTIMATORS.items() if e.exact_only or e.needs_tail)  # None on sketch records
 
 
 def estimate(spectra: Spectra) -> dict[str, float | None]:
     """Every estimator whose inputs `spectra` holds, by name, in registry order. On a top-k record
-    (`Spectra.energy` set) the `exact_only` ones are None, and energy ranks beyond the head are None."""
+    (`Spectra.energy` set) the `exact_only` ones are None, and energy ranks beyond the head are None; on a
+    sketch record (`Spectra.sketch` set) those needing the tail (`NOT_SKETCH`) are None."""
     s = D._sigma(spectra.sv)
     shape = D._shape(spectra.shape, s)
     spectra = replace(spectra, sv=s, shape=shape)
     topk = spectra.energy is not None
-    return {name: None if topk and e.exact_only else e.fn(spectra)
+    sketch = spectra.sketch is not None
+    return {name: None if (topk and e.exact_only) or (sketch and name in NOT_SKETCH) else e.fn(spectra)
             for name, e in ESTIMATORS.items() if all(getattr(spectra, k) is not None for k in e.needs)}

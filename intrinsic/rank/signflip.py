@@ -169,10 +169,12 @@ _LAST: list = []  # [(weakref to folds, seed, result)]: the last default test, f
 
 def sign_flip_cached(folds, seed: int = 0) -> SignFlipTest:
     """`sign_flip_test(folds, seed=seed)` with the defaults, reusing the last result for the same folds object
-    (the probe asks for the rank through the registry, then for the p-values of the same row)."""
+    (the probe asks for the rank through the registry, then for the p-values of the same row). An object with a
+    `sign_flip_test(seed=)` method (`probes.sketch_recon.FoldSketches`) runs that instead."""
     if _LAST and _LAST[0][0]() is folds and _LAST[0][1] == seed:
         return _LAST[0][2]
-    res = sign_flip_test(folds, seed=seed)
+    own = getattr(folds, "sign_flip_test", None)  # sketch mode's fold sketches run their own version of the test
+    res = own(seed=seed) if own is not None else sign_flip_test(folds, seed=seed)
     try:
         _LAST[:] = [(weakref.ref(folds), seed, res)]
     except TypeError:  # not weak-referenceable (a list): no caching

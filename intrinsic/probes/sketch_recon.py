@@ -1,0 +1,118 @@
+"""Low-rank reconstruction from two-sided sketches, its energy estimate, and the sign-flip test on fold sketches.
+
+Reconstruction (Tropp, Yurtsever, Udell & Cevher 2017, eq. (4.3)): from Y = G Omega (m x k) and W = Psi G
+(l x n), Q = orth(Y) and X = (Psi Q)^+ W (k x n) give G_hat = Q X. Its singular values are those of X; exact
+when G has rank <= k (and always when k = min(m, n)); otherwise the head is accurate when the spectrum
+decays past k, and X also carries part of the tail: with R = (I - Q Q^T) G,
+
+    X = Q^T G + (Psi Q)^+ Psi R
+
+Energy ||G||_F^2 (not streamable exactly: the cross terms between batches would need every X and D). Psi Q
+and Psi R are independent Gaussian maps given Q (Q depends on Omega only), so with B = Psi Q:
+    t = ||W - B X||_F^2 / (l - k)       is unbiased for ||R||_F^2 (the least-squares residual lies in the
+                                        (l - k)-dimensional complement of range(B), Psi R independent of it);
+    E||X||^2 = ||Q^T G||^2 + tr((B^T B)^-1) ||R||^2   given B;
+so  energy = ||X||^2 + (1 - tr((B^T B)^-1)) t   is unbiased for ||G||_F^2 (`reconstruct`). Its error is the
+fluctuation of the sketched tail, small when the tail is either small or spread over many directions
+(measured in tests/test_sketch.py and by benchmarks/bench_probe.py --sketch).
+
+Sign-flip test (`FoldSketches.sign_flip_test`, the sketch-mode counterpart of `rank.signflip`): a sketch is
+linear, so the sketch of M(s) = sum_j s_j G_j / K is sum_j s_j (Y_j, W_j) / K. The step-k statistic of a
+sign vector s is T_k(s) = sigma_1(P G_hat(s) Q_V), G_hat(s) reconstructed from the sketch of M(s), P and
+Q_V the projections off the top k - 1 singular vectors of G_hat(1) (as in the exact test). It is one
+deterministic function of the sketch of M(s) for every s, so the null distribution stays exact under the
+same symmetry assumption as the exact test, and step 1 keeps P(rank >= 1 | no signal) <= alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..rank.signflip import ALPHA, KMAX_CAP, RESAMPLES, SignFlipTest, _leading, rademacher
+
+CHUNK_BYTES = 256 * 2**20  # reconstructed sign-flip resamples held at a time
+
+
+def reconstruct(Y: torch.Tensor, W: torch.Tensor, psi: torch.Tensor):
+    """(Q (b, m, k), X (b, k, n), energy (b,)) from sketches Y (b, m, k), W (b, l, n) and Psi (l, m), in float64:
+    G_hat = Q X, energy the unbiased estimate of ||G||_F^2 (module docstring)."""
+    Y, W, psi = Y.double(), W.double(), psi.double()
+    k, l = Y.shape[-1], W.shape[-2]
+    Q = torch.linalg.qr(Y).Q  # (b, m, k)
+    Qb, Rb = torch.linalg.qr(psi @ Q)  # B = Psi Q (b, l, k) = Qb Rb
+    X = torch.linalg.solve_triangular(Rb, Qb.mT @ W, upper=True)  # (b, k, n): least squares B X = W
+    head = X.square().sum((-2, -1))  # (b,)
+    resid = W - (psi @ Q) @ X  # (b, l, n)
+    t = resid.square().sum((-2, -1)) / (l - k)  # (b,) unbiased for ||(I - QQ^T) G||^2
+    inv = torch.linalg.solve_triangular(Rb, torch.eye(k, dtype=Rb.dtype, device=Rb.device).expand_as(Rb), upper=True)
+    trace = inv.square().sum((-2, -1))  # (b,) tr((B^T B)^-1) = ||Rb^-1||_F^2
+    return Q, X, (head + (1.0 - trace) * t).clamp_min(0.0)
+
+
+def svd_of(Q: torch.Tensor, X: torch.Tensor):
+    """(S (b, k), U (b, m, k), V (b, n, k)) of G_hat = Q X."""
+    Ux, S, Vh = torch.linalg.svd(X, full_matrices=False)  # (b, k, k), (b, k), (b, k, n)
+    return S, Q @ Ux, Vh.mT
+
+
+@dataclass(eq=False)
+class FoldSketches:
+    """Sketches of the K fold means of one row (what sketch mode keeps instead of `Spectra.folds`' (K, m, n))."""
+
+    Y: torch.Tensor  # (K, m, k) range sketches of the fold means
+    W: torch.Tensor  # (K, l, n) co-range sketches
+    psi: torch.Tensor  # (l, m) the co-range test matrix
+    shape: tuple[int, int]  # (m, n)
+
+    def sign_flip_test(self, *, alpha: float = ALPHA, resamples: int = RESAMPLES, seed: int = 0) -> SignFlipTest:
+        """The step-down sign-flip test on the reconstructions of the sign-flipped fold sums (module docstring)."""
+        K, m, k = self.Y.shape
+        n = self.W.shape[-1]
+        kmax = min(KMAX_CAP, min(m, n) - 1, k)
+        signs = torch.from_numpy(np.vstack([np.ones((1, K)), rademacher(resamples, K, seed)])).to(self.Y.device)
+        chunk = max(1, CHUNK_BYTES // (8 * k * (m + n)))
+        starts = list(range(0, len(signs), chunk))
+        cache: dict[int, tuple] = {}
+
+        def recon(i: int):
+            if i in cache:
+                return cache[i]
+            s = signs[i:i + chunk] / K  # (c, K)
+            Q, X, _ = reconstruct(torch.einsum("cj,jmk->cmk", s, self.Y.double()),
+                                  torch.einsum("cj,jln->cln", s, self.W.double()), self.psi)
+            out = (Q, X, X @ X.mT)  # (c, m, k), (c, k, n), (c, k, k)
+            if len(starts) == 1:
+                cache[i] = out
+            return out
+
+        Q0, X0, _ = recon(0)
+        S, U, V = svd_of(Q0[:1], X0[:1])  # the observed G_hat = M(1)
+        S, U, V = S[0], U[0], V[0]  # (k,), (m, k), (n, k)
+        tol = float(S[0]) * max(m, n) * 1e-7 if len(S) else 0.0
+        pvals, stats, quants, ms = [], [], [], []
+        for step in range(1, kmax + 1):
+            Ur, Vr = U[:, :step - 1], V[:, :step - 1]  # (m, r), (n, r)
+            t = []
+            for i in starts:
+                Q, X, XX = recon(i)  # (c, m, k), (c, k, n), (c, k, k)
+                C, Z = Ur.mT @ Q, X @ Vr  # (c, r, k), (c, k, r)
+                G1 = torch.eye(k, dtype=Q.dtype, device=Q.device) - C.mT @ C  # (c, k, k): (P Q)^T (P Q), Q orthonormal
+                G2 = XX - Z @ Z.mT  # (c, k, k): (X Q_V)(X Q_V)^T
+                ev, vec = torch.linalg.eigh(G1)
+                H = (vec * ev.clamp_min(0).sqrt()[:, None, :]) @ vec.mT  # (c, k, k): G1^(1/2)
+                top = torch.linalg.eigvalsh(H @ G2 @ H)[:, -1]  # sigma_1(P Q X Q_V)^2
+                t.append(top.clamp_min(0).sqrt())
+            T = torch.cat(t).cpu().numpy()  # (1 + B,): observed first
+            obs, null = float(T[0]), T[1:]
+            p = (1.0 + float(np.sum(null >= obs))) / (len(null) + 1.0) if obs > tol else 1.0
+            pvals.append(p)
+            stats.append(obs)
+            quants.append(float(np.quantile(null, 1.0 - alpha)))
+            ms.append(float(np.mean(null ** 2)))
+            if p > alpha:
+                break
+        rank = sum(1 for _ in _leading(pvals, alpha))
+        return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), tuple(ms), alpha, resamples, K)
