@@ -163,3 +163,14 @@ def test_a_completion_study_with_an_lr_grid_runs_on_a_tiny_causal_lm(tmp_path):
     tests = [r for r in rows if r.phase == "test"]
     assert len(chosen) == 2 and {r.strategy for r in tests} == {"all", "ffn"}
     assert all(r.lr == chosen[r.arm] for r in tests)
+    # the report shows the mean exact match and forgetting of each placement's test runs
+    from intrinsic.study.report import write_report
+
+    _, analysis, _ = write_report(out)
+    table = (out / "report.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| placement | seeds"))
+    assert "| exact_match |" in header and "| forgetting |" in header
+    for c in analysis.configs:
+        mine = [r for r in tests if r.label == c.label]
+        assert math.isclose(c.forgetting.mean, sum(r.forgetting for r in mine) / len(mine))
+        assert math.isclose(c.exact_match.mean, sum(r.exact_match for r in mine) / len(mine))

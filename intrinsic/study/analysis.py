@@ -68,6 +68,8 @@ class ConfigSummary:
     lr_grid: tuple[float, ...] = ()  # its lr grid: non-empty = lr chosen on validation
     predicted_by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # predictor -> seed -> share of
     #                   its statistic the plan covers (CellRow.predicted), finished seeds with a probe only
+    exact_match: Summary | None = None  # completion tasks: share of greedy answers right (None: not measured)
+    forgetting: Summary | None = None  # forgetting-corpus log-loss after minus before training (None: not measured)
 
     def metric(self, name: str) -> Summary:
         return getattr(self, name)
@@ -183,6 +185,8 @@ def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
             peak_memory_mb=s("peak_memory_mb"), train_time_s=s("train_time_s"),
             time_per_step_s=s("time_per_step_s"), adapter_bytes=s("adapter_bytes"),
             predicted_share=s("predicted_share"), ranks=_ranks_text(ok),
+            exact_match=s("exact_match") if any(r.exact_match is not None for r in ok) else None,
+            forgetting=s("forgetting") if any(r.forgetting is not None for r in ok) else None,
             memory_kind=next((r.memory_kind for r in ok if r.memory_kind), None),
             scores_by_seed={int(r.seed): float(r.score) for r in ok if r.score is not None},
             timing=_timing({r.timing for r in ok}),

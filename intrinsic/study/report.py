@@ -69,6 +69,12 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
         for row, label in zip(rows, a.groups[group]):
             row["timing"] = by_label[label].timing or "-"
         cols.insert(cols.index("time_s") + 1, "timing")
+    for key in ("exact_match", "forgetting"):  # measured on completion tasks / with a forgetting corpus only
+        if any(by_label[label].metric(key) is not None for label in a.groups[group]):
+            for row, label in zip(rows, a.groups[group]):
+                m = by_label[label].metric(key)
+                row[key] = None if m is None else _n(m.mean)
+            cols.insert(cols.index("gain") + 1, key)
     return (f"Comparison group {group}", cols, rows)
 
 
