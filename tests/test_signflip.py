@@ -143,3 +143,17 @@ def test_checks_catch_the_wrong_quantile():
     rng = np.random.default_rng(9)
     ranks = np.array([sign_flip_test(noise_folds("iso", 8, 16, 12, rng), alpha=0.5, seed=i).rank for i in range(60)])
     assert not fpr_ok(ranks)
+
+
+@pytest.mark.parametrize("chunk_bytes", [8 * 20 * 20 * 7, 8 * 20 * 20 * 200])  # several chunks, and one
+def test_resampled_grams_kept_across_steps_change_no_number(monkeypatch, chunk_bytes):
+    """Keeping every chunk's resampled Gram matrices across the steps (CACHE_BYTES) gives exactly the numbers
+    of recomputing them at every step, with several chunks (the sizes above) as with one."""
+    folds = planted_folds(8, 20, 30, 3, snr=4.0, rng=np.random.default_rng(5))
+    monkeypatch.setattr(SF, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(SF, "CACHE_BYTES", 0)  # recompute at every step (one chunk is kept regardless)
+    fresh = sign_flip_test(folds, seed=1)
+    monkeypatch.setattr(SF, "CACHE_BYTES", 2**30)
+    kept = sign_flip_test(folds, seed=1)
+    assert fresh.rank == kept.rank >= 3 and len(kept.pvalues) > 3
+    assert fresh == kept  # every p-value, statistic, quantile and null mean square

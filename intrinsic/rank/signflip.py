@@ -51,6 +51,7 @@ BLOCK = 8  # block size of the power iterations
 ITERS = 12  # block power iterations at the first step ...
 WARM_ITERS = 4  # ... and at later steps, which start from the previous step's block (deflated)
 CHUNK_BYTES = 256 * 2**20  # memory for the resampled Gram matrices at a time
+CACHE_BYTES = 2**30  # the resampled Gram matrices of every chunk are kept across steps when they fit in this
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
     tol = float(S[0]) * max(m, n) * 1e-7 if len(S) else 0.0  # below float32 round-off: not a direction
     pvals, stats, quants, ms = [], [], [], []
     starts = list(range(0, len(signs), chunk))
-    cache = {}  # chunk start -> (b, m, m) sum_jl s_j s_l A_jl, kept when all chunks fit in one
+    cache = {}  # chunk start -> (b, m, m) sum_jl s_j s_l A_jl, kept across steps when all fit in CACHE_BYTES
+    keep = len(starts) == 1 or len(signs) * m * m * F.element_size() <= CACHE_BYTES
     blocks = {i: start.expand(min(chunk, len(signs) - i), -1, -1) for i in starts}  # warm starts (b, m, p)
     for k in range(1, kmax + 1):
         r = k - 1 if deflate else 0
@@ -133,7 +135,7 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
             H = cache.get(i)
             if H is None:
                 H = torch.einsum("bj,bl,jlac->bac", s, s, A)  # (b, m, m): K^2 M(s) M(s)^T
-                if len(starts) == 1:
+                if keep:  # the same H at every step: computing it once changes no number
                     cache[i] = H
             w = torch.einsum("bj,jar->bar", s, W)  # (b, m, r): K M(s) V
 
