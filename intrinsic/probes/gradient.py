@@ -78,6 +78,17 @@ class GradientSums:
         return self.folds[i][:, idx]
 
 
+def check_accumulation(batches: Sequence, folds: int, refs: Sequence[ModuleRef]) -> None:
+    """The inputs every accumulation (exact sums or sketches) needs: two batches at least (the split halves),
+    a whole number of folds, modules to probe."""
+    if len(batches) < 2:
+        raise ConfigError(f"batches must be at least 2 (split halves need one batch each), got {len(batches)}")
+    if folds and len(batches) % folds:
+        raise ConfigError(f"batches ({len(batches)}) must be a multiple of folds ({folds})")
+    if not refs:
+        raise ConfigError("No modules to probe.")
+
+
 @contextlib.contextmanager
 def only_probed_weights_trainable(model, refs: Sequence[ModuleRef]) -> Iterator[list[torch.nn.Parameter]]:
     """Freeze every parameter except the probed weights; restore flags, grads and train/eval mode afterwards."""
@@ -147,12 +158,7 @@ def accumulate_gradients(
     """Sum per-batch gradients of the probed weights: even/odd halves of `batches`, and `noise_batches`;
     with `folds` K > 0 also the K fold means (batch b in fold b % K); with `example_energy` also the
     per-example gradient energy of every row over `batches` (`example_energy.ExampleEnergy`)."""
-    if len(batches) < 2:
-        raise ConfigError(f"batches must be at least 2 (split halves need one batch each), got {len(batches)}")
-    if folds and len(batches) % folds:
-        raise ConfigError(f"batches ({len(batches)}) must be a multiple of folds ({folds})")
-    if not refs:
-        raise ConfigError("No modules to probe.")
+    check_accumulation(batches, folds, refs)
     dev = device_of(model)
 
     def zeros():

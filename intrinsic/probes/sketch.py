@@ -36,6 +36,7 @@ from ..errors import ConfigError, NonFiniteError
 from .base import RowKey, row_views
 from .distributed import my_batches, sum_across, sum_values
 from .example_energy import ExampleEnergy
+from .gradient import check_accumulation
 from .settings import SKETCH_AUTO as AUTO_SKETCH  # sketch size chosen when the exact accumulators do not fit
 from .steps import Progress, device_of, forward_loss
 
@@ -217,12 +218,7 @@ def accumulate_sketches(model, refs: Sequence[ModuleRef], batches: Sequence[dict
                         example_energy: bool = False) -> tuple[SketchSums, dict | None]:
     """(sketches of every row, per-example energy {RowKey: mean over batches} or None): `batches` into the real
     slots (batch b into slot b % S), `noise_batches` into the noise slot."""
-    if len(batches) < 2:
-        raise ConfigError(f"batches must be at least 2 (split halves need one batch each), got {len(batches)}")
-    if folds and len(batches) % folds:
-        raise ConfigError(f"batches ({len(batches)}) must be a multiple of folds ({folds})")
-    if not refs:
-        raise ConfigError("No modules to probe.")
+    check_accumulation(batches, folds, refs)
     sums = new_sums(refs, k, folds, seed, device_of(model))
     energy = ExampleEnergy(model, refs) if example_energy else None
     with torch.enable_grad(), no_weight_grads(model), SketchHooks(model, sums) as hooks:
