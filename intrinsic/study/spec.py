@@ -12,7 +12,9 @@ documented in studies/README.md; in short:
     [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs)
     lrs, lr_seeds learning-rate grid chosen on validation (top level, per [[grid]] block, or per strategy
                   in [train_overrides.STRATEGY]); lr_seeds: the seeds of the sweep (default: the first seed)
-    [quick]       overrides for a fast CPU run: seeds, lrs, lr_seeds, data, train, probe, grid
+    [truncate]    after the grid, r90 of each component of every full fine-tuning test cell (`ranks`,
+                  `components`); full cells then save their model (see `check_truncate_table`)
+    [quick]       overrides for a fast CPU run: seeds, lrs, lr_seeds, data, train, probe, grid, truncate
 
 Errors name the file and line of the offending key (`key_line`). The grid's expansion into cells
 and the hashes that name them live in `grid.py`.
@@ -31,14 +33,22 @@ from ..errors import ConfigError, did_you_mean
 from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
-from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table
+from .check import (
+    PROBE_META_KEYS,
+    check_data_table,
+    check_probe_table,
+    check_settings,
+    check_train_table,
+    check_truncate_table,
+)
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
-            "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds")
+            "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds", "truncate")
 PLACEMENT_KEYS = KNOBS
 GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs")
-QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds")
+QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds",
+              "truncate")
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 
@@ -66,6 +76,18 @@ class StudySpec:
     lrs: tuple[float, ...] = ()  # top-level lr grid of every arm without its own (empty: no lr selection)
     lr_seeds: tuple[int, ...] = ()  # seeds of the lr-sweep cells (empty: each block's first seed)
     strategy_lrs: dict[str, tuple[float, ...]] = field(default_factory=dict)  # [train_overrides.S] lrs
+    truncate: dict[str, Any] | None = None  # [truncate]: {"ranks": [...], "components": [...] | None}; None: none
+    # (not part of any hash: it reads finished full runs, it changes no cell)
+
+    def truncate_settings(self):
+        """The TruncateSettings of the [truncate] stage (on the study's device); None without [truncate]."""
+        if self.truncate is None:
+            return None
+        from ..truncation import TruncateSettings
+
+        comps = self.truncate.get("components")
+        return TruncateSettings(components=",".join(comps) if comps else None, ranks=tuple(self.truncate["ranks"]),
+                                device=self.device)
 
     def lr_seeds_of(self, block: GridBlock) -> tuple[int, ...]:
         """Seeds of the lr-sweep cells of a block's arms: `lr_seeds`, else the block's first seed."""
@@ -272,10 +294,14 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         _parse_grid(ctx, "quick.grid", q["grid"], (0,))  # validate even when not applied
 
     eff = copy.deepcopy(raw)
+    for pre, src in (("", raw), ("quick.", q)):
+        check_truncate_table(ctx, f"{pre}truncate", _table(ctx, pre.rstrip("."), src, "truncate"))
+    if "truncate" in raw:  # full fine-tuning keeps its model for truncation, as if [train_overrides.full] said so
+        _full_saves_model(ctx, eff)
     if quick:
         if not q:
             raise ConfigError(f"{ctx.source}: --quick needs a [quick] table in the study file.")
-        for key in ("data", "train", "probe", "placement"):
+        for key in ("data", "train", "probe", "placement") + (("truncate",) if "truncate" in eff else ()):
             eff[key] = {**eff.get(key, {}), **q.get(key, {})}
         for strat, tbl in q.get("train_overrides", {}).items():
             eff.setdefault("train_overrides", {})[strat] = {**eff.get("train_overrides", {}).get(strat, {}), **tbl}
@@ -335,6 +361,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         lrs=_lr_list(ctx, "", eff),
         lr_seeds=_int_list(ctx, "", eff, "lr_seeds", 0),
         strategy_lrs=strategy_lrs,
+        truncate=_truncate(eff, overrides),
     )
     cells = spec.cells()
     if not cells:
@@ -347,6 +374,34 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
             raise ctx.fail("grid", "budgets" if cell.budget else "strategies",
                            f"grid block '{cell.blocks[0]}', {cell.label}: {e}") from None
     return spec
+
+
+def _full_saves_model(ctx: _Ctx, eff: dict[str, Any]) -> None:
+    """[truncate] reads the full fine-tuned models: `save_full_model = true` in [train_overrides.full] (a
+    [train] or [train_overrides.full] that says false contradicts it)."""
+    for table, tbl in (("train", eff.get("train", {})), ("train_overrides.full", _full_table(eff))):
+        if tbl.get("save_full_model") is False:
+            raise ctx.fail(table, "save_full_model", f"[{table}] sets `save_full_model = false`, but [truncate] "
+                                                     "needs the full fine-tuned models: drop it or drop [truncate].")
+    eff.setdefault("train_overrides", {})
+    key = next((k for k in eff["train_overrides"] if canonical(k) == "full"), "full")
+    eff["train_overrides"].setdefault(key, {})["save_full_model"] = True
+
+
+def _full_table(eff: dict[str, Any]) -> dict[str, Any]:
+    return next((v for k, v in eff.get("train_overrides", {}).items() if canonical(k) == "full"), {})
+
+
+def _truncate(eff: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The effective [truncate] table (defaults filled); None without one, or when the effective settings of
+    full fine-tuning do not save the model (a [quick] run that turns it off measures no r90)."""
+    if "truncate" not in eff or not overrides.get("full", {}).get("save_full_model", eff.get("train", {}).get(
+            "save_full_model", False)):
+        return None
+    from ..truncation.settings import DEFAULT_RANKS
+
+    t = eff["truncate"]
+    return {"ranks": sorted(t.get("ranks", DEFAULT_RANKS)), "components": t.get("components")}
 
 
 def load_spec(path: str | Path, *, quick: bool = False) -> StudySpec:
