@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from intrinsic.study.runner import Hooks, run_study, study_record
 from intrinsic.study.spec import load_spec, parse_spec
+from intrinsic.study.truncate import truncate_settings
 
 from test_study_run import study_text
 
@@ -35,7 +36,8 @@ def test_spec_without_truncate_keeps_its_cells(tiny_bert_dir, tiny_csv):
     with_t = parse_spec(tiny_text(tiny_bert_dir, tiny_csv))
     assert plain.truncate is None and "truncate" not in study_record(plain)["spec"]
     assert with_t.truncate == {"ranks": [1, 2], "components": ["attention", "ffn", "q"]}
-    assert with_t.truncate_settings().ranks == (1, 2) and with_t.truncate_settings().components == "attention,ffn,q"
+    settings = truncate_settings(with_t)
+    assert settings.ranks == (1, 2) and settings.components == "attention,ffn,q" and settings.device == "cpu"
     # LoRA cells keep their ids; full cells save their model (as if [train_overrides.full] said so)
     lora = {c.id for c in plain.cells() if c.strategy != "full"}
     assert lora == {c.id for c in with_t.cells() if c.strategy != "full"}
@@ -142,7 +144,8 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
 
     # the probe's estimate: per seed the median intrinsic_rank of the component's blocks, median over seeds
     reps = [ProbeReport.load(out / "probes" / probe_key(spec, s)) for s in (0, 1)]
-    want = {"attention": lambda m: m.kind == "attention", "ffn": lambda m: m.kind == "ffn", "q": lambda m: m.role == "q"}
+    want = {"attention": lambda m: m.kind == "attention", "ffn": lambda m: m.kind == "ffn",
+            "q": lambda m: m.role == "q"}
     for name, pick in want.items():
         per_seed = [statistics.median(m.intrinsic_rank for m in rep.leaves() if pick(m)) for rep in reps]
         assert r90[name]["probe_rank"] == statistics.median(per_seed)

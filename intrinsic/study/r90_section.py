@@ -151,7 +151,8 @@ def r90_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
         return ", ".join("n/r" if x is None else str(x) for x in v)
 
     rows = [{"component": x.component, "seeds": len(x.seeds), "r90_per_seed": ranks(x.r90s), "median": x.median,
-             "geomean": _round(x.geomean, 2), "ci95": None if x.ci_low is None else f"[{x.ci_low:.1f}, {x.ci_high:.1f}]",
+             "geomean": _round(x.geomean, 2),
+             "ci95": None if x.ci_low is None else f"[{x.ci_low:.1f}, {x.ci_high:.1f}]",
              "dW_90%": x.dw90, "probe_rank": x.probe_rank} for x in r.rows]
     return ("Measured r90 per component over seeds (n/r: not reached on the grid) beside the probe's estimate",
             ["component", "seeds", "r90_per_seed", "median", "geomean", "ci95", "dW_90%", "probe_rank"], rows)

@@ -33,14 +33,8 @@ from ..errors import ConfigError, did_you_mean
 from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
-from .check import (
-    PROBE_META_KEYS,
-    check_data_table,
-    check_probe_table,
-    check_settings,
-    check_train_table,
-    check_truncate_table,
-)
+from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table
+from .check import check_truncate_table, full_saves_model, truncate_table
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
@@ -78,16 +72,6 @@ class StudySpec:
     strategy_lrs: dict[str, tuple[float, ...]] = field(default_factory=dict)  # [train_overrides.S] lrs
     truncate: dict[str, Any] | None = None  # [truncate]: {"ranks": [...], "components": [...] | None}; None: none
     # (not part of any hash: it reads finished full runs, it changes no cell)
-
-    def truncate_settings(self):
-        """The TruncateSettings of the [truncate] stage (on the study's device); None without [truncate]."""
-        if self.truncate is None:
-            return None
-        from ..truncation import TruncateSettings
-
-        comps = self.truncate.get("components")
-        return TruncateSettings(components=",".join(comps) if comps else None, ranks=tuple(self.truncate["ranks"]),
-                                device=self.device)
 
     def lr_seeds_of(self, block: GridBlock) -> tuple[int, ...]:
         """Seeds of the lr-sweep cells of a block's arms: `lr_seeds`, else the block's first seed."""
@@ -297,7 +281,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     for pre, src in (("", raw), ("quick.", q)):
         check_truncate_table(ctx, f"{pre}truncate", _table(ctx, pre.rstrip("."), src, "truncate"))
     if "truncate" in raw:  # full fine-tuning keeps its model for truncation, as if [train_overrides.full] said so
-        _full_saves_model(ctx, eff)
+        full_saves_model(ctx, eff)
     if quick:
         if not q:
             raise ConfigError(f"{ctx.source}: --quick needs a [quick] table in the study file.")
@@ -361,7 +345,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         lrs=_lr_list(ctx, "", eff),
         lr_seeds=_int_list(ctx, "", eff, "lr_seeds", 0),
         strategy_lrs=strategy_lrs,
-        truncate=_truncate(eff, overrides),
+        truncate=truncate_table(eff, overrides),
     )
     cells = spec.cells()
     if not cells:
@@ -374,34 +358,6 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
             raise ctx.fail("grid", "budgets" if cell.budget else "strategies",
                            f"grid block '{cell.blocks[0]}', {cell.label}: {e}") from None
     return spec
-
-
-def _full_saves_model(ctx: _Ctx, eff: dict[str, Any]) -> None:
-    """[truncate] reads the full fine-tuned models: `save_full_model = true` in [train_overrides.full] (a
-    [train] or [train_overrides.full] that says false contradicts it)."""
-    for table, tbl in (("train", eff.get("train", {})), ("train_overrides.full", _full_table(eff))):
-        if tbl.get("save_full_model") is False:
-            raise ctx.fail(table, "save_full_model", f"[{table}] sets `save_full_model = false`, but [truncate] "
-                                                     "needs the full fine-tuned models: drop it or drop [truncate].")
-    eff.setdefault("train_overrides", {})
-    key = next((k for k in eff["train_overrides"] if canonical(k) == "full"), "full")
-    eff["train_overrides"].setdefault(key, {})["save_full_model"] = True
-
-
-def _full_table(eff: dict[str, Any]) -> dict[str, Any]:
-    return next((v for k, v in eff.get("train_overrides", {}).items() if canonical(k) == "full"), {})
-
-
-def _truncate(eff: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The effective [truncate] table (defaults filled); None without one, or when the effective settings of
-    full fine-tuning do not save the model (a [quick] run that turns it off measures no r90)."""
-    if "truncate" not in eff or not overrides.get("full", {}).get("save_full_model", eff.get("train", {}).get(
-            "save_full_model", False)):
-        return None
-    from ..truncation.settings import DEFAULT_RANKS
-
-    t = eff["truncate"]
-    return {"ranks": sorted(t.get("ranks", DEFAULT_RANKS)), "components": t.get("components")}
 
 
 def load_spec(path: str | Path, *, quick: bool = False) -> StudySpec:

@@ -18,6 +18,17 @@ from .rows import finished_run
 from .spec import StudySpec
 
 
+def truncate_settings(spec: StudySpec):
+    """The TruncateSettings of the study's [truncate] (on the study's device); None without [truncate]."""
+    if spec.truncate is None:
+        return None
+    from ..truncation import TruncateSettings
+
+    comps = spec.truncate.get("components")
+    return TruncateSettings(components=",".join(comps) if comps else None, ranks=tuple(spec.truncate["ranks"]),
+                            device=spec.device)
+
+
 def truncation_cells(cells: Sequence[Cell], out: Path) -> list[Cell]:
     """The full fine-tuning test cells among `cells` whose run is finished, in grid order."""
     return [c for c in cells if c.strategy == "full" and c.phase != SWEEP
@@ -27,7 +38,7 @@ def truncation_cells(cells: Sequence[Cell], out: Path) -> list[Cell]:
 def truncate_cells(spec: StudySpec, out: Path, cells: Sequence[Cell], say: Callable[[str], None]) -> int:
     """Measure (or complete) the truncation of every finished full test cell of `cells`; the number of
     cells that measured something in this call."""
-    settings = spec.truncate_settings()
+    settings = truncate_settings(spec)
     if settings is None:
         return 0
     from ..errors import ConfigError

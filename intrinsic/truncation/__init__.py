@@ -28,6 +28,7 @@ __all__ = [
     "BANDS", "DEFAULT_RANKS", "KEEP", "TRUNCATION_FILE", "Block", "ComponentSummary", "ComponentTruncation", "LowRank",
     "RankShare", "TruncationSummary", "summarize_runs",
     "TruncateSettings", "TruncationPoint", "TruncationResult", "Truncator", "blocks_of", "check_run",
-    "component_blocks", "component_rows", "is_complete", "layer_bands", "measure", "parse_ranks", "r90", "select_components",
+    "component_blocks", "component_rows",
+    "is_complete", "layer_bands", "measure", "parse_ranks", "r90", "select_components",
     "truncate_run", "truncated",
 ]
