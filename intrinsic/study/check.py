@@ -4,6 +4,8 @@
   (`TrainConfig`, `ProbeSettings`, `load_task`): known keys, TOML types that fit the field's type.
 - `check_settings`: the effective settings, by constructing `TrainConfig` (per strategy, overrides
   applied) and `ProbeSettings`, so ranges are checked by the classes that own them.
+- `check_truncate_table`: [truncate] (`ranks`, `components`) against the names `intrinsic truncate` knows;
+  `full_saves_model`, `truncate_table`: what [truncate] does to the effective settings.
 - `check_resources`: the model name resolves (without loading weights) and the task loads (local
   files and built-ins; `hf:` data sets are left to the run, which would otherwise download them here).
 
@@ -101,6 +103,65 @@ def check_data_table(ctx: Ctx, table: str, data: dict) -> None:
     for k in ("max_examples", "max_eval_examples"):
         if k in data and data[k] < 1:
             raise ctx.fail(table, k, f"[{table}]: `{k}` must be an integer >= 1, got {data[k]!r}.")
+
+
+TRUNCATE_KEYS = ("ranks", "components")
+
+
+def check_truncate_table(ctx: Ctx, table: str, tbl: dict) -> None:
+    """A [truncate]-like table: `ranks` a list of distinct integers >= 1, `components` a list of component
+    names of `intrinsic truncate` (kinds, roles, layer bands; the model decides at run time which it has)."""
+    from ..arch import ROLE_ORDER
+    from ..errors import did_you_mean
+    from ..truncation.components import ALIASES, BANDS, KINDS
+
+    ctx.check_keys(table, tbl, TRUNCATE_KEYS)
+    ranks = tbl.get("ranks", [1])
+    if (not isinstance(ranks, list) or not ranks or len(set(map(str, ranks))) != len(ranks)
+            or any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in ranks)):
+        raise ctx.fail(table, "ranks", f"[{table}]: `ranks` must be a non-empty list of distinct integers >= 1, "
+                                       f"got {ranks!r}.")
+    comps = tbl.get("components", ["attention"])
+    if not isinstance(comps, list) or not comps or any(not isinstance(c, str) for c in comps):
+        raise ctx.fail(table, "components", f"[{table}]: `components` must be a non-empty list of component names "
+                                            f"(leave it out for all of them), got {comps!r}.")
+    known = (*KINDS, *ALIASES, *ROLE_ORDER, *BANDS)
+    for c in comps:
+        if c.strip().lower() not in known:
+            raise ctx.fail(table, "components", f"[{table}]: unknown component '{c}'.{did_you_mean(c, known)} "
+                                                f"Known: {', '.join(known)}.")
+
+
+def full_saves_model(ctx: Ctx, eff: dict[str, Any]) -> None:
+    """[truncate] reads the full fine-tuned models: `save_full_model = true` in [train_overrides.full] (a
+    [train] or [train_overrides.full] that says false contradicts it)."""
+    for table, tbl in (("train", eff.get("train", {})), ("train_overrides.full", _full_table(eff))):
+        if tbl.get("save_full_model") is False:
+            raise ctx.fail(table, "save_full_model", f"[{table}] sets `save_full_model = false`, but [truncate] "
+                                                     "needs the full fine-tuned models: drop it or drop [truncate].")
+    from ..placement.strategies import canonical
+
+    eff.setdefault("train_overrides", {})
+    key = next((k for k in eff["train_overrides"] if canonical(k) == "full"), "full")
+    eff["train_overrides"].setdefault(key, {})["save_full_model"] = True
+
+
+def _full_table(eff: dict[str, Any]) -> dict[str, Any]:
+    from ..placement.strategies import canonical
+
+    return next((v for k, v in eff.get("train_overrides", {}).items() if canonical(k) == "full"), {})
+
+
+def truncate_table(eff: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The effective [truncate] table (defaults filled); None without one, or when the effective settings of
+    full fine-tuning do not save the model (a [quick] run that turns it off measures no r90)."""
+    if "truncate" not in eff or not overrides.get("full", {}).get("save_full_model", eff.get("train", {}).get(
+            "save_full_model", False)):
+        return None
+    from ..truncation.settings import DEFAULT_RANKS
+
+    t = eff["truncate"]
+    return {"ranks": sorted(t.get("ranks", DEFAULT_RANKS)), "components": t.get("components")}
 
 
 def _named_key(msg: str, keys) -> str | None:

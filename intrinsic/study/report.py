@@ -18,6 +18,7 @@ from ..report.plots import ci_halfwidth, colors_by_name, pyplot, save_png
 from ..results import atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
 from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
+from .r90_section import R90Section, r90_blocks, r90_section
 from .rows import CellRow, load_results
 
 TableRows = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows): a table before formatting
@@ -284,8 +285,10 @@ def _figure(plot: tuple[Path, str]) -> Image:
     return Image(path, alt=caption, caption=caption)
 
 
-def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]]) -> list[Block]:
-    """The study report as document blocks; `plots` are the (PNG, caption) pairs `write_plots` made."""
+def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]],
+             r90: R90Section | None = None) -> list[Block]:
+    """The study report as document blocks; `plots` are the (PNG, caption) pairs `write_plots` made;
+    `r90`: the measured intrinsic rank per component (a study with [truncate]), else no such section."""
     s = a.study
     blocks: list[Block] = [Heading(1, f"Study: {s.get('name', '?')}" + (" (quick)" if s.get("quick") else ""))]
     blocks.append(Paragraph(f"**Question.** {s.get('question', '')}"))
@@ -339,6 +342,8 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
     if a.statistic_checks:
         blocks += [Heading(3, "Which probe statistic predicts the gain?"), Paragraph(STATISTICS_NOTE),
                    _table(statistic_table(a))]
+    if r90 is not None:
+        blocks += r90_blocks(r90)
     probs = problems_table(a)
     if probs[2]:
         blocks += [Heading(2, "Problems"), _table(probs)]
@@ -356,10 +361,11 @@ def write_report(out_dir: str | Path, rows: list[CellRow] | None = None, study: 
     a = analyze(rows, study)
     gl = generate(a)
     plots = write_plots(a, dest)
-    blocks = document(a, gl, plots)
+    r90 = r90_section(out_dir, rows, study)
+    blocks = document(a, gl, plots, r90)
     md = atomic_write_text(dest / "report.md", render_markdown(blocks))
     ht = atomic_write_text(dest / "report.html", render_html(blocks))
-    aj = write_json(dest / "analysis.json", {"analysis": a, "guidelines": gl})
+    aj = write_json(dest / "analysis.json", {"analysis": a, "guidelines": gl, **({"r90": r90} if r90 else {})})
     return ReportFiles(str(md), str(ht), tuple(str(p) for p, _ in plots), str(aj)), a, gl
 
 

@@ -8,6 +8,7 @@ Layout of a results directory:
     cells/<id>/status.json  {status: failed|infeasible, error} when the cell did not finish
     probes/<hash>/          the gradient probe of one (model, task, data, probe settings, seed)
     results.json            one row per grid cell, rebuilt from cells/ after every cell
+    cells/<id>/truncation.json   with [truncate]: r90 per component of a full fine-tuning test cell (`truncate.py`)
 
 Because results.json is rebuilt from the cell directories (never appended to), an interrupted
 study can neither lose nor duplicate a row. On resume a cell with a complete run.json is
@@ -42,6 +43,7 @@ from .grid import SWEEP, Cell
 from .selection import select_lrs, sweep_rows
 from .check import check_resources
 from .spec import StudySpec
+from .truncate import truncate_cells
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,12 @@ class Hooks:
 
 
 def study_record(spec: StudySpec) -> dict[str, Any]:
+    stored = to_dict(spec)
+    if spec.truncate is None:  # a study without [truncate] writes the study.json it always wrote
+        stored.pop("truncate", None)
     return {"schema_version": RESULTS_SCHEMA, "name": spec.name, "question": spec.question, "model": spec.model,
             "task": spec.task, "quick": spec.quick, "definition_hash": spec.definition_hash,
-            "metrics": list(spec.metrics), "source": spec.source, "spec": to_dict(spec),
+            "metrics": list(spec.metrics), "source": spec.source, "spec": stored,
             "cells": len(spec.cells())}
 
 
@@ -272,6 +277,8 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
             rows, ran = _run_cells(spec, out, todo, hooks, timing="shared" if shard else "exclusive")
         else:
             rows, ran = _engine_cells(engine, spec, out, todo, hooks)
+        if spec.truncate is not None:  # after the grid: r90 of the finished full test cells, in this process
+            truncate_cells(spec, out, cells, hooks.on_message or (lambda _m: None))
     sel = {c.id for c in cells}
     counts: dict[str, int] = {}
     for r in rows:

@@ -12,7 +12,9 @@ documented in studies/README.md; in short:
     [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs)
     lrs, lr_seeds learning-rate grid chosen on validation (top level, per [[grid]] block, or per strategy
                   in [train_overrides.STRATEGY]); lr_seeds: the seeds of the sweep (default: the first seed)
-    [quick]       overrides for a fast CPU run: seeds, lrs, lr_seeds, data, train, probe, grid
+    [truncate]    after the grid, r90 of each component of every full fine-tuning test cell (`ranks`,
+                  `components`); full cells then save their model (see `check_truncate_table`)
+    [quick]       overrides for a fast CPU run: seeds, lrs, lr_seeds, data, train, probe, grid, truncate
 
 Errors name the file and line of the offending key (`key_line`). The grid's expansion into cells
 and the hashes that name them live in `grid.py`.
@@ -32,13 +34,15 @@ from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
 from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table
+from .check import check_truncate_table, full_saves_model, truncate_table
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
-            "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds")
+            "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds", "truncate")
 PLACEMENT_KEYS = KNOBS
 GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs")
-QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds")
+QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds",
+              "truncate")
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 
@@ -66,6 +70,8 @@ class StudySpec:
     lrs: tuple[float, ...] = ()  # top-level lr grid of every arm without its own (empty: no lr selection)
     lr_seeds: tuple[int, ...] = ()  # seeds of the lr-sweep cells (empty: each block's first seed)
     strategy_lrs: dict[str, tuple[float, ...]] = field(default_factory=dict)  # [train_overrides.S] lrs
+    truncate: dict[str, Any] | None = None  # [truncate]: {"ranks": [...], "components": [...] | None}; None: none
+    # (not part of any hash: it reads finished full runs, it changes no cell)
 
     def lr_seeds_of(self, block: GridBlock) -> tuple[int, ...]:
         """Seeds of the lr-sweep cells of a block's arms: `lr_seeds`, else the block's first seed."""
@@ -272,10 +278,14 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         _parse_grid(ctx, "quick.grid", q["grid"], (0,))  # validate even when not applied
 
     eff = copy.deepcopy(raw)
+    for pre, src in (("", raw), ("quick.", q)):
+        check_truncate_table(ctx, f"{pre}truncate", _table(ctx, pre.rstrip("."), src, "truncate"))
+    if "truncate" in raw:  # full fine-tuning keeps its model for truncation, as if [train_overrides.full] said so
+        full_saves_model(ctx, eff)
     if quick:
         if not q:
             raise ConfigError(f"{ctx.source}: --quick needs a [quick] table in the study file.")
-        for key in ("data", "train", "probe", "placement"):
+        for key in ("data", "train", "probe", "placement") + (("truncate",) if "truncate" in eff else ()):
             eff[key] = {**eff.get(key, {}), **q.get(key, {})}
         for strat, tbl in q.get("train_overrides", {}).items():
             eff.setdefault("train_overrides", {})[strat] = {**eff.get("train_overrides", {}).get(strat, {}), **tbl}
@@ -335,6 +345,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
         lrs=_lr_list(ctx, "", eff),
         lr_seeds=_int_list(ctx, "", eff, "lr_seeds", 0),
         strategy_lrs=strategy_lrs,
+        truncate=truncate_table(eff, overrides),
     )
     cells = spec.cells()
     if not cells:

@@ -19,7 +19,7 @@ from .components import BANDS, Block, blocks_of, component_blocks, layer_bands, 
 from .lowrank import LowRank, truncated
 from .measure import component_rows, measure
 from .result import KEEP, TRUNCATION_FILE, ComponentTruncation, TruncationPoint, TruncationResult, r90
-from .run import check_run, truncate_run
+from .run import check_run, is_complete, truncate_run
 from .settings import DEFAULT_RANKS, TruncateSettings
 from .summary import ComponentSummary, RankShare, TruncationSummary, summarize_runs
 from .truncator import Truncator
@@ -28,6 +28,7 @@ __all__ = [
     "BANDS", "DEFAULT_RANKS", "KEEP", "TRUNCATION_FILE", "Block", "ComponentSummary", "ComponentTruncation", "LowRank",
     "RankShare", "TruncationSummary", "summarize_runs",
     "TruncateSettings", "TruncationPoint", "TruncationResult", "Truncator", "blocks_of", "check_run",
-    "component_blocks", "component_rows", "layer_bands", "measure", "parse_ranks", "r90", "select_components",
+    "component_blocks", "component_rows",
+    "is_complete", "layer_bands", "measure", "parse_ranks", "r90", "select_components",
     "truncate_run", "truncated",
 ]

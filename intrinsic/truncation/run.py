@@ -51,6 +51,26 @@ def check_run(run_dir: str | Path):
     return run
 
 
+def is_complete(run_dir: str | Path, settings: TruncateSettings | None = None) -> bool:
+    """Whether RUN_DIR/truncation.json already holds every point `settings` asks for, of this run (its
+    run.json stamp) and on the device the settings resolve to: then `truncate_run` measures nothing."""
+    from ..models import resolve_device
+    from ..training.config import RunResult
+    from ..training.rundir import RUN_FILE
+
+    settings = settings or TruncateSettings()
+    out = Path(run_dir)
+    old = TruncationResult.load(out)
+    if old is None or not (out / RUN_FILE).is_file():
+        return False
+    if old.run_created != RunResult.load(out).created or old.device != resolve_device(settings.device):
+        return False
+    try:
+        return _answer_from_file(old, settings) is not None
+    except ConfigError:  # a component the stored model lacks: truncate_run says so
+        return False
+
+
 def truncate_run(run_dir: str | Path, settings: TruncateSettings | None = None, *,
                  callback: Callback | None = None) -> TruncationResult:
     """Measure r90 of each component of the full fine-tuning run in `run_dir` (see the module docstring).

@@ -1,0 +1,188 @@
+"""The report's "Measured intrinsic rank (r90) per component" section, from a study's truncation files.
+
+With [truncate], every finished full fine-tuning test cell holds cells/<id>/truncation.json (`study.truncate`).
+`r90_section` reads them (one run per seed), summarizes each component over the seeds
+(`truncation.summarize_runs`: r90 per seed, median, geometric mean with its CI, the update's spectral 90%-energy
+rank) and sets beside it the probe's estimate for the same component: per seed the median designated
+`intrinsic_rank` over the component's probed blocks (the rows of the probe's per-role view whose kind, role or
+layer band is the component's), then the median over the seeds that have a probe. `r90_checks` then tells which
+probe statistic (of the first seed's probe) orders the components like their measured r90; truncation's
+component names are mapped to study variants for it (`study_variant`: "first" -> "all[0-9]").
+No truncation file: None, and the report is what it was. `r90_blocks`: the section as report blocks.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..fields import documented
+from .grid import SWEEP
+from .rows import CellRow
+
+
+@dataclass(frozen=True)
+class R90Row:
+    """One component: its measured r90 over seeds beside the probe's estimate."""
+
+    component: str = documented(help="the truncation component (attention, ffn, a role, first/middle/last)")
+    variant: str = documented(help="the same component as a study variant (what r90_checks reads)")
+    seeds: tuple[int, ...] = documented(help="seeds of the full fine-tuning runs measured")
+    r90s: tuple[int | None, ...] = documented(help="r90 of each of those runs (null: not reached on the grid)")
+    median: float | None = documented(help="median r90 (not reached counts as above every rank)")
+    geomean: float | None = documented(help="geometric mean of r90 (null when a run did not reach it)")
+    ci_low: float | None = documented(help="95% CI of the geometric mean, lower end (log2 scale, t-based)")
+    ci_high: float | None = documented(help="its upper end")
+    dw90: float | None = documented(help="median over the runs of the update's spectral 90%-energy rank")
+    probe_rank: float | None = documented(help="the probe's estimate: median over seeds of the median designated "
+                                               "intrinsic_rank over the component's probed blocks (null: no probe)")
+    probe_blocks: int = documented(0, "probed blocks of the component (in the first seed's probe)")
+
+
+@dataclass(frozen=True)
+class R90Section:
+    """Everything the r90 section of the report shows."""
+
+    rows: tuple[R90Row, ...] = documented(help="one row per component")
+    checks: tuple[dict[str, Any], ...] = documented(help="per probe statistic: Spearman rho of its reading of the "
+                                                          "components with their r90 (study.r90.r90_checks)")
+    probe_seed: int | None = documented(help="seed of the probe the checks read (null: no probe)")
+    ranks: tuple[int, ...] = documented(help="the rank grid r90 is read from")
+
+
+def study_variant(component: str, layers: tuple[int, ...]) -> str:
+    """A truncation component as a study variant: kinds and roles keep their names, a layer band becomes
+    "all[LO-HI]" (its layers, which are contiguous)."""
+    from ..truncation.components import BANDS
+
+    if component in BANDS:
+        return f"all[{min(layers)}-{max(layers)}]" if layers else "all"
+    return component
+
+
+def full_test_rows(rows: list[CellRow]) -> list[CellRow]:
+    """The finished full fine-tuning test rows, by seed: the runs a study truncates."""
+    return sorted((r for r in rows if r.strategy == "full" and r.phase != SWEEP and r.status == "ok"),
+                  key=lambda r: r.seed)
+
+
+def _component_rank(report, component: str, group: str, layers: tuple[int, ...]) -> tuple[float | None, int]:
+    """Median designated intrinsic_rank over the probe's blocks of the component, and their number."""
+    leaves = report.leaves()
+    if group == "kind":
+        mine = [m for m in leaves if m.kind == component]
+    elif group == "band":
+        mine = [m for m in leaves if m.layer in layers]
+    else:
+        mine = [m for m in leaves if m.role == component]
+    return (float(statistics.median(m.intrinsic_rank for m in mine)) if mine else None), len(mine)
+
+
+def r90_section(out_dir: str | Path, rows: list[CellRow], study: dict[str, Any]) -> R90Section | None:
+    """The section from out/cells/<id>/truncation.json of the full test rows; None when there is none."""
+    from ..truncation import TruncationResult, summarize_runs
+
+    out = Path(out_dir)
+    runs = [(r.seed, t) for r in full_test_rows(rows) if (t := TruncationResult.load(out / "cells" / r.id)) is not None]
+    if not runs:
+        return None
+    summary = summarize_runs([t for _, t in runs])
+    seeds = tuple(s for s, _ in runs)
+    described = {c.component: c for _, t in runs for c in t.components}
+    probes = _probes(out, study, seeds)
+    table = []
+    for s in summary.summary:
+        c = described[s.component]
+        ests = [_component_rank(p, c.component, c.group, c.layers) for p in probes.values()]
+        vals = [v for v, _ in ests if v is not None]
+        dw = [float(v) for v in s.energy_rank90]
+        table.append(R90Row(component=s.component, variant=study_variant(c.component, c.layers),
+                            seeds=tuple(sd for sd, t in runs if any(x.component == s.component for x in t.components)),
+                            r90s=s.r90s, median=s.median, geomean=s.geomean, ci_low=s.ci_low, ci_high=s.ci_high,
+                            dw90=statistics.median(dw) if dw else None,
+                            probe_rank=statistics.median(vals) if vals else None,
+                            probe_blocks=ests[0][1] if ests else 0))
+    first = min(probes) if probes else None
+    checks = _checks(table, probes[first]) if first is not None else ()
+    return R90Section(tuple(table), checks, first, tuple(sorted({r for _, t in runs for r in t.grid})))
+
+
+def _probes(out: Path, study: dict[str, Any], seeds: tuple[int, ...]) -> dict[int, Any]:
+    """{seed: ProbeReport} of the seeds whose probe the study saved."""
+    from ..errors import ConfigError
+    from .rows import ProbeEnergy
+    from .spec import spec_from_record
+
+    try:
+        energy = ProbeEnergy(spec_from_record(study), out)
+    except ConfigError:
+        return {}
+    return {s: rep for s in seeds if (rep := energy.report(s)) is not None}
+
+
+def _checks(table: list[R90Row], report) -> tuple[dict[str, Any], ...]:
+    """r90_checks over the components every seed reached (r90 per seed), as report rows."""
+    from ..errors import ConfigError
+    from .r90 import r90_checks
+
+    n = max((len(r.r90s) for r in table), default=0)
+    use = {r.variant: list(r.r90s) for r in table if len(r.r90s) == n and all(v is not None for v in r.r90s)}
+    if len(use) < 3:
+        return ()
+    try:
+        found = r90_checks(use, report)
+    except ConfigError:  # a component the probe did not cover (a probe limited to some layers or roles)
+        return ()
+    return tuple({"statistic": k.statistic, "n": len(k.components), "spearman_rho": k.rho.rho, "p": k.rho.p,
+                  "ci_low": k.ci_low, "ci_high": k.ci_high, "components": list(k.components)} for k in found)
+
+
+# ----------------------------------------------------------------------------- the section's tables
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def r90_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
+    def ranks(v):
+        return ", ".join("n/r" if x is None else str(x) for x in v)
+
+    rows = [{"component": x.component, "seeds": len(x.seeds), "r90_per_seed": ranks(x.r90s), "median": x.median,
+             "geomean": _round(x.geomean, 2),
+             "ci95": None if x.ci_low is None else f"[{x.ci_low:.1f}, {x.ci_high:.1f}]",
+             "dW_90%": x.dw90, "probe_rank": x.probe_rank} for x in r.rows]
+    return ("Measured r90 per component over seeds (n/r: not reached on the grid) beside the probe's estimate",
+            ["component", "seeds", "r90_per_seed", "median", "geomean", "ci95", "dW_90%", "probe_rank"], rows)
+
+
+def r90_check_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
+    rows = [{"statistic": k["statistic"], "n": k["n"], "spearman_rho": _round(k["spearman_rho"], 3),
+             "ci95_seeds": None if k["ci_low"] is None else f"[{k['ci_low']:.2f}, {k['ci_high']:.2f}]",
+             "p": _round(k["p"], 4)} for k in r.checks]
+    return ("Which probe statistic orders the components like their r90? (Spearman rho; CI: bootstrap over seeds)",
+            ["statistic", "n", "spearman_rho", "ci95_seeds", "p"], rows)
+
+
+R90_NOTE = ("r90 is the smallest rank of the grid at which replacing the component's full fine-tuning update dW by "
+            "its best rank-r approximation (everything else fine-tuned) keeps 90% of full fine-tuning's gain over the "
+            "untrained model, measured on every finished full fine-tuning test run (`intrinsic truncate`, one run "
+            "per seed). `geomean`: 2^(mean log2 r90) with the t-based 95% CI of mean log2 r90 (null when a seed did "
+            "not reach r90); `dW_90%`: median over the seeds of the smallest rank keeping 90% of ||dW||^2 (the "
+            "spectrum alone); `probe_rank`: the probe's estimate, median over the component's probed blocks of the "
+            "designated intrinsic_rank, median over the seeds' probes.")
+
+
+def r90_blocks(r: R90Section) -> list:
+    """The report section: heading, note, the r90 table and (when the probe reads >= 3 components) the checks."""
+    from ..report.document import Heading, Paragraph, Table
+
+    blocks = [Heading(2, "Measured intrinsic rank (r90) per component"),
+              Paragraph(R90_NOTE + f" Rank grid: {', '.join(map(str, r.ranks))}."), Table.of_records(*r90_table(r))]
+    if r.checks:
+        blocks += [Paragraph(f"Readings from the probe of seed {r.probe_seed}, over the components every seed "
+                             "reached (study variants: a layer band is `all[LAYERS]`)."),
+                   Table.of_records(*r90_check_table(r))]
+    return blocks
