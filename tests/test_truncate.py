@@ -10,10 +10,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from intrinsic.arch import discover, num_layers, weight_of
-from intrinsic.cli.app import app
 from intrinsic.testing import build_tiny_model
 from intrinsic.truncation import (
     LowRank,
@@ -27,20 +25,7 @@ from intrinsic.truncation import (
     truncated,
 )
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_exit_2(res, *needles: str) -> str:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
-    line = " ".join(res.output.split())
-    for needle in needles:
-        assert needle in line, line
-    return line
+from test_cli_hardening import invoke, one_line_exit_2  # the CLI runner and the one-line refusal check
 
 
 # ----------------------------------------------------------------------------- truncated SVD
