@@ -10,8 +10,7 @@ documented in studies/README.md; in short:
     [probe]       settings of the gradient probe used by `auto` and by the prediction check
     [placement]   max_rank, granularity, alpha_mult, rslora (the knobs of placement.PlacementRequest)
     [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs)
-    lrs, lr_seeds learning-rate grid chosen on validation (top level, per [[grid]] block, or per strategy
-                  in [train_overrides.STRATEGY]); lr_seeds: the seeds of the sweep (default: the first seed)
+    lrs, lr_seeds lr grid chosen on validation (top, per [[grid]] block or [train_overrides.S]); its seeds
     [truncate]    after the grid, r90 of each component of every full fine-tuning test cell (`ranks`,
                   `components`); full cells then save their model (see `check_truncate_table`)
     [quick]       overrides for a fast CPU run: seeds, lrs, lr_seeds, data, train, probe, grid, truncate
@@ -33,8 +32,8 @@ from ..errors import ConfigError, did_you_mean
 from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
-from .check import PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table
-from .check import check_truncate_table, full_saves_model, truncate_table
+from .check import (PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table,
+                    check_truncate_table, full_saves_model, truncate_table)
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
@@ -70,8 +69,7 @@ class StudySpec:
     lrs: tuple[float, ...] = ()  # top-level lr grid of every arm without its own (empty: no lr selection)
     lr_seeds: tuple[int, ...] = ()  # seeds of the lr-sweep cells (empty: each block's first seed)
     strategy_lrs: dict[str, tuple[float, ...]] = field(default_factory=dict)  # [train_overrides.S] lrs
-    truncate: dict[str, Any] | None = None  # [truncate]: {"ranks": [...], "components": [...] | None}; None: none
-    # (not part of any hash: it reads finished full runs, it changes no cell)
+    truncate: dict[str, Any] | None = None  # [truncate] {"ranks", "components"}, in no hash (changes no cell)
 
     def lr_seeds_of(self, block: GridBlock) -> tuple[int, ...]:
         """Seeds of the lr-sweep cells of a block's arms: `lr_seeds`, else the block's first seed."""
