@@ -194,8 +194,62 @@ TOPK_OVERSAMPLE = 16  # extra random directions of `topk_batched` beyond max(k, 
 TOPK_POWER_ITERS = 4  # its power iterations q
 
 
+def batched_method(X: torch.Tensor, method: str) -> str:
+    """"auto" -> "qr" on the CPU (LAPACK's Householder QR and SVD are fast there, and CPU results stay what they
+    were), "gram" on other devices (batched Gram-matrix factorizations: one call per batch, not per matrix)."""
+    if method not in ("auto", "qr", "gram"):
+        raise ValueError(f"unknown method {method!r}; choose auto, qr or gram")
+    return ("qr" if X.device.type == "cpu" else "gram") if method == "auto" else method
+
+
+def orthonormalize(X: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    """Orthonormal bases (b, m, l) of the columns of X (b, m, l), m >= l, in X's dtype. "qr": Householder QR;
+    "gram" (the default off the CPU, `batched_method`): shifted CholeskyQR3
+    (Fukaya, Kannan, Nakatsukasa, Zhang & Yamamoto 2020), with the Gram matrices and triangular solves in float64.
+    The first pass adds a shift of 11 (m l + l (l + 1)) u ||X||_F^2 to the Gram matrix, so it is positive definite
+    for any X of condition number below 1/u; the two unshifted passes after it restore orthogonality to round-off.
+    Batched QR is one cuSOLVER call per matrix on the GPU (milliseconds each: most of the top-k spectra's time);
+    batched Cholesky and triangular solves are single calls. A batch whose Cholesky fails (X numerically rank
+    deficient, e.g. a matrix of rank below l) falls back to Householder QR."""
+    if batched_method(X, method) == "qr":
+        return torch.linalg.qr(X).Q
+    b, m, l = X.shape
+    Y = X.to(torch.float64)
+    eye = torch.eye(l, dtype=torch.float64, device=X.device)
+    for i in range(3):
+        C = Y.mT @ Y  # (b, l, l)
+        if i == 0:
+            u = torch.finfo(torch.float64).eps
+            shift = 11 * (m * l + l * (l + 1)) * u * C.diagonal(dim1=-2, dim2=-1).sum(-1)  # (b,)
+            C = C + (shift.clamp_min(torch.finfo(torch.float64).tiny))[:, None, None] * eye
+        R, info = torch.linalg.cholesky_ex(C, upper=True)  # C = R^T R
+        if bool((info != 0).any()):
+            return torch.linalg.qr(X).Q
+        Y = torch.linalg.solve_triangular(R, Y, upper=True, left=False)  # (b, m, l): Y R^-1
+    return Y.to(X.dtype)
+
+
+def small_svd(B: torch.Tensor, vectors: int, method: str = "auto"):
+    """Singular values S (b, l) of the short, wide B (b, l, n), descending, and with `vectors` > 0 the top left
+    vectors Ub (b, l, vectors) and right vectors V (b, n, vectors) (else None, None). "qr" (`batched_method`):
+    `torch.linalg.svd`; "gram": the float64 eigenpairs of B B^T on the CPU (l x l; a batched SVD of B is one
+    cuSOLVER call per matrix on the GPU), V = B^T Ub / S on B's device."""
+    if batched_method(B, method) == "qr":
+        Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)  # (b, l, l), (b, l), (b, l, n)
+        return (S, None, None) if not vectors else (S, Ub[:, :, :vectors], Vh[:, :vectors].mT)
+    C = (B.to(torch.float64) @ B.to(torch.float64).mT).cpu()  # (b, l, l)
+    ev, vec = torch.linalg.eigh((C + C.mT) / 2)  # ascending
+    S = ev.flip(-1).clamp_min(0).sqrt()  # (b, l) descending
+    if not vectors:
+        return S, None, None
+    Ub = vec.flip(-1)[:, :, :vectors].to(B.device)  # (b, l, vectors)
+    s = S[:, :vectors].to(B.device)
+    V = (B.to(torch.float64).mT @ Ub) / torch.where(s > 0, s, 1.0)[:, None, :]  # (b, n, vectors)
+    return S, Ub, V
+
+
 def topk_batched(A: torch.Tensor, k: int, *, vectors: int = 0, seed: int = 0,
-                 oversample: int = TOPK_OVERSAMPLE, power_iters: int = TOPK_POWER_ITERS):
+                 oversample: int = TOPK_OVERSAMPLE, power_iters: int = TOPK_POWER_ITERS, method: str = "auto"):
     """Top-k singular values (and top `vectors` singular bases) of a batch of equal-shape matrices A (b, m, n).
 
     Randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4): one Gaussian test matrix
@@ -210,7 +264,8 @@ def topk_batched(A: torch.Tensor, k: int, *, vectors: int = 0, seed: int = 0,
     so the relative error of s_j is at most C^2 (sigma_{l+1}/sigma_j)^(4q+2) / 2 (`topk_error_bound`):
     negligible for the head of a decaying spectrum, at most the spectrum's own flatness for values near
     sigma_{l+1} (there the ranks that read them compare against floors measured the same way). When
-    l = min(m, n) the result is exact up to round-off. Returns float64 NumPy arrays on the CPU:
+    l = min(m, n) the result is exact up to round-off. `method` ("auto", "qr", "gram"): how the bases are
+    orthonormalized and the small SVD taken (`orthonormalize`, `small_svd`). Returns float64 NumPy arrays on the CPU:
     S (b, k) descending, and with vectors > 0 also U (b, m, vectors), V (b, n, vectors).
     """
     if A.ndim != 3:
@@ -227,12 +282,14 @@ def topk_batched(A: torch.Tensor, k: int, *, vectors: int = 0, seed: int = 0,
     else:
         gen = torch.Generator().manual_seed(seed)
         omega = torch.randn(n, ell, generator=gen, dtype=A.dtype).to(A.device)  # (n, l)
-        Q = torch.linalg.qr(A @ omega).Q  # (b, m, l)
+        Q = orthonormalize(A @ omega, method)  # (b, m, l)
         for _ in range(power_iters):
-            Z = torch.linalg.qr(A.mT @ Q).Q  # (b, n, l)
-            Q = torch.linalg.qr(A @ Z).Q  # (b, m, l)
-        Ub, S, Vh = torch.linalg.svd(Q.mT @ A, full_matrices=False)  # (b, l, l), (b, l), (b, l, n)
-        U = Q @ Ub  # (b, m, l)
+            Z = orthonormalize(A.mT @ Q, method)  # (b, n, l)
+            Q = orthonormalize(A @ Z, method)  # (b, m, l)
+        S, Ub, V = small_svd(Q.mT @ A, vectors, method)  # (b, l), (b, l, vectors), (b, n, vectors)
+        if vectors:
+            U = Q.to(torch.float64) @ Ub.to(torch.float64)  # (b, m, vectors)
+            Vh = V.mT
     if not bool(torch.isfinite(S).all()):
         raise NonFiniteSpectrumError(f"Non-finite spectrum in a batch of {b} {m}x{n} matrices; nothing was written.")
     out = _to_numpy(S[:, :k])

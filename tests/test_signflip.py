@@ -157,3 +157,16 @@ def test_resampled_grams_kept_across_steps_change_no_number(monkeypatch, chunk_b
     kept = sign_flip_test(folds, seed=1)
     assert fresh.rank == kept.rank >= 3 and len(kept.pvalues) > 3
     assert fresh == kept  # every p-value, statistic, quantile and null mean square
+
+
+def test_gram_orthonormalization_gives_the_qr_result():
+    """The GPU default ("gram": batched eigh of the block Gram matrices), run on the CPU, gives the QR path's
+    ranks, p-values and statistics on a planted rank-2 signal, and rank 0 on zero folds."""
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((8, 40, 90))
+    F += 6.0 * (rng.standard_normal((40, 2)) @ rng.standard_normal((2, 90)))[None] / np.sqrt(90)
+    a, b = sign_flip_test(F, method="qr"), sign_flip_test(F, method="gram")
+    assert a.rank == b.rank == 2
+    assert a.pvalues == b.pvalues
+    np.testing.assert_allclose(b.stats[:2], a.stats[:2], rtol=1e-8)
+    assert sign_flip_test(np.zeros((8, 5, 7)), method="gram").rank == 0

@@ -156,3 +156,28 @@ def test_designated_ranks_of_a_tiny_probe_agree_between_modes(tiny_bert):
 def test_topk_settings_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         ProbeSettings(**kw)
+
+
+def test_gram_method_matches_qr_and_is_orthonormal():
+    """The GPU path ("gram": shifted CholeskyQR3 and the small SVD through B B^T), run here on the CPU, gives the
+    values and bases of the QR path; its bases are orthonormal, also for rank-deficient and zero blocks."""
+    from intrinsic.spectra import orthonormalize
+
+    gen = torch.Generator().manual_seed(5)
+    A = torch.randn(3, 300, 12, generator=gen) @ torch.randn(3, 12, 200, generator=gen)  # rank 12
+    A += 1e-3 * torch.randn(3, 300, 200, generator=gen)
+    s_qr, u_qr, v_qr = topk_batched(A, 20, vectors=4, seed=1, method="qr")
+    s_g, u_g, v_g = topk_batched(A, 20, vectors=4, seed=1, method="gram")
+    np.testing.assert_allclose(s_g, s_qr, rtol=1e-4, atol=1e-6 * s_qr[:, :1].max())
+    for a, b in ((u_g, u_qr), (v_g, v_qr)):  # vectors up to sign
+        np.testing.assert_allclose(np.abs((a * b).sum(1)), 1.0, atol=1e-4)
+    X = torch.randn(4, 500, 30, generator=gen, dtype=torch.float64)
+    X[1] = X[1] @ torch.diag(torch.logspace(0, -6, 30, dtype=torch.float64))  # ill-conditioned
+    X[2, :, 5:] = X[2, :, :1]  # rank deficient: QR fallback
+    X[3] = 0
+    for x in (X[:2], X[:3], X[3:]):
+        Q = orthonormalize(x, "gram")
+        assert Q.shape == x.shape and bool(torch.isfinite(Q).all())
+    Q = orthonormalize(X[:2], "gram")
+    np.testing.assert_allclose((Q.mT @ Q).numpy(), np.broadcast_to(np.eye(30), (2, 30, 30)), atol=1e-10)
+    np.testing.assert_allclose((Q @ Q.mT @ X[:2]).numpy(), X[:2].numpy(), atol=1e-9)  # spans X's columns

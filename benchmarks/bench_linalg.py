@@ -1,0 +1,115 @@
+"""Benchmark: the probe's small linear algebra on a device, the orthonormalizations of this version against
+Householder QR and a batched SVD (what the code used before), side by side in one run.
+
+- the sign-flip test (`rank.signflip.sign_flip_test`, 8 folds, 199 resamples, block power iterations of 8
+  columns) on SmolLM2's module shapes; method "gram" (eigenpairs of 8 x 8 Gram matrices, the GPU default) vs
+  "qr" (`torch.linalg.qr`, the CPU default and what every device used before);
+- top-k spectra (`spectra.topk_batched`, k = 128, 16 oversampling, 4 power iterations) on batches of 15
+  matrices (5 per row x 3 rows) of the Llama-3.2-1B shapes; "gram" (`orthonormalize`: shifted CholeskyQR3;
+  `small_svd`: eigenpairs of B B^T) vs "qr" (QR and `torch.linalg.svd`).
+Batched QR and SVD are one cuSOLVER call per matrix on a GPU; that is what this measures.
+
+Run: python benchmarks/bench_linalg.py --device cuda [--out benchmarks/results] [--repeats 2]
+Prints a table and writes linalg-<device>.json: seconds per call (median of --repeats), the ratio, and whether the
+results agree (ranks equal; top-k values within 1e-4 relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from intrinsic.rank import signflip
+from intrinsic import spectra
+
+SIGNFLIP_SHAPES = {"q/o 576x576": (576, 576), "k/v 192x576": (192, 576), "gate/up 1536x576": (1536, 576)}
+TOPK_SHAPES = {"q/o 2048x2048": (2048, 2048), "k/v 512x2048": (512, 2048), "gate/up 8192x2048": (8192, 2048),
+               "down 2048x8192": (2048, 8192)}
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time(fn, device, repeats):
+    out, times = None, []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _planted(shape, rank, gen, device, dtype):
+    m, n = shape
+    U, V = torch.randn(m, rank, generator=gen), torch.randn(rank, n, generator=gen)
+    return (U @ V * 3.0 / np.sqrt(max(m, n))).to(device, dtype)
+
+
+def bench_signflip(device, repeats):
+    rows = {}
+    gen = torch.Generator().manual_seed(0)
+    for name, shape in SIGNFLIP_SHAPES.items():
+        F = torch.randn(8, *shape, generator=gen).to(device, torch.float64) + _planted(shape, 3, gen, device,
+                                                                                      torch.float64)
+        res = {label: _time(lambda: signflip.sign_flip_test(F, method=method), device, repeats)
+               for label, method in (("new", "gram"), ("qr", "qr"))}
+        rows[name] = dict(new_s=res["new"][0], qr_s=res["qr"][0], speedup=res["qr"][0] / res["new"][0],
+                          rank_new=res["new"][1].rank, rank_qr=res["qr"][1].rank,
+                          agree=res["new"][1].rank == res["qr"][1].rank)
+    return rows
+
+
+def bench_topk(device, repeats):
+    rows = {}
+    gen = torch.Generator().manual_seed(1)
+    for name, shape in TOPK_SHAPES.items():
+        A = torch.randn(15, *shape, generator=gen).to(device, torch.float32) * 1e-3
+        A += _planted(shape, 4, gen, device, torch.float32)
+        res = {label: _time(lambda: spectra.topk_batched(A, 128, vectors=64, seed=0, method=method), device, repeats)
+               for label, method in (("new", "gram"), ("qr", "qr"))}
+        s_new, s_qr = res["new"][1][0], res["qr"][1][0]
+        err = float(np.max(np.abs(s_new[:, :8] - s_qr[:, :8]) / s_qr[:, :1]))
+        rows[name] = dict(new_s=res["new"][0], qr_s=res["qr"][0], speedup=res["qr"][0] / res["new"][0],
+                          top8_max_err_rel_sigma1=err, agree=err < 1e-4)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results")
+    a = ap.parse_args(argv)
+    if a.repeats < 1:
+        print("--repeats must be at least 1", file=sys.stderr)
+        return 2
+    result = dict(device=a.device, name=torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
+                  torch=torch.__version__, signflip=bench_signflip(a.device, a.repeats),
+                  topk=bench_topk(a.device, a.repeats))
+    for part in ("signflip", "topk"):
+        for name, r in result[part].items():
+            print(f"{part:8s} {name:18s} new {r['new_s']:8.3f} s  qr {r['qr_s']:8.3f} s  {r['speedup']:6.1f}x  "
+                  f"agree {r['agree']}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"linalg-{a.device.split(':')[0]}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
