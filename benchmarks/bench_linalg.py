@@ -2,7 +2,7 @@
 Householder QR and a batched SVD (what the code used before), side by side in one run.
 
 - the sign-flip test (`rank.signflip.sign_flip_test`, 8 folds, 199 resamples, block power iterations of 8
-  columns) on SmolLM2's module shapes; method "gram" (eigenpairs of 8 x 8 Gram matrices, the GPU default) vs
+  columns) on SmolLM2's module shapes; method "gram" (shifted CholeskyQR of the 8-column blocks, the GPU default) vs
   "qr" (`torch.linalg.qr`, the CPU default and what every device used before);
 - top-k spectra (`spectra.topk_batched`, k = 128, 16 oversampling, 4 power iterations) on batches of 15
   matrices (5 per row x 3 rows) of the Llama-3.2-1B shapes; "gram" (`orthonormalize`: shifted CholeskyQR3;
