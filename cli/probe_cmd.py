@@ -71,8 +71,8 @@ def probe(
     folds: Annotated[Optional[int], _opt("folds", "--folds")] = None,
     fit_head: Annotated[Optional[bool], _opt("fit_head", "--fit-head/--no-fit-head")] = None,
     topk: Annotated[Optional[int], _opt("topk", "--topk", lead="Switch to top-k spectra (spectra=topk) keeping K: ")] = None,
-    exact: bool = typer.Option(False, "--exact", help="Exact float64 spectra of every matrix (the default mode; "
-                               "excludes --topk)."),
+    exact: bool = typer.Option(False, "--exact", help="Exact float64 spectra of every matrix (the default on the "
+                               "CPU; on a GPU the default is top-k; excludes --topk)."),
     example_energy: Annotated[bool, _opt("example_energy", "--example-energy")] = False,
     activations: Annotated[bool, _opt("activations", "--activations")] = False,
     weight_alpha: Annotated[bool, _opt("weight_alpha", "--weight-alpha")] = False,

@@ -181,3 +181,20 @@ def test_gram_method_matches_qr_and_is_orthonormal():
     Q = orthonormalize(X[:2], "gram")
     np.testing.assert_allclose((Q.mT @ Q).numpy(), np.broadcast_to(np.eye(30), (2, 30, 30)), atol=1e-10)
     np.testing.assert_allclose((Q @ Q.mT @ X[:2]).numpy(), X[:2].numpy(), atol=1e-9)  # spans X's columns
+
+
+def test_spectra_auto_resolves_by_device():
+    """The default spectra mode "auto": top-k off the CPU, exact on the CPU, exact when the estimator needs the whole
+    spectrum or in sketch mode; an explicit mode is kept; --topk with --sketch is refused."""
+    from intrinsic.errors import ConfigError
+    from intrinsic.probes.settings import ProbeSettings
+
+    s = ProbeSettings()
+    assert s.spectra == "auto"
+    assert s.spectra_for("cuda") == "topk" and s.spectra_for("cpu") == "exact"
+    assert ProbeSettings(rank_estimator="gavish_donoho").spectra_for("cuda") == "exact"
+    assert ProbeSettings(sketch=16).spectra_for("cuda") == "exact"
+    assert ProbeSettings(spectra="exact").spectra_for("cuda") == "exact"
+    assert ProbeSettings(spectra="topk").spectra_for("cpu") == "topk"
+    with pytest.raises(ConfigError):
+        ProbeSettings(spectra="topk", sketch=16)

@@ -93,6 +93,7 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
             except ConfigError as err:
                 raise ConfigError(f"{note.split(':')[0]}, and {err}") from None
             notes.append(note)
+    s = replace(s, spectra=s.spectra_for(next(loaded.model.parameters()).device.type))  # "auto" resolved
     lap("load")
     loaded, head_fit, head_notes = fit_head(loaded, data, s)  # on a copy of the model
     notes += head_notes
