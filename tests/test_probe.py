@@ -347,3 +347,20 @@ def test_probe_report_save_is_data_only_and_write_report_adds_plots(tmp_path):
     path = report.write_report(tmp_path / "full")
     assert path == tmp_path / "full" / "report.md" and path.is_file()
     assert (tmp_path / "full" / "probe.json").is_file() and (tmp_path / "full" / "rank_heatmap.png").is_file()
+
+
+def test_update_probe_memory_estimate_and_refusal():
+    """update_bytes counts the model copy, gradients + AdamW states of the non-embedding parameters and W_0 of the
+    probed weights (float32); an update probe that would not fit is refused before anything runs, in one line."""
+    import torch
+
+    from intrinsic.errors import ConfigError
+    from intrinsic.probes.update import check_update_fits, update_bytes
+
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3))  # 40 + 12 + 3 float32
+    ref = type("Ref", (), {"shape": (3, 4)})()
+    assert update_bytes(model, [ref]) == 4 * 55 + 3 * 4 * 15 + 4 * 12
+    check_update_fits(1000, 2000, "cpu")
+    check_update_fits(1000, None, "cpu")
+    with pytest.raises(ConfigError, match=r"about 0\.0 GB on cuda:0.*--no-update"):
+        check_update_fits(1000, 1000, "cuda:0")

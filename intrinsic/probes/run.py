@@ -94,6 +94,13 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
                 raise ConfigError(f"{note.split(':')[0]}, and {err}") from None
             notes.append(note)
     s = replace(s, spectra=s.spectra_for(next(loaded.model.parameters()).device.type))  # "auto" resolved
+    if s.update_steps:  # refused now, not after the gradient probe, when it cannot fit
+        from .sketch import free_bytes
+        from .steps import device_of
+        from .update import check_update_fits, update_bytes
+
+        dev = device_of(loaded.model)
+        check_update_fits(update_bytes(loaded.model, refs), free_bytes(dev), str(dev))
     lap("load")
     loaded, head_fit, head_notes = fit_head(loaded, data, s)  # on a copy of the model
     notes += head_notes

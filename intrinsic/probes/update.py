@@ -100,6 +100,32 @@ def update_probe(
     return out
 
 
+FIT_FRACTION = 0.9  # the update probe's estimate (activations not included) must stay below this share of free memory
+
+
+def update_bytes(model, refs: Sequence[ModuleRef]) -> int:
+    """Bytes `update_probe` allocates beyond the loaded model, activations of one batch not included: the copy of
+    the model, the gradients and AdamW's two states of every trainable parameter (embedding tables stay frozen),
+    all in the parameters' dtype, and W_0 of every probed weight in float32."""
+    params = list(model.parameters())
+    frozen = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    copy_bytes = sum(p.numel() * p.element_size() for p in params)
+    train_bytes = sum(p.numel() * p.element_size() for p in params if id(p) not in frozen)
+    w0_bytes = 4 * sum(int(r.shape[0]) * int(r.shape[1]) for r in refs)
+    return copy_bytes + 3 * train_bytes + w0_bytes
+
+
+def check_update_fits(need: int, free: int | None, device: str) -> None:
+    """Refuse, before any probing, an update probe whose `update_bytes` exceed FIT_FRACTION of `free` (None:
+    unknown, no check), with the estimate and what helps."""
+    if free is None or need <= FIT_FRACTION * free:
+        return
+    raise ConfigError(f"The update probe would need about {need / 1e9:.1f} GB on {device} (a copy of the model, its "
+                      f"gradients and AdamW's two states, W_0 of the probed weights in float32; activations not "
+                      f"counted), more than {FIT_FRACTION:.0%} of the {free / 1e9:.1f} GB free: skip it (--no-update, "
+                      "update_steps=0), probe fewer modules (--roles, --layers), or use a device with more memory.")
+
+
 def _record(work, refs, w0, step: int, max_sv: int, seed: int, out: UpdateResult) -> None:
     start = time.perf_counter()
     with torch.no_grad():
