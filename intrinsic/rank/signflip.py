@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..spectra import batched_method
+from ..spectra import batched_method, orthonormalize
 
 ALPHA = 0.05  # family-wise level of the claim "rank >= 1" (and of each step of the fixed sequence)
 RESAMPLES = 199  # random sign vectors B; p-values are multiples of 1/(B+1)
@@ -78,22 +78,10 @@ def rademacher(resamples: int, folds: int, seed: int) -> np.ndarray:
 
 
 def _orth(X: torch.Tensor, method: str = "auto") -> torch.Tensor:
-    """An orthonormal basis of the columns of each X (b, m, p), p small. "qr" (on the CPU by default,
-    `spectra.batched_method`): Householder QR. "gram" (other devices): shifted CholeskyQR, twice: R from the Cholesky
-    factor of X^T X + 1e-13 tr(X^T X) I, X <- X R^-1 (batched, and with no call that waits for the device: a
-    batched QR is one cuSOLVER call per matrix and an eigh checks its result on the host, ~1,200 waits per
-    1B module). A numerically rank-deficient block (the warm start of a deflated step) keeps its deficient
-    columns near zero instead of filling them with round-off directions as QR does: a slightly different, still
-    deterministic statistic, so the test stays exact."""
-    if batched_method(X, method) == "qr":
-        return torch.linalg.qr(X).Q
-    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device)
-    for _ in range(2):
-        C = X.mT @ X  # (b, p, p)
-        shift = C.diagonal(dim1=-2, dim2=-1).sum(-1) * 1e-13 + torch.finfo(X.dtype).tiny  # (b,)
-        R, _ = torch.linalg.cholesky_ex(C + shift[:, None, None] * eye, upper=True)  # no host check
-        X = torch.linalg.solve_triangular(R, X, upper=True, left=False)  # (b, m, p): X R^-1
-    return X
+    """An orthonormal basis of the columns of each X (b, m, p), p small: `spectra.orthonormalize` with
+    wait=False, so the ~1,200 blocks of a 1B module's test never wait for the device (an eigh or a failure check
+    does). The result is a deterministic function of X either way, which is all the test needs to stay exact."""
+    return orthonormalize(X, method, wait=False)
 
 
 def _svd(G: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
