@@ -243,13 +243,15 @@ def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:
 
 def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
     """Holm over the family of every distinct comparison with a p-value (a pair of configs that meets in
-    two groups, e.g. auto at rank r and at budget all@r, counts once); verdicts from the corrected p."""
-    first: dict[tuple[str, str], int] = {}
+    two groups, e.g. auto at rank r and at budget all@r, counts once, and so does a pair compared both ways, e.g.
+    full against all@r in group rank=r n=N and all@r against full at size N: the same paired test, sign flipped);
+    verdicts from the corrected p."""
+    first: dict[tuple[str, ...], int] = {}
     for i, c in enumerate(comps):
-        first.setdefault((c.label, c.reference), i)
+        first.setdefault(tuple(sorted((c.label, c.reference))), i)
     unique = sorted(set(first.values()))
     adj_unique = dict(zip(unique, holm([comps[i].ttest.p for i in unique])))
-    adj = [adj_unique[first[(c.label, c.reference)]] for c in comps]
+    adj = [adj_unique[first[tuple(sorted((c.label, c.reference)))]] for c in comps]
     family = sum(adj_unique[i] is not None for i in unique)
     out = []
     for c, p in zip(comps, adj):
