@@ -55,8 +55,8 @@ def test_axis_cuts_the_training_data_and_counts_steps(tiny_bert_dir, tiny_csv, t
     from intrinsic.tasks.registry import TRAIN_STREAM
     from intrinsic.testing import tiny_tokenizer
 
-    spec = parse_spec(sized_text(tiny_bert_dir, tiny_csv).replace("[train]", "lrs = [1e-3, 3e-3]\n[train]"),
-                      source="s.toml")
+    text = sized_text(tiny_bert_dir, tiny_csv).replace("[train]", 'metrics = ["score"]\n[train]')
+    spec = parse_spec(text.replace("[probe]", "[train_overrides.all]\nlrs = [1e-3, 3e-3]\n[probe]"), source="s.toml")
     out = tmp_path / "sized"
     assert run_study(spec, out).counts == {"ok": len(spec.cells())}
     task = load_task(str(tiny_csv))
@@ -77,7 +77,7 @@ def test_axis_cuts_the_training_data_and_counts_steps(tiny_bert_dir, tiny_csv, t
         assert rows[label].train_examples == "full" and run["steps"] == math.ceil(n_full / 8)
         assert n_full % 8 == 0 and run["train_tokens"] == tokens(task.train_texts)  # exactly one pass
     sweeps = [r for r in rows.values() if r.phase == "lr-sweep"]
-    assert len(sweeps) == 8 and all(r.eval_split == "validation" for r in sweeps)
+    assert len(sweeps) == 4 and all(r.eval_split == "validation" for r in sweeps)
     for r in sweeps:  # the arm's sweep takes the steps of its test cells
         test = next(t for t in rows.values() if t.arm == r.arm and t.phase == "test")
         assert r.steps == test.steps and r.train_examples == test.train_examples
@@ -118,34 +118,34 @@ def test_bad_sizes_are_one_line_exit_2(tiny_bert_dir, tiny_csv, tmp_path, sizes,
 
 
 def _row(label, strategy, rank, size, seed, score):
-    groups = (f"rank={rank} n={size}",) if rank else tuple(f"rank={r} n={size}" for r in (1, 4, 16))  # as expand()
+    groups = (f"rank={rank} n={size}",) if rank else tuple(f"rank={r} n={size}" for r in (1, 4))  # as expand()
     return CellRow(id=f"{label}/{seed}", config_id=label, label=label, variant=strategy, strategy=strategy,
                    rank=rank, seed=seed, groups=groups, status="ok", score=score, train_examples=size)
 
 
 def test_lora_falls_behind_full_by_hand():
-    """Small data: every rank within noise of full. All data: rank 1 clearly behind, rank 4 and 16 not. The
+    """Small data: every rank within noise of full. All data: rank 1 clearly behind, rank 4 not. The
     comparisons against full join the Holm family; where LoRA falls behind is read from them."""
     from intrinsic.study.analysis import analyze
     from intrinsic.study.datasize import data_size_section
     from intrinsic.study.guidelines import generate
     from intrinsic.study.stats import holm, paired_ttest
 
-    noise = [0.002, -0.001, 0.003, -0.002, 0.0]
-    wobble = [0.001, 0.002, -0.002, 0.0, -0.001]
+    noise = [0.002, -0.001, 0.003, -0.002, 0.0]  # full fine-tuning around 0.8
+    d = [0.004, -0.001, 0.005, 0.002, -0.002]  # LoRA - full: effect ~0.55 sd (p ~0.3; few seeds_needed, fast)
+    c = [0.003, 0.004, -0.002, 0.006, -0.001]
     rows = []
-    for size, gap1 in (("40", 0.0), ("full", -0.1)):
+    for size, gap1, d1 in (("40", 0.0, c), ("full", -0.1, d)):
         for s in range(5):
             rows += [_row(f"full n={size}", "full", None, size, s, 0.8 + noise[s]),
-                     _row(f"all r=1 n={size}", "all", 1, size, s, 0.8 + gap1 + wobble[s]),
-                     _row(f"all r=4 n={size}", "all", 4, size, s, 0.8 + wobble[::-1][s]),
-                     _row(f"all r=16 n={size}", "all", 16, size, s, 0.8 + noise[s] + wobble[s] / 2)]
+                     _row(f"all r=1 n={size}", "all", 1, size, s, 0.8 + noise[s] + gap1 + d1[s]),
+                     _row(f"all r=4 n={size}", "all", 4, size, s, 0.8 + noise[s] + d[s])]
     a = analyze(rows, {"name": "t", "metrics": ["score"]})
     vs_full = [c for c in a.comparisons if c.group.endswith(" vs full")]
-    assert len(vs_full) == 6 and {c.reference for c in vs_full} == {"full n=40", "full n=full"}
-    # by hand: paired t of LoRA - full per (size, rank), Holm over the 6 distinct pairs (full against all@r in the
+    assert len(vs_full) == 4 and {c.reference for c in vs_full} == {"full n=40", "full n=full"}
+    # by hand: paired t of LoRA - full per (size, rank), Holm over the 4 distinct pairs (full against all@r in the
     # rank groups is the same test as all@r against full: counted once)
-    assert len(a.comparisons) == 12 and {c.family for c in a.comparisons} == {6}
+    assert len(a.comparisons) == 8 and {c.family for c in a.comparisons} == {4}
     scores = {(r.label, r.seed): r.score for r in rows}
     ps = {c.label: paired_ttest([scores[(c.label, s)] for s in range(5)],
                                 [scores[(c.reference, s)] for s in range(5)]).p for c in vs_full}
@@ -156,7 +156,7 @@ def test_lora_falls_behind_full_by_hand():
     assert behind["40"].behind_up_to is None and behind["40"].worse_at == ()
     assert behind["full"].worse_at == (1,) and behind["full"].behind_up_to == 1 and behind["full"].catches_up_at == 4
     row = next(r for r in s.rows if r.label == "all r=1 n=full")
-    assert row.diff == pytest.approx(-0.1 + sum(w - n for w, n in zip(wobble, noise)) / 5)
+    assert row.diff == pytest.approx(-0.1 + sum(d) / 5)
     texts = [g.text for g in generate(a) if g.topic == "data size"]
     assert any("n=full, all: significantly behind full fine-tuning up to rank 1" in t for t in texts)
     assert any("n=40: none; n=full: 1; it grows with the data" in t for t in texts)
@@ -187,7 +187,7 @@ def test_smollm2_studies_list(name):
 
 def test_rank_data_quick_runs_on_a_tiny_llama(tmp_path, tiny_csv):
     """The packaged rank x data-size study, --quick, with its model and task swapped for a tiny Llama and a local
-    csv read as causal LM: every cell trains, the sizes cut, and the report has the per-size section."""
+    csv read as causal LM: every cell trains and the sizes set the steps (the report is tested above)."""
     from intrinsic.testing import build_tiny_model
 
     model_dir = tmp_path / "tiny-llama"
@@ -202,10 +202,9 @@ def test_rank_data_quick_runs_on_a_tiny_llama(tmp_path, tiny_csv):
     from intrinsic.cli.app import app
 
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["study", "run", str(toml), "--quick", "--out", str(out), "--json"])
+    res = CliRunner().invoke(app, ["study", "run", str(toml), "--quick", "--out", str(out), "--json", "--no-report"])
     assert res.exit_code == 0, res.output
     rows = {r.label: r for r in read_results(out)}
     assert set(rows) == {"all r=1 n=40", "all r=4 n=40", "all r=1 n=full", "all r=4 n=full", "full n=40", "full n=full"}
     assert all(r.status == "ok" for r in rows.values())
     assert rows["all r=1 n=40"].steps == 10 and rows["full n=full"].steps == 32  # 40 / 4 and 128 / 4, one pass
-    assert "LoRA vs full fine-tuning per data size" in (out / "report.md").read_text()
