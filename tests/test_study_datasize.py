@@ -202,6 +202,8 @@ def test_rank_data_quick_runs_on_a_tiny_llama(tmp_path, tiny_csv):
     from intrinsic.cli.app import app
 
     out = tmp_path / "out"
+    probes = CliRunner().invoke(app, ["study", "run", str(toml), "--quick", "--out", str(out), "--probes-only", "--json"])
+    assert probes.exit_code == 0 and json.loads(probes.output)["probed_seeds"] == []  # no arm needs a probe
     res = CliRunner().invoke(app, ["study", "run", str(toml), "--quick", "--out", str(out), "--json", "--no-report"])
     assert res.exit_code == 0, res.output
     rows = {r.label: r for r in read_results(out)}

@@ -259,10 +259,11 @@ def run_probes(spec: StudySpec, out_dir: str | Path, *, shard: tuple[int, int] |
                force: bool = False, say: Callable[[str], None] | None = None) -> list[int]:
     """Compute (or find) the probe of every seed of the study, or of this shard's seeds[K::N].
 
-    Run this before launching parallel shards, so that no two processes probe the same seed."""
+    Run this before launching parallel shards, so that no two processes probe the same seed. A study that
+    probes nothing (`[probe] enabled = false` and no auto) probes no seed."""
     out = Path(out_dir)
     check_resources(spec)
-    seeds = sorted({c.seed for c in spec.cells()})
+    seeds = sorted({c.seed for c in spec.cells()}) if spec.probe_enabled else []
     if shard is not None:
         seeds = seeds[shard[0]::shard[1]]
     with _claimed(spec, out, force):
