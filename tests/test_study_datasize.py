@@ -207,6 +207,6 @@ def test_rank_data_quick_runs_on_a_tiny_llama(tmp_path, tiny_csv):
     res = CliRunner().invoke(app, ["study", "run", str(toml), "--quick", "--out", str(out), "--json", "--no-report"])
     assert res.exit_code == 0, res.output
     rows = {r.label: r for r in read_results(out)}
-    assert set(rows) == {"all r=1 n=40", "all r=4 n=40", "all r=1 n=full", "all r=4 n=full", "full n=40", "full n=full"}
+    assert set(rows) == {"all r=1 n=16", "all r=4 n=16", "all r=1 n=full", "all r=4 n=full", "full n=16", "full n=full"}
     assert all(r.status == "ok" for r in rows.values())
-    assert rows["all r=1 n=40"].steps == 10 and rows["full n=full"].steps == 32  # 40 / 4 and 128 / 4, one pass
+    assert rows["all r=1 n=16"].steps == 4 and rows["full n=full"].steps == 12  # 16 / 4 and 48 / 4, one pass

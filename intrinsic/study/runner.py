@@ -187,7 +187,11 @@ def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, lr: floa
     if cell_dir.exists():
         shutil.rmtree(cell_dir)  # half-written, failed or infeasible: redo from scratch
     cell_dir.mkdir(parents=True)
-    write_json(cell_dir / "cell.json", {"cell": to_dict(cell), "study": spec.name, "model": spec.model,
+    record = to_dict(cell)
+    if cell.train_examples is None:  # no data-size axis: the cell.json it always wrote
+        record.pop("train_examples", None)
+        record.pop("epochs", None)
+    write_json(cell_dir / "cell.json", {"cell": record, "study": spec.name, "model": spec.model,
                                         "task": spec.task, "data": spec.data, "dtype": spec.dtype,
                                         "timing": timing})
     try:
