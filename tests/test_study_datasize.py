@@ -91,6 +91,8 @@ def test_axis_cuts_the_training_data_and_counts_steps(tiny_bert_dir, tiny_csv, t
     got = {(r["size"], r["label"]) for r in analysis["data_size"]["rows"]}
     assert got == {("40", "all r=2 n=40"), ("full", "all r=2 n=full")}
     assert all(r["verdict"] == "too few seeds" for r in analysis["data_size"]["rows"])  # one seed
+    assert [b["tested"] for b in analysis["data_size"]["falls_behind"]] == [[], []]
+    assert "n=40, all: no paired test against full fine-tuning" in " ".join(g.text for g in gl)
     md = Path(files.markdown).read_text()
     assert "LoRA vs full fine-tuning per data size" in md and "Comparison group rank=2 n=40" in md
 
@@ -153,7 +155,7 @@ def test_lora_falls_behind_full_by_hand():
     s = data_size_section(a)
     assert s.sizes == ("40", "full")
     behind = {b.size: b for b in s.falls_behind}
-    assert behind["40"].behind_up_to is None and behind["40"].worse_at == ()
+    assert behind["40"].behind_up_to is None and behind["40"].worse_at == () and behind["40"].tested == (1, 4)
     assert behind["full"].worse_at == (1,) and behind["full"].behind_up_to == 1 and behind["full"].catches_up_at == 4
     row = next(r for r in s.rows if r.label == "all r=1 n=full")
     assert row.diff == pytest.approx(-0.1 + sum(d) / 5)

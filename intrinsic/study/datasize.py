@@ -94,6 +94,7 @@ class FallsBehind:
                                                "up to this rank (null: at no rank tested)")
     catches_up_at: int | None = documented(help="the smallest tested rank above behind_up_to (from it on, no tested "
                                                 "rank is significantly worse); null when none is above it")
+    tested: tuple[int, ...] = documented((), "the ranks whose comparison has a p-value (>= 2 shared seeds)")
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ def data_size_section(a: StudyAnalysis) -> DataSizeSection | None:
             top = max(worse) if worse else None
             above = [r.rank for r in ranked if top is None or r.rank > top]
             behind.append(FallsBehind(size, variant, tuple(r.rank for r in ranked), worse, top,
-                                      min(above) if above and top is not None else None))
+                                      min(above) if above and top is not None else None,
+                                      tuple(r.rank for r in ranked if r.p_holm is not None)))
     return DataSizeSection(sizes, tuple(rows), tuple(behind), a.alpha)
 
 
@@ -148,8 +150,10 @@ def size_table(s: DataSizeSection) -> tuple[str, list[str], list[dict[str, Any]]
 
 def behind_text(b: FallsBehind) -> str:
     """'n=1000, all: significantly behind full fine-tuning up to rank 4 (worse at r=1, 4); not at r=16, 64.'"""
+    if not b.tested:
+        return f"n={b.size}, {b.variant}: no paired test against full fine-tuning (fewer than 2 shared seeds)."
     if b.behind_up_to is None:
-        return f"n={b.size}, {b.variant}: behind full fine-tuning at no rank tested (r={', '.join(map(str, b.ranks))})."
+        return f"n={b.size}, {b.variant}: behind full fine-tuning at no rank tested (r={', '.join(map(str, b.tested))})."
     ok = [r for r in b.ranks if r not in b.worse_at]
     return (f"n={b.size}, {b.variant}: significantly behind full fine-tuning up to rank {b.behind_up_to} (worse at "
             f"r={', '.join(map(str, b.worse_at))})" + (f"; not at r={', '.join(map(str, ok))}." if ok else "."))

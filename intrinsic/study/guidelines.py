@@ -278,8 +278,8 @@ def size_guidelines(a: StudyAnalysis) -> list[Guideline]:
         ev = {"size": b.size, "variant": b.variant, "ranks": list(b.ranks), "worse_at": list(b.worse_at),
               "behind_up_to": b.behind_up_to, "diffs": {c.label: c.ttest.mean_diff for c in worse}}
         if b.behind_up_to is None:
-            out.append(Guideline("data size", behind_text(b) + " Too weak to say that LoRA falls behind at this size "
-                                 "(no comparison survives Holm).", WEAK, ev))
+            out.append(Guideline("data size", behind_text(b) + (" Too weak to say that LoRA falls behind at this "
+                                 "size (no comparison survives Holm)." if b.tested else ""), WEAK, ev))
             continue
         sure = all(c.supported for c in worse)
         why = "; ".join(f"{c.label} {c.ttest.mean_diff:+.3f}, {evidence_text(c, a.alpha)}" for c in worse)
@@ -288,7 +288,7 @@ def size_guidelines(a: StudyAnalysis) -> list[Guideline]:
             SUPPORTED if sure else WEAK, ev))
     for variant in dict.fromkeys(b.variant for b in s.falls_behind):
         per = [b for b in s.falls_behind if b.variant == variant]
-        if len(per) < 2:
+        if len(per) < 2 or not all(b.tested for b in per):  # a size without a paired test says nothing
             continue
         tops = [b.behind_up_to or 0 for b in per]
         grows = tops == sorted(tops) and tops[-1] > tops[0]
