@@ -212,3 +212,15 @@ def test_rank_data_quick_runs_on_a_tiny_llama(tmp_path, tiny_csv):
     assert set(rows) == {"all r=1 n=16", "all r=4 n=16", "all r=1 n=full", "all r=4 n=full", "full n=16", "full n=full"}
     assert all(r.status == "ok" for r in rows.values())
     assert rows["all r=1 n=16"].steps == 4 and rows["full n=full"].steps == 12  # 16 / 4 and 48 / 4, one pass
+
+
+@pytest.mark.parametrize("name", ["placement-all8", "smollm2-placement-lm"])
+def test_committed_results_keep_resuming(name):
+    """The committed results directories still match their definitions: every cell id of results.json is a cell
+    of the packaged study (placement-all8 also has its definition hash), so a rerun resumes them."""
+    results = STUDIES / "results" / name
+    spec = load_spec(STUDIES / f"{name}.toml")
+    ids = {r["id"] for r in json.loads((results / "results.json").read_text())["rows"]}
+    assert ids and ids <= {c.id for c in spec.cells()}
+    if name == "placement-all8":
+        assert json.loads((results / "study.json").read_text())["definition_hash"] == spec.definition_hash
