@@ -174,6 +174,6 @@ def test_row_fields_are_documented_and_statuses_checked():
     from intrinsic.fields import field_help
 
     assert set(field_help(CellRow)) == {f.name for f in fields(CellRow)}
-    assert list(field_help(CellRow)) == OK_KEYS + ["predicted"]  # set only with a probe: last, not in OK_KEYS
+    assert list(field_help(CellRow)) == OK_KEYS + ["predicted", "train_examples", "steps"]  # set only with a probe / a data-size axis: last, not in OK_KEYS
     with pytest.raises(ConfigError, match="status must be one of"):
         CellRow(id="x", config_id="y", label="l", variant="v", strategy="all", seed=0, status="done")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..pareto import pareto_front
+from .datasize import full_comparisons, size_key, size_of
 from .grid import SWEEP
 from .predictors import PredictorCheck, StatisticCheck, predictor_checks, statistic_checks
 from .rows import CellRow, status_counts
@@ -79,7 +80,7 @@ class ConfigSummary:
 class Comparison:
     """A placement against `all` in one comparison group, paired by seed."""
 
-    group: str  # "rank=8" | "budget=all@8"
+    group: str  # "rank=8" | "budget=all@8" | "rank=8 n=1000" | "n=1000 vs full" (reference: full fine-tuning)
     label: str  # the placement compared
     reference: str  # the `all` config it is compared with
     ttest: PairedTest  # scipy.stats.ttest_rel over shared seeds (score - reference score)
@@ -221,9 +222,9 @@ def group_index(configs: list[ConfigSummary]) -> dict[str, tuple[str, ...]]:
             groups.setdefault(g, []).append(c.label)
     order = list(groups)
 
-    def key(g: str) -> tuple:
-        m = re.fullmatch(r"rank=(\d+)", g)
-        return (0, int(m.group(1))) if m else (1, order.index(g))
+    def key(g: str) -> tuple:  # by data size first (none without the axis), then as without it
+        m = re.fullmatch(r"rank=(\d+)(?: n=\w+)?", g)
+        return size_key(size_of(g)) + ((0, int(m.group(1))) if m else (1, order.index(g)))
 
     return {g: tuple(groups[g]) for g in sorted(groups, key=key)}
 
@@ -242,13 +243,15 @@ def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:
 
 def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
     """Holm over the family of every distinct comparison with a p-value (a pair of configs that meets in
-    two groups, e.g. auto at rank r and at budget all@r, counts once); verdicts from the corrected p."""
-    first: dict[tuple[str, str], int] = {}
+    two groups, e.g. auto at rank r and at budget all@r, counts once, and so does a pair compared both ways, e.g.
+    full against all@r in group rank=r n=N and all@r against full at size N: the same paired test, sign flipped);
+    verdicts from the corrected p."""
+    first: dict[tuple[str, ...], int] = {}
     for i, c in enumerate(comps):
-        first.setdefault((c.label, c.reference), i)
+        first.setdefault(tuple(sorted((c.label, c.reference))), i)
     unique = sorted(set(first.values()))
     adj_unique = dict(zip(unique, holm([comps[i].ttest.p for i in unique])))
-    adj = [adj_unique[first[(c.label, c.reference)]] for c in comps]
+    adj = [adj_unique[first[tuple(sorted((c.label, c.reference)))]] for c in comps]
     family = sum(adj_unique[i] is not None for i in unique)
     out = []
     for c, p in zip(comps, adj):
@@ -260,7 +263,8 @@ def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
 
 
 def comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]) -> list[Comparison]:
-    """Every non-reference config against `all` in each group, paired by seed, Holm-corrected together."""
+    """Every non-reference config against `all` in each group, and (a data-size axis) every LoRA config against
+    full fine-tuning at its size (`datasize.full_comparisons`), paired by seed, Holm-corrected together."""
     by_label = {c.label: c for c in configs}
     out = []
     for g, labels in groups.items():
@@ -271,7 +275,7 @@ def comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]
             c = by_label[l]
             if c is not refs[0] and c.n_ok:
                 out.append(compare(c, refs[0], g))
-    return correct(out)
+    return correct(out + full_comparisons(configs, compare))
 
 
 def frontier(configs: list[ConfigSummary], metric: str) -> Frontier:

@@ -6,6 +6,8 @@
   applied) and `ProbeSettings`, so ranges are checked by the classes that own them.
 - `check_truncate_table`: [truncate] (`ranks`, `components`) against the names `intrinsic truncate` knows;
   `full_saves_model`, `truncate_table`: what [truncate] does to the effective settings.
+- `data_sizes`: a [[grid]] block's data-size axis (`train_examples`, `epochs`); `check_resources` checks the
+  sizes against the loaded train split.
 - `check_resources`: the model name resolves (without loading weights) and the task loads (local
   files and built-ins; `hf:` data sets are left to the run, which would otherwise download them here).
 
@@ -103,6 +105,51 @@ def check_data_table(ctx: Ctx, table: str, data: dict) -> None:
     for k in ("max_examples", "max_eval_examples"):
         if k in data and data[k] < 1:
             raise ctx.fail(table, k, f"[{table}]: `{k}` must be an integer >= 1, got {data[k]!r}.")
+
+
+def data_sizes(ctx: Ctx, table: str, block: dict, name: str) -> tuple[tuple[int | str, ...], float | None]:
+    """(train_examples, epochs) of a [[grid]] block: distinct counts >= 1 or "full" (the whole train split), and
+    an optional number of epochs > 0 that needs them; ((), None) when the block has no data-size axis."""
+    from .grid import FULL_DATA
+
+    sizes = block.get("train_examples")
+    if sizes is not None and (not isinstance(sizes, list) or not sizes or any(
+            not (x == FULL_DATA or isinstance(x, int) and not isinstance(x, bool) and x >= 1) for x in sizes)):
+        raise ctx.fail(table, "train_examples", f"grid block '{name}': `train_examples` must be a non-empty list of "
+                                                f'training-example counts >= 1 or "{FULL_DATA}", got {sizes!r}.')
+    if sizes is not None and len(set(map(str, sizes))) != len(sizes):
+        raise ctx.fail(table, "train_examples", f"grid block '{name}': `train_examples` lists a size twice: {sizes}.")
+    epochs = block.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0):
+        raise ctx.fail(table, "epochs", f"grid block '{name}': `epochs` must be a number > 0, got {epochs!r}.")
+    if epochs is not None and sizes is None:
+        raise ctx.fail(table, "epochs", f"grid block '{name}': `epochs` scales the steps with `train_examples`; "
+                                        "give both, or set [train] steps.")
+    return tuple(sizes or ()), None if epochs is None else float(epochs)
+
+
+def check_data_sizes(spec, train_size: int) -> None:
+    """Every `train_examples` count of the grid fits the loaded train split (`train_size` examples)."""
+    for block in spec.grid:
+        for n in block.train_examples:
+            if isinstance(n, int) and n > train_size:
+                raise ConfigError(f"{_where(spec, 'train_examples')}grid block '{block.name}': train_examples {n} is "
+                                  f"more than the {train_size:,} training examples of task '{spec.task}'"
+                                  + (f" (after [data] max_examples = {spec.data['max_examples']})"
+                                     if spec.data.get("max_examples") else "") + f'; use "full" for all of them.')
+
+
+def _where(spec, key: str) -> str:
+    """'FILE:LINE: ' of `key` in the study file the spec was read from ('' when it cannot be read)."""
+    from pathlib import Path
+
+    from .spec import key_line
+
+    try:
+        line = key_line(Path(spec.source).read_text(), "grid", key) if spec.source else None
+    except OSError:
+        line = None
+    return f"{spec.source}:{line}: " if line else (f"{spec.source}: " if spec.source else "")
 
 
 TRUNCATE_KEYS = ("ranks", "components")
@@ -238,19 +285,23 @@ def check_model(name: str) -> None:
             f"and not loadable from the Hugging Face Hub{net}.{did_you_mean(key, models.ALIASES)}") from None
 
 
-def check_task(name: str, data: dict[str, Any]) -> None:
-    """Raise the task registry's error unless `name` loads with the study's [data] options; an `hf:`
-    data set is only checked for its form (loading it here would download it before the run does)."""
+def check_task(name: str, data: dict[str, Any]):
+    """Raise the task registry's error unless `name` loads with the study's [data] options, and return the
+    TaskData (its train split as the run sees it); an `hf:` data set is only checked for its form (loading it
+    here would download it before the run does): None."""
     from ..tasks import load_task
 
     base = name.removesuffix(":lm")
     if base.startswith("hf:") and len(base) > 3:
-        return
+        return None
     columns = {k: data.get(k) for k in ("text_column", "label_column", "prompt_column", "completion_column")}
-    load_task(name, max_examples=data.get("max_examples"), max_eval_examples=1, **columns)  # the run's train split
+    return load_task(name, max_examples=data.get("max_examples"), max_eval_examples=1, **columns)
 
 
 def check_resources(spec) -> None:
-    """The study's model and task exist: called by the runner before it writes anything."""
+    """The study's model and task exist, and its data sizes fit the train split: called by the runner before
+    it writes anything (an `hf:` task's sizes are checked per cell, when it is loaded)."""
     check_model(spec.model)
-    check_task(spec.task, spec.data)
+    task = check_task(spec.task, spec.data)
+    if task is not None:
+        check_data_sizes(spec, len(task.train_texts))

@@ -14,12 +14,20 @@ besides its test cells, one *lr-sweep* cell per (lr, lr seed), trained on the tr
 validation carve and scored on the carve (`eval_split = "validation"`). Its test cells hold no lr:
 the runner gives them the lr that `selection.select_lrs` picks from the arm's sweep rows. Specs
 without lr grids expand exactly as before (same cells, same ids).
+
+Data sizes (`train_examples`, see `size_train`): a block with `train_examples = [1000, "full"]` gets every
+config once per size; the size is the cell's `TrainConfig.max_examples` (the trainer's one subsample, drawn
+after the validation carve, so every size is scored on the same validation and test examples), and with the
+block's `epochs` its steps are epochs x examples / (batch_size x grad_accum), counted by the runner when the
+task is loaded (`steps_for`). Its comparison groups carry the size (`rank=8 n=1000`). Blocks without
+`train_examples` expand exactly as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
 
 HASH_LEN = 12
 SWEEP = "lr-sweep"  # Cell.phase of a validation run of an lr grid
+FULL_DATA = "full"  # the train_examples value of the whole train split
 
 
 def arm_lrs(spec: StudySpec, block: GridBlock, strategy: str) -> tuple[float, ...]:
@@ -53,6 +62,8 @@ class GridBlock:
     layers: tuple[str | None, ...]  # layer selections ("lower", "0-2"); None = every layer
     seeds: tuple[int, ...]  # replicate seeds
     lrs: tuple[float, ...] = ()  # learning-rate grid of this block's arms (empty: the study's or none)
+    train_examples: tuple[int | str, ...] = ()  # data sizes: counts or "full" (empty: no data-size axis)
+    epochs: float | None = None  # with train_examples: steps = epochs x examples / batch (None: [train] steps)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,13 @@ class Cell:
     lrs: tuple[float, ...] = ()  # the arm's lr grid: non-empty = lr chosen on validation (test cells)
     arm: str = ""  # hash of the arm's settings without lr grid and seed: sweep and test cells of one arm share it
     lr: float | None = None  # the lr of an lr-sweep cell (test cells: None, chosen at run time)
+    train_examples: int | str | None = None  # data size: a count or "full" (None: the block has no data-size axis)
+    epochs: float | None = None  # steps from epochs x examples (`steps_for`); None: train["steps"]
+
+    @property
+    def size_text(self) -> str:
+        """' n=1000' or ' n=full' for a cell of a data-size axis, else ''."""
+        return "" if self.train_examples is None else f" n={self.train_examples}"
 
     @property
     def variant(self) -> str:
@@ -84,8 +102,24 @@ class Cell:
         """Human-readable config label without the seed, e.g. 'ffn budget=all@8'."""
         size = f"r={self.rank}" if self.rank is not None else (f"budget={self.budget}" if self.budget else "")
         sweep = f" lr={self.lr:g} (validation)" if self.phase == SWEEP else ""
-        return f"{self.variant} {size}".strip() + sweep
+        return f"{self.variant} {size}".strip() + self.size_text + sweep
 
+
+def size_train(train: dict[str, Any], n: int | str | None, epochs: float | None) -> dict[str, Any]:
+    """A cell's train settings at data size `n`: max_examples = n (none for "full": the whole train split);
+    with `epochs`, no `steps` (the runner counts them, `steps_for`). Unchanged without a data-size axis."""
+    if n is None:
+        return train
+    out = {k: v for k, v in train.items() if k != "max_examples" and not (epochs is not None and k == "steps")}
+    return out if n == FULL_DATA else {**out, "max_examples": n}
+
+
+def steps_for(cell: Cell, train_size: int, batch_size: int, grad_accum: int = 1) -> int:
+    """Optimizer steps of a cell with `epochs`: ceil(epochs x examples / (batch_size x grad_accum)), at least 1;
+    examples = its train_examples, or `train_size` (the loaded train split) for "full". lr-sweep cells count the
+    same examples as their arm's test cells, so an arm's sweep and test runs take the same steps."""
+    n = train_size if cell.train_examples == FULL_DATA else min(int(cell.train_examples), train_size)
+    return max(1, math.ceil(cell.epochs * n / (batch_size * grad_accum)))
 
 def settings_hash(obj: Any) -> str:
     """Short stable hash of JSON-able settings (sorted keys, so dict order never matters)."""
@@ -106,9 +140,11 @@ def _normalise(strategy: str, rank: int | None, budget: str | None, layers: str 
     return rank, budget
 
 
-def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train) -> dict[str, Any]:
+def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train, epochs=None) -> dict[str, Any]:
     payload = {"model": spec.model, "task": spec.task, "dtype": spec.dtype, "data": spec.data, "train": train,
                "strategy": strategy, "rank": rank, "budget": budget, "layers": layers}
+    if epochs is not None:  # only with a data-size axis: absent, the payload (and every id) is as before
+        payload["epochs"] = epochs
     if strategy == "auto":
         payload["probe"] = spec.probe_settings
     if strategy != "full":  # knobs added later count only when set, so earlier cells keep their ids
@@ -122,33 +158,42 @@ def expand(spec: StudySpec) -> list[Cell]:
     for block in spec.grid:
         sizes: list[tuple[int | None, str | None]] = [(r, None) for r in block.ranks] + [(None, b) for b in block.budgets]
         for strategy in block.strategies:
-            train = {**spec.train, **spec.train_overrides.get(strategy, {})}
-            for rank, budget in sizes or [(None, None)]:
-                group = f"rank={rank}" if rank is not None else (f"budget={budget}" if budget else "full")
-                for layers in block.layers:
-                    lay = None if strategy == "full" else layers
-                    r, b = _normalise(strategy, rank, budget, lay)
-                    lrs = arm_lrs(spec, block, strategy)
-                    base = _cell_payload(spec, strategy, r, b, lay, train)
-                    arm = settings_hash(base)  # the arm without its lr grid: sweep cells of equal arms are shared
-                    if lrs:
-                        base["lrs"] = list(lrs)
-                    config_id = settings_hash(base)
-                    runs = [(seed, train, "test", None, config_id, base) for seed in block.seeds]
-                    for lr in lrs:
-                        t = {**train, "lr": lr, "eval_split": "validation"}
-                        sweep = _cell_payload(spec, strategy, r, b, lay, t)
-                        runs += [(seed, t, SWEEP, lr, settings_hash(sweep), sweep) for seed in spec.lr_seeds_of(block)]
-                    for seed, t, phase, lr, cfg_id, payload in runs:
-                        cid = settings_hash({**payload, "seed": seed})
-                        f = found.setdefault(cid, dict(id=cid, config_id=cfg_id, strategy=strategy, rank=r,
-                                                      budget=b, layers=lay, seed=seed, groups=[], blocks=[],
-                                                      train=t, phase=phase, lrs=tuple(lrs), arm=arm, lr=lr))
-                        if group not in f["groups"]:
-                            f["groups"].append(group)
-                        if block.name not in f["blocks"]:
-                            f["blocks"].append(block.name)
+            for n in block.train_examples or (None,):
+                train = size_train({**spec.train, **spec.train_overrides.get(strategy, {})}, n, block.epochs)
+                _expand_sizes(spec, block, strategy, sizes, n, train, found)
     cells = [Cell(**{**f, "groups": tuple(f["groups"]), "blocks": tuple(f["blocks"])}) for f in found.values()]
     order = {s: i for i, s in enumerate(sorted({c.seed for c in cells}))}
     # lr sweeps first (their choice is needed by the test cells), then seed-major, grid order within a seed
     return sorted(cells, key=lambda c: (c.phase != SWEEP, order[c.seed]))
+
+
+def _expand_sizes(spec: StudySpec, block: GridBlock, strategy: str, sizes, n, train, found) -> None:
+    """The cells of one strategy (at one data size `n`) of a block into `found`."""
+    epochs = block.epochs if n is not None else None
+    for rank, budget in sizes or [(None, None)]:
+        group = f"rank={rank}" if rank is not None else (f"budget={budget}" if budget else "full")
+        group += "" if n is None else f" n={n}"
+        for layers in block.layers:
+            lay = None if strategy == "full" else layers
+            r, b = _normalise(strategy, rank, budget, lay)
+            lrs = arm_lrs(spec, block, strategy)
+            base = _cell_payload(spec, strategy, r, b, lay, train, epochs)
+            arm = settings_hash(base)  # the arm without its lr grid: sweep cells of equal arms are shared
+            if lrs:
+                base["lrs"] = list(lrs)
+            config_id = settings_hash(base)
+            runs = [(seed, train, "test", None, config_id, base) for seed in block.seeds]
+            for lr in lrs:
+                t = {**train, "lr": lr, "eval_split": "validation"}
+                sweep = _cell_payload(spec, strategy, r, b, lay, t, epochs)
+                runs += [(seed, t, SWEEP, lr, settings_hash(sweep), sweep) for seed in spec.lr_seeds_of(block)]
+            for seed, t, phase, lr, cfg_id, payload in runs:
+                cid = settings_hash({**payload, "seed": seed})
+                f = found.setdefault(cid, dict(id=cid, config_id=cfg_id, strategy=strategy, rank=r,
+                                              budget=b, layers=lay, seed=seed, groups=[], blocks=[],
+                                              train=t, phase=phase, lrs=tuple(lrs), arm=arm, lr=lr,
+                                              **({"train_examples": n, "epochs": epochs} if n is not None else {})))
+                if group not in f["groups"]:
+                    f["groups"].append(group)
+                if block.name not in f["blocks"]:
+                    f["blocks"].append(block.name)

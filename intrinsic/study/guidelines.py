@@ -18,6 +18,7 @@ from typing import Any
 
 from ..report.format import human
 from .analysis import COST_LABELS, REFERENCE, Comparison, StudyAnalysis
+from .datasize import VS_FULL, behind_text, data_size_section
 from .predictors import CONTRADICTED, SUPPORTED, WEAK
 from .stats import Summary, intervals_overlap
 
@@ -249,15 +250,53 @@ def protocol_guidelines(a: StudyAnalysis) -> list[Guideline]:
     out = []
     fam = max((c.family for c in a.comparisons), default=0)
     if fam:
+        vs_full = (", and every LoRA placement of a data size against full fine-tuning at that size"
+                   if any(c.group.endswith(VS_FULL) for c in a.comparisons) else "")
         out.append(Guideline("protocol", f"This report makes {fam} distinct paired comparisons (every placement "
-                             f"against `{REFERENCE}` in its group); their p-values are Holm-corrected together at alpha "
-                             f"{a.alpha}.", INFO, {"family": fam, "alpha": a.alpha}))
+                             f"against `{REFERENCE}` in its group{vs_full}); their p-values are Holm-corrected together "
+                             f"at alpha {a.alpha}.", INFO, {"family": fam, "alpha": a.alpha}))
     if a.lr_choices:
         parts = [f"{ch.label}: {ch.chosen:g}" if ch.chosen is not None else f"{ch.label}: none yet"
                  for ch in a.lr_choices]
         out.append(Guideline("protocol", "Learning rate per arm, chosen on a validation carve of the train split "
                              "(never on test): " + "; ".join(parts) + ".", INFO,
                              {"chosen": {ch.label: ch.chosen for ch in a.lr_choices}}))
+    return out
+
+
+def size_guidelines(a: StudyAnalysis) -> list[Guideline]:
+    """A data-size axis: per size and strategy, up to which rank LoRA is behind full fine-tuning (supported when
+    every such comparison survives Holm and reaches its MDE), then how that rank moves with the data (info)."""
+    s = data_size_section(a)
+    if s is None:
+        return []
+    comps = {c.label: c for c in a.comparisons if c.group.endswith(VS_FULL)}
+    out = []
+    for b in s.falls_behind:
+        worse = [c for r in s.rows if r.size == b.size and r.variant == b.variant and r.rank in b.worse_at
+                 for c in [comps[r.label]]]
+        ev = {"size": b.size, "variant": b.variant, "ranks": list(b.ranks), "worse_at": list(b.worse_at),
+              "behind_up_to": b.behind_up_to, "diffs": {c.label: c.ttest.mean_diff for c in worse}}
+        if b.behind_up_to is None:
+            out.append(Guideline("data size", behind_text(b) + (" Too weak to say that LoRA falls behind at this "
+                                 "size (no comparison survives Holm)." if b.tested else ""), WEAK, ev))
+            continue
+        sure = all(c.supported for c in worse)
+        why = "; ".join(f"{c.label} {c.ttest.mean_diff:+.3f}, {evidence_text(c, a.alpha)}" for c in worse)
+        out.append(Guideline("data size", behind_text(b) + f" ({why}): " + (
+            "supported." if sure else "too weak to say at this sample size (below the MDE)."),
+            SUPPORTED if sure else WEAK, ev))
+    for variant in dict.fromkeys(b.variant for b in s.falls_behind):
+        per = [b for b in s.falls_behind if b.variant == variant]
+        if len(per) < 2 or not all(b.tested for b in per):  # a size without a paired test says nothing
+            continue
+        tops = [b.behind_up_to or 0 for b in per]
+        grows = tops == sorted(tops) and tops[-1] > tops[0]
+        trend = "grows with the data, as LoRA Without Regret report" if grows else "does not grow with the data here"
+        parts = "; ".join(f"n={b.size}: {b.behind_up_to if b.behind_up_to is not None else 'none'}" for b in per)
+        out.append(Guideline("data size", f"{variant}: the largest rank significantly behind full fine-tuning, by "
+                             f"data size: {parts}; it {trend} (descriptive: it reads the comparisons above).", INFO,
+                             {"variant": variant, "behind_up_to": {b.size: b.behind_up_to for b in per}}))
     return out
 
 
@@ -302,7 +341,7 @@ def auto_guidelines(a: StudyAnalysis) -> list[Guideline]:
 def generate(a: StudyAnalysis) -> list[Guideline]:
     """All guidelines, most decision-relevant first; a quick run's claims demoted to QUICK."""
     out = (protocol_guidelines(a) + baseline_guidelines(a) + frontier_guidelines(a) + group_guidelines(a)
-           + auto_guidelines(a) + prediction_guidelines(a) + memory_guideline(a))
+           + size_guidelines(a) + auto_guidelines(a) + prediction_guidelines(a) + memory_guideline(a))
     if not a.study.get("quick"):
         return out
     return [replace(g, strength=QUICK, evidence={**g.evidence, "strength_if_not_quick": g.strength})

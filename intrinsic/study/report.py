@@ -17,6 +17,7 @@ from ..report.document import Block, Bullets, Heading, Image, Paragraph, Table, 
 from ..report.plots import ci_halfwidth, colors_by_name, pyplot, save_png
 from ..results import atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
+from .datasize import data_size_section, plot_score_vs_rank, size_blocks, size_of, size_table
 from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
 from .r90_section import R90Section, r90_blocks, r90_section
 from .rows import CellRow, load_results
@@ -70,6 +71,10 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
         for row, label in zip(rows, a.groups[group]):
             row["timing"] = by_label[label].timing or "-"
         cols.insert(cols.index("time_s") + 1, "timing")
+    if size_of(group) is not None:  # a group of a data-size axis: its training examples
+        for row in rows:
+            row["n"] = size_of(group)
+        cols.insert(1, "n")
     for key in ("exact_match", "forgetting"):  # measured on completion tasks / with a forgetting corpus only
         if any(by_label[label].metric(key) is not None for label in a.groups[group]):
             for row, label in zip(rows, a.groups[group]):
@@ -175,6 +180,9 @@ def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[TableRow
     out += [frontier_table(a), prediction_table(a), correlation_table(a), predictor_table(a)]
     if a.statistic_checks:
         out.append(statistic_table(a))
+    sizes = data_size_section(a)
+    if sizes is not None:
+        out.append(size_table(sizes))
     if a.lr_choices:
         out.append(lr_table(a))
     probs = problems_table(a)
@@ -270,7 +278,9 @@ def write_plots(a: StudyAnalysis, out_dir: Path) -> list[tuple[Path, str]]:
     p = plot_prediction(a, out_dir / "prediction.png")
     if p:
         made.append((p, "Probe-predicted energy share vs measured gain per placement."))
-    return made
+    sizes = data_size_section(a)
+    by_size = plot_score_vs_rank(a, sizes, out_dir / "score_vs_rank_by_size.png") if sizes is not None else None
+    return made + ([by_size] if by_size else [])
 
 
 # ----------------------------------------------------------------------------- document
@@ -288,7 +298,8 @@ def _figure(plot: tuple[Path, str]) -> Image:
 def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]],
              r90: R90Section | None = None) -> list[Block]:
     """The study report as document blocks; `plots` are the (PNG, caption) pairs `write_plots` made;
-    `r90`: the measured intrinsic rank per component (a study with [truncate]), else no such section."""
+    `r90`: the measured intrinsic rank per component (a study with [truncate]), else no such section; a
+    data-size axis adds "LoRA vs full fine-tuning per data size" (`datasize.py`)."""
     s = a.study
     blocks: list[Block] = [Heading(1, f"Study: {s.get('name', '?')}" + (" (quick)" if s.get("quick") else ""))]
     blocks.append(Paragraph(f"**Question.** {s.get('question', '')}"))
@@ -317,6 +328,9 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
     blocks += [_table(group_table(a, g)) for g in a.groups]
     if "score_vs_budget.png" in plot_of:
         blocks.append(_figure(plot_of["score_vs_budget.png"]))
+    sizes = data_size_section(a)
+    if sizes is not None:
+        blocks += size_blocks(sizes, plot_of.get("score_vs_rank_by_size.png"))
     blocks += [Heading(2, "Pareto frontiers"), _table(frontier_table(a))]
     blocks += [_figure(plot_of[f"frontier_{f.metric}.png"]) for f in a.frontiers
                if f"frontier_{f.metric}.png" in plot_of]
@@ -365,7 +379,9 @@ def write_report(out_dir: str | Path, rows: list[CellRow] | None = None, study: 
     blocks = document(a, gl, plots, r90)
     md = atomic_write_text(dest / "report.md", render_markdown(blocks))
     ht = atomic_write_text(dest / "report.html", render_html(blocks))
-    aj = write_json(dest / "analysis.json", {"analysis": a, "guidelines": gl, **({"r90": r90} if r90 else {})})
+    sizes = data_size_section(a)
+    aj = write_json(dest / "analysis.json", {"analysis": a, "guidelines": gl, **({"r90": r90} if r90 else {}),
+                                             **({"data_size": sizes} if sizes else {})})
     return ReportFiles(str(md), str(ht), tuple(str(p) for p, _ in plots), str(aj)), a, gl
 
 

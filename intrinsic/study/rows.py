@@ -94,6 +94,11 @@ class CellRow:
     predicted: dict[str, float | None] | None = documented(None, "per predictor (placement.need), the share of its "
                                                                   "statistic the plan covers (1.0 each for full; "
                                                                   "None without a probe)")
+    train_examples: int | str | None = documented(None, 'data size ([[grid]] train_examples): the count the train '
+                                                        'split was cut to, or "full"; None (and left out of '
+                                                        "results.json): the cell has no data-size axis")
+    steps: int | None = documented(None, "RunResult.steps: optimizer steps trained (a row of a data-size axis "
+                                         "only; with `epochs` they grow with the data size)")
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -116,7 +121,8 @@ class CellRow:
         # gain over the untrained model when it was scored, else over the trainer's baseline (majority class)
         base = run.untrained_score if run.untrained_score is not None else run.baseline_score
         ranks = [e.rank for e in plan.entries] if isinstance(plan, Plan) else []
-        return cls(**{**_settings(cell), "lr": run.config.get("lr"), "eval_split": run.eval_split},
+        return cls(**{**_settings(cell), "lr": run.config.get("lr"), "eval_split": run.eval_split,
+                      "steps": run.steps if cell.train_examples is not None else None},
                    status="ok", error=None, **{k: getattr(run, k) for k in ROW_METRICS},
                    gain=run.score - base if run.score is not None and base is not None else None,
                    rank_min=min(ranks) if ranks else None, rank_max=max(ranks) if ranks else None,
@@ -131,7 +137,12 @@ class CellRow:
         rec = to_dict(self)
         if rec.get("predicted") is None:  # no probe: the row keeps the keys it had before predictors
             rec.pop("predicted", None)
-        return rec if self.ok else {k: rec[k] for k in _UNFINISHED_KEYS}
+        if rec.get("train_examples") is None:  # no data-size axis: the keys it had before the axis
+            rec.pop("train_examples", None)
+            rec.pop("steps", None)
+        if self.ok:
+            return rec
+        return {k: rec[k] for k in _UNFINISHED_KEYS + ("train_examples",) if k in rec}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> CellRow:
@@ -151,7 +162,7 @@ def _settings(cell: Cell) -> dict[str, Any]:
             "strategy": cell.strategy, "rank": cell.rank, "budget": cell.budget, "layers": cell.layers,
             "seed": cell.seed, "groups": tuple(cell.groups), "blocks": tuple(cell.blocks), "phase": cell.phase,
             "arm": cell.arm, "lr_grid": tuple(cell.lrs), "lr": cell.lr if cell.lr is not None else cell.train.get("lr"),
-            "eval_split": cell.train.get("eval_split", "test")}
+            "eval_split": cell.train.get("eval_split", "test"), "train_examples": cell.train_examples}
 
 
 # ----------------------------------------------------------------------------- reading a cell directory

@@ -39,7 +39,7 @@ from ..errors import BudgetError, ConfigError, did_you_mean
 from ..pipeline import Pipeline
 from ..results import ensure_writable_dir, read_json, to_dict, write_json
 from .rows import RESULTS_SCHEMA, CellRow, finished_run, probe_key, rebuild_results
-from .grid import SWEEP, Cell
+from .grid import SWEEP, Cell, steps_for
 from .selection import select_lrs, sweep_rows
 from .check import check_resources
 from .spec import StudySpec
@@ -76,6 +76,10 @@ def study_record(spec: StudySpec) -> dict[str, Any]:
     stored = to_dict(spec)
     if spec.truncate is None:  # a study without [truncate] writes the study.json it always wrote
         stored.pop("truncate", None)
+    for block in stored["grid"]:  # likewise a block without a data-size axis
+        if not block.get("train_examples"):
+            block.pop("train_examples", None)
+            block.pop("epochs", None)
     return {"schema_version": RESULTS_SCHEMA, "name": spec.name, "question": spec.question, "model": spec.model,
             "task": spec.task, "quick": spec.quick, "definition_hash": spec.definition_hash,
             "metrics": list(spec.metrics), "source": spec.source, "spec": stored,
@@ -133,14 +137,24 @@ class _Seeds:
         return got
 
 
-def train_config(cell: Cell, lr: float | None = None):
-    """The cell's TrainConfig; `lr`: the learning rate chosen on validation for a test cell of an lr grid."""
+def train_config(cell: Cell, lr: float | None = None, train_size: int | None = None):
+    """The cell's TrainConfig; `lr`: the learning rate chosen on validation for a test cell of an lr grid;
+    `train_size`: examples of the loaded train split, for a cell of a data-size axis (its count must fit, and
+    with `epochs` its steps are counted from it, `grid.steps_for`)."""
     from ..training import TrainConfig
 
     try:
-        return TrainConfig(**{**cell.train, **({"lr": lr} if lr is not None else {})}, seed=cell.seed)
+        config = TrainConfig(**{**cell.train, **({"lr": lr} if lr is not None else {})}, seed=cell.seed)
     except TypeError as e:  # an unknown [train] key that validation could not see
         raise ConfigError(f"[train] settings do not fit TrainConfig: {e}") from None
+    if cell.train_examples is None or train_size is None:
+        return config
+    if isinstance(cell.train_examples, int) and cell.train_examples > train_size:
+        raise ConfigError(f"train_examples {cell.train_examples} is more than the {train_size:,} training examples "
+                          "of the task")
+    if cell.epochs is None:
+        return config
+    return dataclasses.replace(config, steps=steps_for(cell, train_size, config.batch_size, config.grad_accum))
 
 
 def chosen_lr(cell: Cell, rows: list[CellRow]) -> float | str | None:
@@ -173,14 +187,18 @@ def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, lr: floa
     if cell_dir.exists():
         shutil.rmtree(cell_dir)  # half-written, failed or infeasible: redo from scratch
     cell_dir.mkdir(parents=True)
-    write_json(cell_dir / "cell.json", {"cell": to_dict(cell), "study": spec.name, "model": spec.model,
+    record = to_dict(cell)
+    if cell.train_examples is None:  # no data-size axis: the cell.json it always wrote
+        record.pop("train_examples", None)
+        record.pop("epochs", None)
+    write_json(cell_dir / "cell.json", {"cell": record, "study": spec.name, "model": spec.model,
                                         "task": spec.task, "data": spec.data, "dtype": spec.dtype,
                                         "timing": timing})
     try:
         if lr == "failed":
             raise RuntimeError(f"no learning rate of the grid {list(cell.lrs)} finished on validation")
-        config = train_config(cell, lr)
         pipe = seeds.pipeline(cell.seed)
+        config = train_config(cell, lr, len(pipe.task_data.train_texts) if cell.train_examples is not None else None)
         plan = pipe.plan(spec.placement_request(cell), probe=lambda: seeds.probe(cell.seed))
         result = pipe.train(plan, config, cell_dir)
         if finished_run(cell_dir) is None:  # the trainer did not write it: do it here, atomically
@@ -245,10 +263,11 @@ def run_probes(spec: StudySpec, out_dir: str | Path, *, shard: tuple[int, int] |
                force: bool = False, say: Callable[[str], None] | None = None) -> list[int]:
     """Compute (or find) the probe of every seed of the study, or of this shard's seeds[K::N].
 
-    Run this before launching parallel shards, so that no two processes probe the same seed."""
+    Run this before launching parallel shards, so that no two processes probe the same seed. A study that
+    probes nothing (`[probe] enabled = false` and no auto) probes no seed."""
     out = Path(out_dir)
     check_resources(spec)
-    seeds = sorted({c.seed for c in spec.cells()})
+    seeds = sorted({c.seed for c in spec.cells()}) if spec.probe_enabled else []
     if shard is not None:
         seeds = seeds[shard[0]::shard[1]]
     with _claimed(spec, out, force):

@@ -9,7 +9,7 @@ documented in studies/README.md; in short:
     [train_overrides.STRATEGY]   TrainConfig fields for one strategy only (e.g. a lower lr for `full`)
     [probe]       settings of the gradient probe used by `auto` and by the prediction check
     [placement]   max_rank, granularity, alpha_mult, rslora (the knobs of placement.PlacementRequest)
-    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs)
+    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs) (x train_examples, epochs)
     lrs, lr_seeds lr grid chosen on validation (top, per [[grid]] block or [train_overrides.S]); its seeds
     [truncate]    after the grid, r90 of each component of every full fine-tuning test cell (`ranks`,
                   `components`); full cells then save their model (see `check_truncate_table`)
@@ -33,13 +33,13 @@ from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
 from .check import (PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table,
-                    check_truncate_table, full_saves_model, truncate_table)
+                    check_truncate_table, data_sizes, full_saves_model, truncate_table)
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
             "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds", "truncate")
 PLACEMENT_KEYS = KNOBS
-GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs")
+GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs", "train_examples", "epochs")
 QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds",
               "truncate")
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
@@ -241,7 +241,7 @@ def _parse_grid(ctx: _Ctx, table: str, blocks: Any, seeds: tuple[int, ...]) -> t
         if "full" in strategies and layers:
             raise ctx.fail(table, "layers", f"grid block '{name}': `full` fine-tunes every layer; drop `layers` or `full`.")
         out.append(GridBlock(name, strategies, ranks, budgets, tuple(layers) or (None,), bseeds,
-                             _lr_list(ctx, table, b)))
+                             _lr_list(ctx, table, b), *data_sizes(ctx, table, b, name)))
     names = [b.name for b in out]
     if len(set(names)) != len(names):
         raise ctx.fail(table, "name", f"grid block names must be unique, got {names}.")
