@@ -389,6 +389,12 @@ def test_summary_over_seeds_by_hand():
     assert fo.status == (UNDEFINED, NOT_REACHED, NOT_MEASURED) and fo.r90s == (None, None, None)
     assert (fo.undefined, fo.not_reached, fo.median, fo.geomean) == (1, 1, None, None)
     assert fo.share == pytest.approx((0.005 + 0.75) / 2)  # the runs with gain(0)
+    # a seed where the component's own contribution is below the floor is left out, not counted as not reached
+    q = summarize_runs([_result({"q": 1}, {"q": (0.995, 0.996, 0.999, 1.0)}, 1.0, without={"q": 0.995}),
+                        _result({"q": 2}, {"q": (1.5, 1.95, 2.0, 2.0)}, 2.0, without={"q": 1.0}),
+                        _result({"q": 4}, {"q": (0.6, 0.8, 0.96, 1.0)}, 1.0, without={"q": 0.5})]).summary[0].own
+    assert q.status == (UNDEFINED, REACHED, REACHED) and q.r90s == (None, 2, 4) and q.undefined == 1
+    assert q.median == 3 and q.geomean == pytest.approx(2 ** 1.5)
     assert summarize_runs(runs[:1] * 2).summary[0].median == 2
     with pytest.raises(Exception, match="different models or tasks"):
         summarize_runs([runs[0], _result({"attention": 2}, {"attention": g}, 1.0, task="other")])
