@@ -9,8 +9,8 @@ For component C (attention, ffn, a role, a third of the layers) and rank r, the 
 with W_base + SVD_r(W_ft - W_base) in C's blocks (everything else fine-tuned) is scored with the
 run's own evaluation; r90 is the smallest r keeping 90% of full fine-tuning's gain over the
 untrained model, r90_own the smallest r keeping 90% of the component's own contribution (the gain lost
-when its update is removed, r = 0; `result.py` says why both). Files: `lowrank.py` (one SVD per block, a reconstruction per rank),
-`components.py` (blocks, components, layer bands, the rank grid), `truncator.py` (swapping a
+when its update is removed, r = 0; `result.py` says why both). Files: `lowrank.py` (one SVD per block, a
+reconstruction per rank), `components.py` (blocks, components, layer bands, the rank grid), `truncator.py` (swapping a
 component's update in and out of the model), `measure.py` (the loop over (component, rank)),
 `run.py` (loading a run from disk, truncation.json), `result.py` (typed results, r90, r90_own),
 `settings.py` (`TruncateSettings`), `summary.py` (r90 over seeds, with CIs).
