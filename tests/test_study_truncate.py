@@ -122,6 +122,20 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     assert again.ran == 0 and not any(m.startswith("truncate") for m in said)
     assert stamps == {c.id: (out / "cells" / c.id / "truncation.json").stat().st_mtime_ns for c in tests}
 
+    # a truncation.json from before the r = 0 point: the stage completes it, keeping the points it has
+    path = out / "cells" / tests[0].id / "truncation.json"
+    full = json.loads(path.read_text())
+    old = dict(full, points=[dict(p, score=123.0) if (p["component"], p["rank"]) == ("q", 1) else p
+                             for p in full["points"] if p["rank"] != 0])
+    path.write_text(json.dumps(old))
+    said.clear()
+    run_study(spec, out, hooks=Hooks(on_message=said.append))
+    assert any(m.startswith("truncate 1/1") for m in said)
+    now = {(p["component"], p["rank"]): p["score"] for p in json.loads(path.read_text())["points"]}
+    assert now == {**{(p["component"], p["rank"]): p["score"] for p in full["points"]}, ("q", 1): 123.0}
+    old["points"] = full["points"]
+    path.write_text(json.dumps(old))  # back as measured
+
     # plant known r90s (seed 0, seed 1) and spectral ranks, and a decoy in a sweep cell the report must ignore
     plant = {"attention": ((1, 2), (3, 5)), "ffn": ((2, None), (4, 4)), "q": ((2, 2), (1, 3))}
     own = {"attention": ((4, "reached", 0.5), (8, "reached", 0.25)), "ffn": ((None, "not reached", 0.75),
