@@ -10,8 +10,8 @@ update of 1% of each weight's norm):
 
 Shapes: smollm2 = SmolLM2-135M's config (30 layers, hidden 576, 9 heads / 3 KV heads, FFN 1536), eval batch
 64 x 128 tokens; tiny = a 2-layer Llama at hidden 32, batch 8 x 32. An estimate of one default truncate run
-(12 components x 7 ranks) = SVD phase + 84 x (swap + evaluation of the run's held-out batches); the evaluation
-part is batches x the forward time measured here.
+(12 components x (7 ranks + the r = 0 point)) = SVD phase + 96 x (swap + evaluation of the run's held-out
+batches); the evaluation part is batches x the forward time measured here.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> None:
             forwards.append(t3 - t2)
         rows.append({"component": comp, "blocks": len(trunc.components[comp]), "swap_s": statistics.median(swaps),
                      "forward_s": statistics.median(forwards)})
-    points = len(trunc.components) * len(DEFAULT_RANKS)
+    points = len(trunc.components) * (len(DEFAULT_RANKS) + 1)  # + the r = 0 point (the update removed)
     est = svd_s + points * statistics.mean(r["swap_s"] + r["forward_s"] for r in rows)
     out = {"shape": args.shape, "device": args.device, "blocks": len(trunc.blocks), "svd_s": svd_s,
            "batch": [b, t], "components": rows, "points_default": points,

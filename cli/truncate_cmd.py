@@ -37,7 +37,9 @@ def truncate(
 ) -> None:
     """Cut each component's fine-tuning update to rank r (truncated SVD), keep the rest fully fine-tuned, and
     score the model with the run's own evaluation: r90 is the smallest r that keeps 90% of full fine-tuning's
-    gain over the untrained model. Writes RUN_DIR/truncation.json (resumable)."""
+    gain over the untrained model; r90_own the smallest r that keeps 90% of the component's own contribution
+    (the gain lost when its update is removed, r = 0, always measured). Writes RUN_DIR/truncation.json
+    (resumable)."""
     with handle_errors(truncate):
         from intrinsic.truncation import check_run, summarize_runs, truncate_run
 
@@ -85,17 +87,22 @@ def _render(r) -> None:
     for c in r.components:
         gain = dict(zip(c.ranks, c.gains, strict=True))
         row = {"component": c.component, "layers": _span(c.layers), "r90": "-" if c.r90 is None else c.r90,
-               "dW 90%": c.energy_rank90}
+               "r90_own": _own_cell(c.r90_own, c.own_status),
+               "own share": "" if c.own_share is None else f"{c.own_share:.1%}",
+               "r=0": "…" if c.gain_without is None else f"{c.gain_without:+.4f}", "dW 90%": c.energy_rank90}
         row.update({f"r={k}": "" if k not in gain else ("…" if gain[k] is None else f"{gain[k]:+.4f}") for k in grid})
         rows.append(row)
-    display_table(rows, columns=["component", "layers", "r90", "dW 90%", *[f"r={k}" for k in grid]],
+    display_table(rows, columns=["component", "layers", "r90", "r90_own", "own share", "dW 90%", "r=0",
+                                 *[f"r={k}" for k in grid]],
                   title=f"{escape(r.model)} on {escape(r.task)}: gain over the untrained model when one component's "
                         "update is cut to rank r")
     console.print(f"untrained {r.untrained_score:.4f}, full fine-tuning {r.full_score:.4f} "
                   f"(run.json {r.run_score:.4f}): gain {r.full_gain:+.4f}; r90 keeps {r.keep:.0%} of it "
                   f"({r.eval_examples} {r.eval_split} examples, {r.device}).")
-    console.print("r90: smallest r keeping 90% of the gain; dW 90%: smallest r keeping 90% of the update's "
-                  "||dW||^2 (its spectrum alone).")
+    console.print("r90: smallest r keeping 90% of the gain; r90_own: smallest r keeping 90% of the component's own "
+                  "contribution gain(full) - gain(0) (r=0: its update removed); own share: that contribution / "
+                  f"gain(full) (undef: below {r.own_floor:.0%}; n/r: not reached on the grid); dW 90%: smallest r "
+                  "keeping 90% of the update's ||dW||^2 (its spectrum alone).")
     if not r.full_gain > 0:
         err_console.print("[yellow]warning:[/] full fine-tuning did not beat the untrained model: no r90.")
     console.print(f"written: {Path(r.run_dir) / TRUNCATION_FILE}")
@@ -111,16 +118,30 @@ def _render_summary(s) -> None:
                "median": "-" if c.median is None else f"{c.median:g}",
                "geo mean [95% CI]": "-" if c.geomean is None else f"{c.geomean:.3g}" + (
                    f" [{c.ci_low:.3g}, {c.ci_high:.3g}]" if c.ci_low is not None else ""),
-               "dW 90%": ",".join(map(str, c.energy_rank90))}
+               "dW 90%": ",".join(map(str, c.energy_rank90)),
+               "r90_own by run": ",".join(_own_cell(v, st) for v, st in zip(c.own.r90s, c.own.status, strict=True)),
+               "own median": "-" if c.own.median is None else f"{c.own.median:g}",
+               "own geo mean [95% CI]": "-" if c.own.geomean is None else f"{c.own.geomean:.3g}" + (
+                   f" [{c.own.ci_low:.3g}, {c.own.ci_high:.3g}]" if c.own.ci_low is not None else ""),
+               "own share": "-" if c.own.share is None else f"{c.own.share:.1%}"}
         row.update({f"kept r={k}": "" if kept.get(k) is None else f"{kept[k]:.2f}" for k in grid})
         rows.append(row)
-    display_table(rows, columns=["component", "r90 by run", "median", "geo mean [95% CI]", "dW 90%",
+    display_table(rows, columns=["component", "r90 by run", "median", "geo mean [95% CI]", "r90_own by run",
+                                 "own median", "own geo mean [95% CI]", "own share", "dW 90%",
                                  *[f"kept r={k}" for k in grid]],
                   title=f"{escape(first.model)} on {escape(first.task)}: r90 over {len(s.runs)} runs")
     gains = ", ".join(f"{r.full_gain:+.4f}" for r in s.runs)
     console.print(f"full fine-tuning's gain by run: {gains}. kept r: mean share of that gain kept at rank r; "
-                  "geo mean: 2^(mean log2 r90), CI t-based over runs. Each run's table: truncation.json in its "
-                  "folder.")
+                  "geo mean: 2^(mean log2 r90), CI t-based over runs; own: the same for r90_own over the runs where it "
+                  "is defined (undef: own contribution below the floor; n/r: not reached). Each run's table: "
+                  "truncation.json in its folder.")
+
+
+def _own_cell(rank, status: str) -> str:
+    """r90_own as a table cell: the rank, n/r (not reached), undef (below the floor) or … (not measured)."""
+    from intrinsic.truncation import NOT_REACHED, REACHED, UNDEFINED
+
+    return str(rank) if status == REACHED else {NOT_REACHED: "n/r", UNDEFINED: "undef"}.get(status, "…")
 
 
 def _span(layers) -> str:

@@ -109,7 +109,9 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     for c in tests:
         t = TruncationResult.load(out / "cells" / c.id)
         assert t is not None and t.grid == (1, 2) and [x.component for x in t.components] == ["attention", "ffn", "q"]
-        assert {(p.component, p.rank) for p in t.points} == {(n, r) for n in ("attention", "ffn", "q") for r in (1, 2)}
+        assert {(p.component, p.rank) for p in t.points} == {(n, r) for n in ("attention", "ffn", "q")
+                                                              for r in (0, 1, 2)}  # r = 0: the update removed
+        assert all(c.score_without is not None and c.own_status != "not measured" for c in t.components)
     assert not any((out / "cells" / c.id / "truncation.json").exists() for c in others)
     assert any(m.startswith("truncate 2/2") and "q r=2" in m for m in said)  # progress through `say`
 
@@ -120,11 +122,30 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     assert again.ran == 0 and not any(m.startswith("truncate") for m in said)
     assert stamps == {c.id: (out / "cells" / c.id / "truncation.json").stat().st_mtime_ns for c in tests}
 
+    # a truncation.json from before the r = 0 point: the stage completes it, keeping the points it has
+    path = out / "cells" / tests[0].id / "truncation.json"
+    full = json.loads(path.read_text())
+    old = dict(full, points=[dict(p, score=123.0) if (p["component"], p["rank"]) == ("q", 1) else p
+                             for p in full["points"] if p["rank"] != 0])
+    path.write_text(json.dumps(old))
+    said.clear()
+    run_study(spec, out, hooks=Hooks(on_message=said.append))
+    assert any(m.startswith("truncate 1/1") for m in said)
+    now = {(p["component"], p["rank"]): p["score"] for p in json.loads(path.read_text())["points"]}
+    assert now == {**{(p["component"], p["rank"]): p["score"] for p in full["points"]}, ("q", 1): 123.0}
+    old["points"] = full["points"]
+    path.write_text(json.dumps(old))  # back as measured
+
     # plant known r90s (seed 0, seed 1) and spectral ranks, and a decoy in a sweep cell the report must ignore
     plant = {"attention": ((1, 2), (3, 5)), "ffn": ((2, None), (4, 4)), "q": ((2, 2), (1, 3))}
+    own = {"attention": ((4, "reached", 0.5), (8, "reached", 0.25)), "ffn": ((None, "not reached", 0.75),
+                                                                            (2, "reached", 0.5)),
+           "q": ((None, "undefined", 0.005), (None, "undefined", 0.0))}  # (r90_own, status, own share) per seed
     for seed, c in enumerate(sorted(tests, key=lambda c: c.seed)):
         t = TruncationResult.load(out / "cells" / c.id)
-        comps = tuple(dataclasses.replace(x, r90=plant[x.component][0][seed], energy_rank90=plant[x.component][1][seed])
+        comps = tuple(dataclasses.replace(x, r90=plant[x.component][0][seed], energy_rank90=plant[x.component][1][seed],
+                                          r90_own=own[x.component][seed][0], own_status=own[x.component][seed][1],
+                                          own_share=own[x.component][seed][2])
                       for x in t.components)
         dataclasses.replace(t, components=comps).save(out / "cells" / c.id)
     sweep = next(c for c in others if c.strategy == "full")
@@ -141,6 +162,11 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     assert r90["q"]["median"] == 2 and r90["q"]["geomean"] == 2 and r90["q"]["ci_low"] == 2  # no spread
     assert [r90[k]["dw90"] for k in ("attention", "ffn", "q")] == [4, 4, 2]
     assert r90["attention"]["seeds"] == [0, 1]
+    assert r90["attention"]["r90_owns"] == [4, 8] and r90["attention"]["own_median"] == 6
+    assert math.isclose(r90["attention"]["own_geomean"], math.sqrt(32)) and r90["attention"]["own_share"] == 0.375
+    assert r90["ffn"]["own_status"] == ["not reached", "reached"] and r90["ffn"]["own_median"] is None
+    assert r90["q"]["own_status"] == ["undefined"] * 2 and r90["q"]["own_median"] is None  # left out, not infinite
+    assert r90["q"]["own_share"] == pytest.approx(0.0025)
 
     # the probe's estimate: per seed the median intrinsic_rank of the component's blocks, median over seeds
     reps = [ProbeReport.load(out / "probes" / probe_key(spec, s)) for s in (0, 1)]
@@ -153,7 +179,8 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
 
     md = Path(files.markdown).read_text()
     assert "## Measured intrinsic rank (r90) per component" in md
-    assert "| attention | 2 | 1, 2 | 1.5 | 1.41 |" in md and "| ffn | 2 | 2, n/r | - | - |" in md
+    assert "| attention | 2 | 1, 2 | 1.5 | 1.41 | [" in md and "| ffn | 2 | 2, n/r | - | - |" in md
+    assert "| 4, 8 | 6 | 5.66 | [" in md and "| n/r, 2 | - | - | - | 62.5% [" in md and "| undef, undef | - |" in md
     assert "Measured intrinsic rank" in Path(files.html).read_text()
 
 
@@ -179,5 +206,18 @@ def test_r90_checks_read_study_variants(tiny_bert_dir, tiny_csv, tmp_path):
     rows = [R90Row(component=c, variant=c, seeds=(0, 1), r90s=v, median=None, geomean=None, ci_low=None,
                    ci_high=None, dw90=None, probe_rank=None) for c, v in (("attention", (1, 2)), ("ffn", (4, 8)),
                                                                           ("q", (2, 2)), ("k", (None, 1)))]
-    checks = _checks(rows, rep)
-    assert checks and all(k["components"] == ["attention", "ffn", "q"] for k in checks)  # k never reached at seed 0
+    checks, target = _checks(rows, rep)
+    assert target == "r90" and checks and all(k["target"] == "r90" for k in checks)
+    assert all(k["components"] == ["attention", "ffn", "q"] for k in checks)  # k never reached at seed 0
+    # with r90_own reached at every seed on >= 3 components, the checks read r90_own (and only those components)
+    owns = {"attention": (4, 8), "ffn": (8, 16), "q": (None, 2), "k": (1, 2), "v": (2, 2)}
+    rows.append(dataclasses.replace(rows[-1], component="v", variant="v", r90s=(None, None)))
+    rows = [dataclasses.replace(r, r90_owns=owns[r.component], own_status=tuple(
+        "reached" if v is not None else "undefined" for v in owns[r.component])) for r in rows]
+    checks, target = _checks(rows, rep)
+    assert target == "r90_own" and checks and all(k["target"] == "r90_own" for k in checks)
+    assert all(k["components"] == ["attention", "ffn", "k", "v"] for k in checks)
+    from intrinsic.study.r90 import r90_checks
+
+    want = r90_checks({"attention": [4, 8], "ffn": [8, 16], "k": [1, 2], "v": [2, 2]}, rep)
+    assert [(k["statistic"], k["spearman_rho"]) for k in checks] == [(k.statistic, k.rho.rho) for k in want]

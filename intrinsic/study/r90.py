@@ -10,7 +10,9 @@ predictor, the Spearman rho of that reading with the measured r90 over the compo
 Components are named as a study's variants: a fixed strategy with an optional layer selection,
 "attention", "ffn", "q", "q,v", "all[lower]", "ffn[0-9]" (strategies.select_modules, parse_layers).
 r90 values are one number per component, or one per seed (equal lengths): then rho is taken on the means
-and its CI by resampling the seeds (as the study's statistic checks).
+and its CI by resampling the seeds (as the study's statistic checks). The values may be the literal r90 or
+r90_own (90% of the component's own contribution, which does not saturate when the other components carry
+the gain); `target` names which, and the study's section passes r90_own when it is defined (`r90_section`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class R90Check:
     rho: Correlation  # Spearman(reading, r90); exact p for n <= 8
     ci_low: float | None  # percentile CI of rho over seed resamples; None with one value per component
     ci_high: float | None
+    target: str = "r90"  # what the values are: "r90" or "r90_own"
 
 
 def component_modules(report, component: str) -> list[str]:
@@ -62,9 +65,9 @@ def _values(r90: Mapping[str, float | Sequence[float]]) -> dict[str, np.ndarray]
 
 
 def r90_checks(r90: Mapping[str, float | Sequence[float]], report, predictors: Sequence[str] | None = None, *,
-               n_boot: int = N_BOOT, seed: int = 0) -> list[R90Check]:
+               n_boot: int = N_BOOT, seed: int = 0, target: str = "r90") -> list[R90Check]:
     """Per predictor (default: every one the probe report supports), Spearman rho of its reading of the
-    components with their measured r90."""
+    components with their measured r90 (or r90_own: `target` labels the checks)."""
     from ..placement.need import available, component_need, need
 
     vals = _values(r90)
@@ -86,5 +89,5 @@ def r90_checks(r90: Mapping[str, float | Sequence[float]], report, predictors: S
                 rhos = _row_spearman(np.broadcast_to(np.asarray(x), y.shape), y)
                 lo, hi = (float(q) for q in np.quantile(rhos, [0.025, 0.975]))
         out.append(R90Check(name, tuple(comps), tuple(float(v) for v in x), tuple(float(v) for v in Y.mean(axis=1)),
-                            rho, lo, hi))
+                            rho, lo, hi, target))
     return out

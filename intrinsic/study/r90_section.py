@@ -39,6 +39,20 @@ class R90Row:
     probe_rank: float | None = documented(help="the probe's estimate: median over seeds of the median designated "
                                                "intrinsic_rank over the component's probed blocks (null: no probe)")
     probe_blocks: int = documented(0, "probed blocks of the component (in the first seed's probe)")
+    r90_owns: tuple[int | None, ...] = documented((), "r90_own of each run: 90% of the component's own contribution "
+                                                      "(null: see own_status)")
+    own_status: tuple[str, ...] = documented((), "own_status of each run (reached, not reached, undefined: own "
+                                                 "contribution below 1% of the full gain, not measured)")
+    own_median: float | None = documented(None, "median r90_own over the runs where it is defined (not reached "
+                                                "counts as above every rank)")
+    own_geomean: float | None = documented(None, "geometric mean of r90_own over those runs (null when one did not "
+                                                 "reach it)")
+    own_ci_low: float | None = documented(None, "95% CI of that geometric mean, lower end (log2 scale, t-based)")
+    own_ci_high: float | None = documented(None, "its upper end")
+    own_share: float | None = documented(None, "mean over the runs of the component's own share of the full gain, "
+                                               "(gain(full) - gain(0)) / gain(full)")
+    own_share_ci_low: float | None = documented(None, "t-based 95% CI of that mean, lower end")
+    own_share_ci_high: float | None = documented(None, "its upper end")
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,12 @@ class R90Section:
 
     rows: tuple[R90Row, ...] = documented(help="one row per component")
     checks: tuple[dict[str, Any], ...] = documented(help="per probe statistic: Spearman rho of its reading of the "
-                                                          "components with their r90 (study.r90.r90_checks)")
+                                                          "components with their r90_own, or r90 (`check_target`) "
+                                                          "(study.r90.r90_checks)")
     probe_seed: int | None = documented(help="seed of the probe the checks read (null: no probe)")
     ranks: tuple[int, ...] = documented(help="the rank grid r90 is read from")
+    check_target: str | None = documented(None, '"r90_own" when at least 3 components reached it at every seed '
+                                                 '(the checks then read those), else "r90"; null: no checks')
 
 
 def study_variant(component: str, layers: tuple[int, ...]) -> str:
@@ -103,10 +120,13 @@ def r90_section(out_dir: str | Path, rows: list[CellRow], study: dict[str, Any])
                             r90s=s.r90s, median=s.median, geomean=s.geomean, ci_low=s.ci_low, ci_high=s.ci_high,
                             dw90=statistics.median(dw) if dw else None,
                             probe_rank=statistics.median(vals) if vals else None,
-                            probe_blocks=ests[0][1] if ests else 0))
+                            probe_blocks=ests[0][1] if ests else 0, r90_owns=s.own.r90s, own_status=s.own.status,
+                            own_median=s.own.median, own_geomean=s.own.geomean, own_ci_low=s.own.ci_low,
+                            own_ci_high=s.own.ci_high, own_share=s.own.share, own_share_ci_low=s.own.share_ci_low,
+                            own_share_ci_high=s.own.share_ci_high))
     first = min(probes) if probes else None
-    checks = _checks(table, probes[first]) if first is not None else ()
-    return R90Section(tuple(table), checks, first, tuple(sorted({r for _, t in runs for r in t.grid})))
+    checks, target = _checks(table, probes[first]) if first is not None else ((), None)
+    return R90Section(tuple(table), checks, first, tuple(sorted({r for _, t in runs for r in t.grid})), target)
 
 
 def _probes(out: Path, study: dict[str, Any], seeds: tuple[int, ...]) -> dict[int, Any]:
@@ -122,21 +142,30 @@ def _probes(out: Path, study: dict[str, Any], seeds: tuple[int, ...]) -> dict[in
     return {s: rep for s in seeds if (rep := energy.report(s)) is not None}
 
 
-def _checks(table: list[R90Row], report) -> tuple[dict[str, Any], ...]:
-    """r90_checks over the components every seed reached (r90 per seed), as report rows."""
+def _checks(table: list[R90Row], report) -> tuple[tuple[dict[str, Any], ...], str | None]:
+    """r90_checks over the components every seed reached, as report rows, and the target they read: r90_own
+    per seed when at least 3 components reached it at every seed (the literal r90 saturates at the grid's first
+    rank when the other components carry the gain), else the literal r90 per seed."""
     from ..errors import ConfigError
     from .r90 import r90_checks
 
     n = max((len(r.r90s) for r in table), default=0)
-    use = {r.variant: list(r.r90s) for r in table if len(r.r90s) == n and all(v is not None for v in r.r90s)}
-    if len(use) < 3:
-        return ()
+    use, target = {}, None
+    for name, values in (("r90_own", lambda r: r.r90_owns), ("r90", lambda r: r.r90s)):
+        use = {r.variant: list(values(r)) for r in table
+               if len(values(r)) == n and all(v is not None for v in values(r))}
+        if len(use) >= 3:
+            target = name
+            break
+    if target is None:
+        return (), None
     try:
-        found = r90_checks(use, report)
+        found = r90_checks(use, report, target=target)
     except ConfigError:  # a component the probe did not cover (a probe limited to some layers or roles)
-        return ()
-    return tuple({"statistic": k.statistic, "n": len(k.components), "spearman_rho": k.rho.rho, "p": k.rho.p,
-                  "ci_low": k.ci_low, "ci_high": k.ci_high, "components": list(k.components)} for k in found)
+        return (), None
+    return tuple({"statistic": k.statistic, "target": k.target, "n": len(k.components), "spearman_rho": k.rho.rho,
+                  "p": k.rho.p, "ci_low": k.ci_low, "ci_high": k.ci_high, "components": list(k.components)}
+                 for k in found), target
 
 
 # ----------------------------------------------------------------------------- the section's tables
@@ -150,27 +179,46 @@ def r90_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
     def ranks(v):
         return ", ".join("n/r" if x is None else str(x) for x in v)
 
+    def owns(x):
+        return ", ".join(str(v) if st == "reached" else {"not reached": "n/r", "undefined": "undef"}.get(st, "-")
+                         for v, st in zip(x.r90_owns, x.own_status, strict=True))
+
+    def share(x):
+        if x.own_share is None:
+            return None
+        ci = "" if x.own_share_ci_low is None else f" [{x.own_share_ci_low:.1%}, {x.own_share_ci_high:.1%}]"
+        return f"{x.own_share:.1%}{ci}"
+
     rows = [{"component": x.component, "seeds": len(x.seeds), "r90_per_seed": ranks(x.r90s), "median": x.median,
              "geomean": _round(x.geomean, 2),
              "ci95": None if x.ci_low is None else f"[{x.ci_low:.1f}, {x.ci_high:.1f}]",
-             "dW_90%": x.dw90, "probe_rank": x.probe_rank} for x in r.rows]
-    return ("Measured r90 per component over seeds (n/r: not reached on the grid) beside the probe's estimate",
-            ["component", "seeds", "r90_per_seed", "median", "geomean", "ci95", "dW_90%", "probe_rank"], rows)
+             "r90_own_per_seed": owns(x), "own_median": x.own_median, "own_geomean": _round(x.own_geomean, 2),
+             "own_ci95": None if x.own_ci_low is None else f"[{x.own_ci_low:.1f}, {x.own_ci_high:.1f}]",
+             "own_share": share(x), "dW_90%": x.dw90, "probe_rank": x.probe_rank} for x in r.rows]
+    return ("Measured r90 and r90_own per component over seeds (n/r: not reached on the grid; undef: own contribution "
+            "below 1% of the full gain; -: not measured) beside the probe's estimate",
+            ["component", "seeds", "r90_per_seed", "median", "geomean", "ci95", "r90_own_per_seed", "own_median",
+             "own_geomean", "own_ci95", "own_share", "dW_90%", "probe_rank"], rows)
 
 
 def r90_check_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
-    rows = [{"statistic": k["statistic"], "n": k["n"], "spearman_rho": _round(k["spearman_rho"], 3),
+    rows = [{"statistic": k["statistic"], "target": k.get("target", "r90"), "n": k["n"],
+             "spearman_rho": _round(k["spearman_rho"], 3),
              "ci95_seeds": None if k["ci_low"] is None else f"[{k['ci_low']:.2f}, {k['ci_high']:.2f}]",
              "p": _round(k["p"], 4)} for k in r.checks]
-    return ("Which probe statistic orders the components like their r90? (Spearman rho; CI: bootstrap over seeds)",
-            ["statistic", "n", "spearman_rho", "ci95_seeds", "p"], rows)
+    return (f"Which probe statistic orders the components like their {r.check_target or 'r90'}? (Spearman rho; CI: "
+            "bootstrap over seeds)", ["statistic", "target", "n", "spearman_rho", "ci95_seeds", "p"], rows)
 
 
 R90_NOTE = ("r90 is the smallest rank of the grid at which replacing the component's full fine-tuning update dW by "
             "its best rank-r approximation (everything else fine-tuned) keeps 90% of full fine-tuning's gain over the "
             "untrained model, measured on every finished full fine-tuning test run (`intrinsic truncate`, one run "
-            "per seed). `geomean`: 2^(mean log2 r90) with the t-based 95% CI of mean log2 r90 (null when a seed did "
-            "not reach r90); `dW_90%`: median over the seeds of the smallest rank keeping 90% of ||dW||^2 (the "
+            "per seed). It saturates at the grid's first rank when the other components carry most of the gain; "
+            "r90_own is the smallest rank keeping 90% of the component's own contribution, gain(full) - gain(0) "
+            "with gain(0) the gain with its update removed, and `own_share` that contribution as a share of the "
+            "full gain (mean over the seeds, t-based 95% CI). `geomean`: 2^(mean log2 r90) with the t-based 95% CI "
+            "of mean log2 r90 (null when a seed did not reach r90); the same for r90_own over the seeds where it is "
+            "defined; `dW_90%`: median over the seeds of the smallest rank keeping 90% of ||dW||^2 (the "
             "spectrum alone); `probe_rank`: the probe's estimate, median over the component's probed blocks of the "
             "designated intrinsic_rank, median over the seeds' probes.")
 
@@ -183,6 +231,7 @@ def r90_blocks(r: R90Section) -> list:
               Paragraph(R90_NOTE + f" Rank grid: {', '.join(map(str, r.ranks))}."), Table.of_records(*r90_table(r))]
     if r.checks:
         blocks += [Paragraph(f"Readings from the probe of seed {r.probe_seed}, over the components every seed "
-                             "reached (study variants: a layer band is `all[LAYERS]`)."),
+                             f"reached, against {r.check_target} (r90_own when at least 3 components reach it at "
+                             "every seed, else r90; study variants: a layer band is `all[LAYERS]`)."),
                    Table.of_records(*r90_check_table(r))]
     return blocks

@@ -11,7 +11,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .result import KEEP, ComponentTruncation, TruncationPoint, r90
+from .result import KEEP, OWN_FLOOR, ComponentTruncation, TruncationPoint, own_share, r90, r90_own
+
+WITHOUT = 0  # the rank of the point with the component's update removed (always measured, not part of a grid)
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -19,7 +21,8 @@ Callback = Callable[[dict[str, Any]], None]
 def measure(truncator, components: list[str], grid, score: Callable[[Any], float], *,
             done: tuple[TruncationPoint, ...] = (), on_point: Callable[[TruncationPoint], None] | None = None,
             callback: Callback | None = None) -> list[TruncationPoint]:
-    """Score the model with each component cut to each rank of the grid (clamped per component).
+    """Score the model with each component's update removed (rank 0, always) and cut to each rank of the grid
+    (clamped per component).
 
     `score(model)` is the held-out score (higher is better); `done` holds points measured before (kept,
     not measured again); `on_point` is called after each new point (to write the file); `callback` gets
@@ -27,7 +30,7 @@ def measure(truncator, components: list[str], grid, score: Callable[[Any], float
     the request, old and new, in (component, rank) order."""
     emit = callback or (lambda event: None)
     known = {(p.component, p.rank): p for p in done}
-    todo = [(c, r) for c in components for r in truncator.ranks(c, grid)]
+    todo = [(c, r) for c in components for r in (WITHOUT, *truncator.ranks(c, grid))]
     out, k = [], 0
     for c, r in todo:
         k += 1
@@ -44,12 +47,18 @@ def measure(truncator, components: list[str], grid, score: Callable[[Any], float
 
 
 def component_rows(described: list[ComponentTruncation], points, untrained: float, full: float,
-                   keep: float = KEEP) -> tuple[ComponentTruncation, ...]:
-    """Each described component with its gains at its ranks (None where not measured) and its r90."""
+                   keep: float = KEEP, floor: float = OWN_FLOOR) -> tuple[ComponentTruncation, ...]:
+    """Each described component with its gains at its ranks (None where not measured), its gain without its
+    update (rank 0), its r90, r90_own and own share."""
     scores = {(p.component, p.rank): p.score for p in points}
     rows = []
     for d in described:
         gains = tuple(None if (d.component, r) not in scores else scores[(d.component, r)] - untrained
                       for r in d.ranks)
-        rows.append(dataclasses.replace(d, gains=gains, r90=r90(d.ranks, gains, full - untrained, keep)))
+        without = scores.get((d.component, WITHOUT))
+        g0 = None if without is None else without - untrained
+        own, status = r90_own(d.ranks, gains, g0, full - untrained, keep, floor)
+        rows.append(dataclasses.replace(d, gains=gains, r90=r90(d.ranks, gains, full - untrained, keep),
+                                        score_without=without, gain_without=g0,
+                                        own_share=own_share(g0, full - untrained), r90_own=own, own_status=status))
     return tuple(rows)

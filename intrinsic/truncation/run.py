@@ -1,4 +1,4 @@
-"""`truncate_run(RUN_DIR)`: the outcome-measured intrinsic rank (r90) of each component of a full
+"""`truncate_run(RUN_DIR)`: the outcome-measured intrinsic rank (r90, r90_own) of each component of a full
 fine-tuning run, written to RUN_DIR/truncation.json.
 
 What it needs from the run: run.json (placement "full", status "complete") and the fine-tuned model
@@ -9,7 +9,8 @@ size) and scores with the run's `evaluate` + `score_of`, under the run's autocas
 
 Resumable: truncation.json is rewritten (atomically) after every point; a rerun on the same run and
 device keeps the points measured and measures only the missing ones; when nothing is missing it
-answers from the file without loading a model.
+answers from the file without loading a model. A file written before the r = 0 point (the component's
+update removed) was measured lacks it: it loads, and a rerun measures only those points.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .measure import Callback, component_rows, measure
-from .result import KEEP, SCHEMA_VERSION, TruncationResult
+from .measure import WITHOUT, Callback, component_rows, measure
+from .result import KEEP, OWN_FLOOR, SCHEMA_VERSION, TruncationResult
 from .settings import TruncateSettings
 
 RERUN = "intrinsic train MODEL TASK --placement full --save-model"
@@ -109,10 +110,10 @@ def _answer_from_file(old: TruncationResult | None, settings: TruncateSettings) 
         if row is None:
             return None
         ranks = tuple(sorted({min(r, row.max_rank) for r in settings.ranks}))
-        if ranks != row.ranks or any((name, r) not in have for r in ranks):
+        if ranks != row.ranks or any((name, r) not in have for r in (WITHOUT, *ranks)):  # an old file lacks r=0
             return None
         described.append(row)
-    comps = component_rows(described, old.points, old.untrained_score, old.full_score, old.keep)
+    comps = component_rows(described, old.points, old.untrained_score, old.full_score, old.keep, old.own_floor)
     return dataclasses.replace(old, grid=settings.ranks, components=comps, time_s=0.0)
 
 
@@ -162,7 +163,7 @@ def _measure_run(out: Path, run, settings: TruncateSettings, device: str, old, e
             task=run.task, task_kind=run.task_kind, eval_split=run.eval_split, eval_examples=eval_examples,
             device=device, untrained_score=untrained, full_score=full, run_score=run.score,
             full_gain=full - untrained, keep=KEEP, grid=settings.ranks, components=rows, available=tuple(available),
-            points=tuple(points.values()), time_s=time_s,
+            points=tuple(points.values()), time_s=time_s, own_floor=OWN_FLOOR,
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
 
     def on_point(p) -> None:
