@@ -34,6 +34,7 @@ import torch
 from ..rank.signflip import ALPHA, KMAX_CAP, RESAMPLES, SignFlipTest, _leading, rademacher
 
 CHUNK_BYTES = 256 * 2**20  # reconstructed sign-flip resamples held at a time
+CACHE_BYTES = 2**30  # the reconstructions of every chunk are kept across the test's steps when they fit in this
 
 
 def reconstruct(Y: torch.Tensor, W: torch.Tensor, psi: torch.Tensor):
@@ -76,6 +77,7 @@ class FoldSketches:
         chunk = max(1, CHUNK_BYTES // (8 * k * (m + n)))
         starts = list(range(0, len(signs), chunk))
         cache: dict[int, tuple] = {}
+        keep = len(starts) == 1 or len(signs) * 8 * k * (m + n + k) <= CACHE_BYTES  # else rebuilt at every step
 
         def recon(i: int):
             if i in cache:
@@ -84,7 +86,7 @@ class FoldSketches:
             Q, X, _ = reconstruct(torch.einsum("cj,jmk->cmk", s, self.Y.double()),
                                   torch.einsum("cj,jln->cln", s, self.W.double()), self.psi)
             out = (Q, X, X @ X.mT)  # (c, m, k), (c, k, n), (c, k, k)
-            if len(starts) == 1:
+            if keep:
                 cache[i] = out
             return out
 
