@@ -37,14 +37,16 @@ CHUNK_BYTES = 256 * 2**20  # reconstructed sign-flip resamples held at a time
 CACHE_BYTES = 2**30  # the reconstructions of every chunk are kept across the test's steps when they fit in this
 
 
-def reconstruct(Y: torch.Tensor, W: torch.Tensor, psi: torch.Tensor):
+def reconstruct(Y: torch.Tensor, W: torch.Tensor, psi: torch.Tensor, energy: bool = True):
     """(Q (b, m, k), X (b, k, n), energy (b,)) from sketches Y (b, m, k), W (b, l, n) and Psi (l, m), in float64:
-    G_hat = Q X, energy the unbiased estimate of ||G||_F^2 (module docstring)."""
+    G_hat = Q X, energy the unbiased estimate of ||G||_F^2 (module docstring; None when `energy` is False)."""
     Y, W, psi = Y.double(), W.double(), psi.double()
     k, l = Y.shape[-1], W.shape[-2]
     Q = torch.linalg.qr(Y).Q  # (b, m, k)
     Qb, Rb = torch.linalg.qr(psi @ Q)  # B = Psi Q (b, l, k) = Qb Rb
     X = torch.linalg.solve_triangular(Rb, Qb.mT @ W, upper=True)  # (b, k, n): least squares B X = W
+    if not energy:
+        return Q, X, None
     head = X.square().sum((-2, -1))  # (b,)
     resid = W - (psi @ Q) @ X  # (b, l, n)
     t = resid.square().sum((-2, -1)) / (l - k)  # (b,) unbiased for ||(I - QQ^T) G||^2
@@ -84,7 +86,7 @@ class FoldSketches:
                 return cache[i]
             s = signs[i:i + chunk] / K  # (c, K)
             Q, X, _ = reconstruct(torch.einsum("cj,jmk->cmk", s, self.Y.double()),
-                                  torch.einsum("cj,jln->cln", s, self.W.double()), self.psi)
+                                  torch.einsum("cj,jln->cln", s, self.W.double()), self.psi, energy=False)
             out = (Q, X, X @ X.mT)  # (c, m, k), (c, k, n), (c, k, k)
             if keep:
                 cache[i] = out
@@ -100,12 +102,16 @@ class FoldSketches:
             t = []
             for i in starts:
                 Q, X, XX = recon(i)  # (c, m, k), (c, k, n), (c, k, k)
-                C, Z = Ur.mT @ Q, X @ Vr  # (c, r, k), (c, k, r)
-                G1 = torch.eye(k, dtype=Q.dtype, device=Q.device) - C.mT @ C  # (c, k, k): (P Q)^T (P Q), Q orthonormal
-                G2 = XX - Z @ Z.mT  # (c, k, k): (X Q_V)(X Q_V)^T
-                ev, vec = torch.linalg.eigh(G1)
-                H = (vec * ev.clamp_min(0).sqrt()[:, None, :]) @ vec.mT  # (c, k, k): G1^(1/2)
-                top = torch.linalg.eigvalsh(H @ G2 @ H)[:, -1]  # sigma_1(P Q X Q_V)^2
+                Z = X @ Vr  # (c, k, r)
+                M = XX - Z @ Z.mT  # (c, k, k): (X Q_V)(X Q_V)^T
+                if step > 1:  # H M H, H = ((P Q)^T (P Q))^(1/2) = (I - C^T C)^(1/2) = I - Vc diag(d) Vc^T, C = Ur^T Q
+                    _, sc, Vc = torch.linalg.svd(Ur.mT @ Q, full_matrices=False)  # (c, r), (c, r, k)
+                    Vc = Vc.mT  # (c, k, r)
+                    d = 1.0 - (1.0 - sc.square()).clamp_min(0).sqrt()  # (c, r)
+                    A = M @ Vc  # (c, k, r)
+                    DA, DB = A * d[:, None, :], Vc * d[:, None, :]  # (c, k, r) each: A D, Vc D
+                    M = M - DB @ A.mT - DA @ Vc.mT + DB @ (Vc.mT @ A) @ DB.mT  # rank-2r update, O(k^2 r)
+                top = torch.linalg.eigvalsh(M)[:, -1]  # sigma_1(P Q X Q_V)^2
                 t.append(top.clamp_min(0).sqrt())
             T = torch.cat(t).cpu().numpy()  # (1 + B,): observed first
             obs, null = float(T[0]), T[1:]
