@@ -37,18 +37,26 @@ CHUNK_BYTES = 256 * 2**20  # reconstructed sign-flip resamples held at a time
 CACHE_BYTES = 2**30  # the reconstructions of every chunk are kept across the test's steps when they fit in this
 
 
-def reconstruct(Y: torch.Tensor, W: torch.Tensor, psi: torch.Tensor, energy: bool = True):
+def reconstruct(Y: torch.Tensor, W: torch.Tensor, psi: torch.Tensor, energy: bool = True,
+                psi_y: torch.Tensor | None = None):
     """(Q (b, m, k), X (b, k, n), energy (b,)) from sketches Y (b, m, k), W (b, l, n) and Psi (l, m), in float64:
-    G_hat = Q X, energy the unbiased estimate of ||G||_F^2 (module docstring; None when `energy` is False)."""
+    G_hat = Q X, energy the unbiased estimate of ||G||_F^2 (module docstring; None when `energy` is False).
+    `psi_y` (b, l, k) = Psi Y, when known, saves the (l, m) x (m, k) product: Psi Q = (Psi Y) R^-1 (Y = Q R), used
+    where Y is well conditioned (|R_ii| > 1e-8 max |R_ii|), else Psi Q is formed."""
     Y, W, psi = Y.double(), W.double(), psi.double()
     k, l = Y.shape[-1], W.shape[-2]
-    Q = torch.linalg.qr(Y).Q  # (b, m, k)
-    Qb, Rb = torch.linalg.qr(psi @ Q)  # B = Psi Q (b, l, k) = Qb Rb
+    Q, R = torch.linalg.qr(Y)  # (b, m, k), (b, k, k)
+    d = R.diagonal(dim1=-2, dim2=-1).abs()  # (b, k)
+    if psi_y is not None and bool((d > 1e-8 * d.amax(-1, keepdim=True)).all()):
+        B = torch.linalg.solve_triangular(R, psi_y.double(), upper=True, left=False)  # (b, l, k): (Psi Y) R^-1
+    else:
+        B = psi @ Q  # (b, l, k)
+    Qb, Rb = torch.linalg.qr(B)  # B = Psi Q = Qb Rb
     X = torch.linalg.solve_triangular(Rb, Qb.mT @ W, upper=True)  # (b, k, n): least squares B X = W
     if not energy:
         return Q, X, None
     head = X.square().sum((-2, -1))  # (b,)
-    resid = W - (psi @ Q) @ X  # (b, l, n)
+    resid = W - B @ X  # (b, l, n)
     t = resid.square().sum((-2, -1)) / (l - k)  # (b,) unbiased for ||(I - QQ^T) G||^2
     inv = torch.linalg.solve_triangular(Rb, torch.eye(k, dtype=Rb.dtype, device=Rb.device).expand_as(Rb), upper=True)
     trace = inv.square().sum((-2, -1))  # (b,) tr((B^T B)^-1) = ||Rb^-1||_F^2
@@ -79,6 +87,7 @@ class FoldSketches:
         chunk = max(1, CHUNK_BYTES // (8 * k * (m + n)))
         starts = list(range(0, len(signs), chunk))
         cache: dict[int, tuple] = {}
+        psi_y = self.psi.double() @ self.Y.double()  # (K, l, k): Psi Y_j
         keep = len(starts) == 1 or len(signs) * 8 * k * (m + n + k) <= CACHE_BYTES  # else rebuilt at every step
 
         def recon(i: int):
@@ -86,7 +95,8 @@ class FoldSketches:
                 return cache[i]
             s = signs[i:i + chunk] / K  # (c, K)
             Q, X, _ = reconstruct(torch.einsum("cj,jmk->cmk", s, self.Y.double()),
-                                  torch.einsum("cj,jln->cln", s, self.W.double()), self.psi, energy=False)
+                                  torch.einsum("cj,jln->cln", s, self.W.double()), self.psi, energy=False,
+                                  psi_y=torch.einsum("cj,jlk->clk", s, psi_y))  # Psi Y is linear in the signs
             out = (Q, X, X @ X.mT)  # (c, m, k), (c, k, n), (c, k, k)
             if keep:
                 cache[i] = out
