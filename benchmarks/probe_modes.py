@@ -8,7 +8,9 @@ A mode's probe time is accumulation + its spectra + its estimators. Also the agr
 designated rank (sign_flip; half_difference without folds) and every test estimator per row, and the relative error of the top-8
 singular values of each mean gradient (values above 1e-6 sigma_1). Peak device memory per step on CUDA.
 With `sketch` k, sketch mode too (hooks and streaming sketches, no dL/dW: its time, peak memory, sketch state and
-agreement with exact mode); `sketch_only` skips the exact accumulators (for shapes they do not fit).
+agreement with exact mode, also within one); `sketch_only` skips the exact accumulators (for shapes they do not fit).
+With folds, exact mode's sign-flip ranks are also recomputed with resampling seed + 1 (`exact_reseeded`): how far the
+test's own Monte Carlo noise moves them, the yardstick for the sketch's agreement.
 On a CPU shared with other work, wall-clock ratios are noisy; the process CPU seconds (`cpu` keys, all threads
 of this process) are what to compare there.
 """
