@@ -19,7 +19,7 @@ from intrinsic.probes import ProbeSettings, probe
 from intrinsic.probes import sketch as SK
 from intrinsic.probes.gradient import accumulate_gradients
 from intrinsic.probes.sketch import accumulate_sketches, sketch_sizes, gaussian_maps
-from intrinsic.probes.sketch_recon import FoldSketches, reconstruct, svd_of
+from intrinsic.probes.sketch_recon import FoldSketches, deflate_left, reconstruct, svd_of
 from intrinsic.rank.signflip import sign_flip_test
 from intrinsic.tasks import TaskData, make_batches
 from intrinsic.testing import build_tiny_model
@@ -161,6 +161,19 @@ def test_sign_flip_on_fold_sketches_keeps_a_planted_rank_8_as_exact_mode_does(se
     Ft = torch.tensor(F, dtype=torch.float32)
     exact, sketched = sign_flip_test(F), FoldSketches(Ft @ omega, psi @ Ft, psi, (m, n)).sign_flip_test()
     assert exact.rank == 8 and sketched.rank == 8, (exact.pvalues, sketched.pvalues)
+
+
+def test_left_deflation_equals_the_square_root_of_the_projected_gram():
+    """deflate_left's rank-2r update equals H M H with H = (I - C^T C)^(1/2) from an eigendecomposition (scipy)."""
+    rng = np.random.default_rng(4)
+    m, k, r = 40, 12, 3
+    Q = np.linalg.qr(rng.standard_normal((m, k)))[0]
+    U = np.linalg.qr(np.column_stack([Q[:, :1], rng.standard_normal((m, r - 1))]))[0]  # one direction inside span Q
+    X = rng.standard_normal((k, 30))
+    M, C = X @ X.T, U.T @ Q  # (k, k), (r, k)
+    H = np.real(scipy.linalg.sqrtm(np.eye(k) - C.T @ C))
+    got = deflate_left(torch.tensor(M)[None], torch.tensor(C)[None])[0].numpy()
+    np.testing.assert_allclose(got, H @ M @ H, rtol=1e-8, atol=1e-8 * np.abs(M).max())
 
 def _task(n: int = 96) -> TaskData:
     rng = random.Random(0)

@@ -72,6 +72,18 @@ def svd_of(Q: torch.Tensor, X: torch.Tensor):
     return S, Q @ Ux, Vh.mT
 
 
+def deflate_left(M: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """H M H for symmetric M (b, k, k), H = (I - C^T C)^(1/2), C = Ur^T Q (b, r, k) with orthonormal Ur and Q:
+    (P Q)^T (P Q) = I - C^T C, P = I - Ur Ur^T. From the SVD C = Uc diag(s) Vc^T, H = I - Vc diag(d) Vc^T with
+    d = 1 - sqrt(1 - s^2): a rank-2r update, O(k^2 r), instead of an eigendecomposition of the k x k matrix."""
+    _, sc, Vc = torch.linalg.svd(C, full_matrices=False)  # (b, r), (b, r, k)
+    Vc = Vc.mT  # (b, k, r)
+    d = 1.0 - (1.0 - sc.square()).clamp_min(0).sqrt()  # (b, r)
+    A = M @ Vc  # (b, k, r)
+    DA, DB = A * d[:, None, :], Vc * d[:, None, :]  # (b, k, r) each: A D, Vc D
+    return M - DB @ A.mT - DA @ Vc.mT + DB @ (Vc.mT @ A) @ DB.mT
+
+
 @dataclass(eq=False)
 class FoldSketches:
     """Sketches of the K fold means of one row (what sketch mode keeps instead of `Spectra.folds`' (K, m, n))."""
@@ -117,13 +129,8 @@ class FoldSketches:
                 Q, X, XX = recon(i)  # (c, m, k), (c, k, n), (c, k, k)
                 Z = X @ Vr  # (c, k, r)
                 M = XX - Z @ Z.mT  # (c, k, k): (X Q_V)(X Q_V)^T
-                if step > 1:  # H M H, H = ((P Q)^T (P Q))^(1/2) = (I - C^T C)^(1/2) = I - Vc diag(d) Vc^T, C = Ur^T Q
-                    _, sc, Vc = torch.linalg.svd(Ur.mT @ Q, full_matrices=False)  # (c, r), (c, r, k)
-                    Vc = Vc.mT  # (c, k, r)
-                    d = 1.0 - (1.0 - sc.square()).clamp_min(0).sqrt()  # (c, r)
-                    A = M @ Vc  # (c, k, r)
-                    DA, DB = A * d[:, None, :], Vc * d[:, None, :]  # (c, k, r) each: A D, Vc D
-                    M = M - DB @ A.mT - DA @ Vc.mT + DB @ (Vc.mT @ A) @ DB.mT  # rank-2r update, O(k^2 r)
+                if step > 1:
+                    M = deflate_left(M, Ur.mT @ Q)
                 top = torch.linalg.eigvalsh(M)[:, -1]  # sigma_1(P Q X Q_V)^2
                 t.append(top.clamp_min(0).sqrt())
             T = torch.cat(t).cpu().numpy()  # (1 + B,): observed first
