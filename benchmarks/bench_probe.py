@@ -18,8 +18,8 @@ Llama-3-8B config, same vocabulary, 2 x 512; llama-tiny: a 2-layer toy for the C
 random tokens (1B: 8 x 512); the gradient probe only (`--no-update` in CLI terms).
 `--sketch K` adds sketch mode (run first, so its peak memory holds no exact sums; its agreement with exact mode),
 `--sketch-only` runs plain and sketch mode only, e.g. on the H200:
-  python benchmarks/bench_probe.py --shape llama-1b --device cuda --dtype bfloat16 --sketch 64
-  python benchmarks/bench_probe.py --shape llama-8b --device cuda --dtype bfloat16 --sketch 64 --sketch-only
+  python benchmarks/bench_probe.py --shape llama-1b --device cuda --dtype bfloat16 --sketch 128
+  python benchmarks/bench_probe.py --shape llama-8b --device cuda --dtype bfloat16 --sketch 128 --sketch-only
 The numbers are wall-clock (and process CPU) on whatever machine runs it; on a shared box they
 are noisy. There, --threads 1 is much faster than 2 threads for torch and numpy's OpenBLAS alike
 (threads spin-waiting for a descheduled partner), so it sets OPENBLAS_NUM_THREADS too.

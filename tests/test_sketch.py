@@ -19,7 +19,7 @@ from intrinsic.probes import ProbeSettings, probe
 from intrinsic.probes import sketch as SK
 from intrinsic.probes.gradient import accumulate_gradients
 from intrinsic.probes.sketch import accumulate_sketches, sketch_sizes, gaussian_maps
-from intrinsic.probes.sketch_recon import FoldSketches, reconstruct, svd_of
+from intrinsic.probes.sketch_recon import FoldSketches, deflate_left, reconstruct, svd_of
 from intrinsic.rank.signflip import sign_flip_test
 from intrinsic.tasks import TaskData, make_batches
 from intrinsic.testing import build_tiny_model
@@ -147,6 +147,34 @@ def test_sign_flip_on_fold_sketches_finds_planted_rank_and_holds_its_level():
     assert false <= 2  # level 5%: P(>= 3 of 12) ~ 2%
 
 
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sign_flip_on_fold_sketches_keeps_a_planted_rank_8_as_exact_mode_does(seed):
+    """Rank-8 signal (values 12 .. 6.5) in 8 folds of noise with a decaying spectrum (column scales 1 .. 0.05), the
+    weakest directions at ~1.6x the noise's sigma_1: the step-down test on K = 24 sketches (3x the rank) must reach
+    rank 8 like the exact test. A worse reconstruction (tail leakage, a lost basis) drops the last directions."""
+    rng, (m, n), K = np.random.default_rng(seed), (120, 80), 8
+    signal, _, _ = _planted(m, n, [12.0, 11.0, 10.0, 9.0, 8.0, 7.5, 7.0, 6.5], 0.0, rng)
+    F = np.stack([signal + rng.standard_normal((m, n)) * np.geomspace(1.0, 0.05, n) for _ in range(K)])
+    kk, ll = sketch_sizes((m, n), 24)
+    omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
+    Ft = torch.tensor(F, dtype=torch.float32)
+    exact, sketched = sign_flip_test(F), FoldSketches(Ft @ omega, psi @ Ft, psi, (m, n)).sign_flip_test()
+    assert exact.rank == 8 and sketched.rank == 8, (exact.pvalues, sketched.pvalues)
+
+
+def test_left_deflation_equals_the_square_root_of_the_projected_gram():
+    """deflate_left's rank-2r update equals H M H with H = (I - C^T C)^(1/2) from an eigendecomposition (scipy)."""
+    rng = np.random.default_rng(4)
+    m, k, r = 40, 12, 3
+    Q = np.linalg.qr(rng.standard_normal((m, k)))[0]
+    U = np.linalg.qr(np.column_stack([Q[:, :1], rng.standard_normal((m, r - 1))]))[0]  # one direction inside span Q
+    X = rng.standard_normal((k, 30))
+    M, C = X @ X.T, U.T @ Q  # (k, k), (r, k)
+    H = np.real(scipy.linalg.sqrtm(np.eye(k) - C.T @ C))
+    got = deflate_left(torch.tensor(M)[None], torch.tensor(C)[None])[0].numpy()
+    np.testing.assert_allclose(got, H @ M @ H, rtol=1e-8, atol=1e-8 * np.abs(M).max())
+
 def _task(n: int = 96) -> TaskData:
     rng = random.Random(0)
     texts = tuple("".join(rng.choice("abcdefghijz") for _ in range(12)) for _ in range(n))
@@ -174,8 +202,8 @@ def test_auto_choice_notes_sketch_mode_when_exact_accumulators_do_not_fit(tiny_b
     monkeypatch.setattr(SK, "free_bytes", lambda device: need)  # a device with room for the model only
     rep = probe(tiny_bert, _task(), batches=8, batch_size=4, max_length=16, update_steps=None, fit_head=False)
     assert rep.settings["sketch"] == SK.AUTO_SKETCH
-    assert any("sketch mode (--sketch 64) chosen" in n for n in rep.notes)
-    assert any("clamped to min(m, n)" in n for n in rep.notes)  # 64 > 32: every row sketched whole
+    assert any(f"sketch mode (--sketch {SK.AUTO_SKETCH}) chosen" in n for n in rep.notes)
+    assert any("clamped to min(m, n)" in n for n in rep.notes)  # 128 > 32: every row sketched whole
     with pytest.raises(ConfigError, match="would need .* and `rank_estimator` energy_90 needs the tail"):
         probe(tiny_bert, _task(), batches=8, batch_size=4, max_length=16, update_steps=None, fit_head=False,
               rank_estimator="energy_90")

@@ -29,7 +29,7 @@ DEFAULT_ESTIMATOR = "sign_flip"
 DEFAULT_FOLDS = 8
 MIN_FOLDS = 8  # = rank.signflip.MIN_FOLDS (not imported: this module stays free of torch)
 SPECTRA_MODES = ("auto", "exact", "topk")
-SKETCH_AUTO = 64  # = probes.sketch.AUTO_SKETCH (not imported: this module stays free of torch)
+SKETCH_AUTO = 128  # = probes.sketch.AUTO_SKETCH (not imported: this module stays free of torch); README "Sketch mode"
 TOPK_MIN = 64  # = the largest rank split_half and sign_flip can report (floors.KMAX_CAP, signflip.KMAX_CAP)
 
 

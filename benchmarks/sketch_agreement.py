@@ -1,0 +1,127 @@
+"""Benchmark: how often sketch mode's sign-flip rank equals exact mode's, per sketch size K and sketch seed, against
+how often exact mode agrees with itself under another resampling seed.
+
+MiniLM / Rotten Tomatoes, the probe's defaults (32 batches x 16, 8 folds): the exact fold means of the 36 modules are
+accumulated once; each sketch (Y_j = F_j Omega, W_j = Psi F_j, the maps of `probes.sketch.gaussian_maps`) is taken
+of them directly (a sketch is linear: the same as the hooks' sums up to float32 rounding; tests/test_sketch.py),
+and `FoldSketches.sign_flip_test` runs on it. Two kinds of p-values:
+- `mc`: the default 199 random sign vectors (seed 0), as the probe runs; exact mode is also rerun with seeds 1 and 2;
+- `enum`: all 2^8 - 1 sign vectors (every fold sign pattern but the observed), so the p-values carry no Monte Carlo
+  noise and a disagreement is the sketch's alone. (The patterns are patched into `rank.signflip.rademacher` and
+  `probes.sketch_recon.rademacher` here; the library always draws at random.)
+CPU, one thread. Writes benchmarks/results/sketch-agreement-minilm-rotten-tomatoes-cpu.json.
+
+Run: python benchmarks/sketch_agreement.py [--ks 64,128] [--seeds 0,1] [--batches 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def enumerated_signs():
+    """Every sign pattern of the K folds but the all-ones one, in place of the random draws (both tests)."""
+    import numpy as np
+
+    import intrinsic.probes.sketch_recon as SR
+    import intrinsic.rank.signflip as SF
+
+    def every(resamples: int, folds: int, seed: int) -> np.ndarray:
+        return np.array(list(itertools.product([1.0, -1.0], repeat=folds)))[1:]  # (2^K - 1, K)
+
+    saved = SF.rademacher, SR.rademacher
+    SF.rademacher = SR.rademacher = every
+    try:
+        yield
+    finally:
+        SF.rademacher, SR.rademacher = saved
+
+
+def fold_means(batches: int):
+    """(module names, [(K, m, n) fold means]) of MiniLM on Rotten Tomatoes with the probe's defaults."""
+    from intrinsic.arch import discover
+    from intrinsic.models import load_model
+    from intrinsic.probes import ProbeSettings
+    from intrinsic.probes.settings import DEFAULT_FOLDS
+    from intrinsic.probes.gradient import accumulate_gradients
+    from intrinsic.tasks import load_task, make_batches
+
+    s = ProbeSettings(batches=batches)
+    data = load_task("rotten-tomatoes", seed=s.seed)
+    loaded = load_model("minilm", num_labels=data.num_labels, seed=s.seed)
+    common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed, num_batches=s.batches)
+    real = make_batches(data, loaded.tokenizer, **common)
+    shuffled = make_batches(data, loaded.tokenizer, shuffle_labels=True, **common)
+    refs = discover(loaded.model)
+    sums = accumulate_gradients(loaded.model, refs, real, shuffled, folds=s.folds or DEFAULT_FOLDS)
+    return [r.name for r in refs], sums.folds
+
+
+def sketch_ranks(folds, k: int, seed: int) -> list[int]:
+    """The sign-flip rank of every module from its fold sketches of size k (co-range 2k + 1), maps seeded `seed`."""
+    from intrinsic.probes.sketch import gaussian_maps, sketch_sizes
+    from intrinsic.probes.sketch_recon import FoldSketches
+
+    out = []
+    for F in folds:
+        _, m, n = F.shape
+        kk, ll = sketch_sizes((m, n), k)
+        omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
+        out.append(FoldSketches(F @ omega, psi @ F, psi, (m, n)).sign_flip_test(seed=0).rank)
+    return out
+
+
+def agreement(a: list[int], b: list[int]) -> dict:
+    return {"same": sum(x == y for x, y in zip(a, b)), "within_1": sum(abs(x - y) <= 1 for x, y in zip(a, b)),
+            "lower": sum(y < x for x, y in zip(a, b)), "higher": sum(y > x for x, y in zip(a, b)), "of": len(a)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ks", default="64,128", help="sketch sizes K, comma-separated")
+    ap.add_argument("--seeds", default="0,1", help="sketch seeds (Omega, Psi), comma-separated")
+    ap.add_argument("--batches", type=int, default=32)
+    ap.add_argument("--json", default="benchmarks/results/sketch-agreement-minilm-rotten-tomatoes-cpu.json")
+    args = ap.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    import torch
+
+    from intrinsic.rank.signflip import sign_flip_test
+
+    torch.set_num_threads(1)
+    names, folds = fold_means(args.batches)
+    res: dict = {"modules": names, "batches": args.batches, "folds": int(folds[0].shape[0]), "exact": {}, "sketch": []}
+    exact = {"mc": [sign_flip_test(F, seed=0).rank for F in folds]}
+    res["exact"]["mc"] = exact["mc"]
+    for s in (1, 2):
+        r = [sign_flip_test(F, seed=s).rank for F in folds]
+        res["exact"][f"mc_seed{s}"] = {"ranks": r, "vs_seed0": agreement(exact["mc"], r)}
+        print(f"exact, resampling seed {s} vs 0: {res['exact'][f'mc_seed{s}']['vs_seed0']}", flush=True)
+    with enumerated_signs():
+        exact["enum"] = res["exact"]["enum"] = [sign_flip_test(F, seed=0).rank for F in folds]
+    print(f"exact, enumerated vs random signs: {agreement(exact['mc'], exact['enum'])}", flush=True)
+    for k in [int(x) for x in args.ks.split(",")]:
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            for kind in ("mc", "enum"):
+                start = time.process_time()
+                with enumerated_signs() if kind == "enum" else contextlib.nullcontext():
+                    r = sketch_ranks(folds, k, seed)
+                row = {"k": k, "seed": seed, "signs": kind, "ranks": r, "vs_exact": agreement(exact[kind], r),
+                       "cpu_s": time.process_time() - start}
+                res["sketch"].append(row)
+                print(f"K={k} sketch seed {seed}, {kind} signs: {row['vs_exact']} ({row['cpu_s']:.0f} CPU s)", flush=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
