@@ -5,10 +5,12 @@ MiniLM / Rotten Tomatoes, the probe's defaults (32 batches x 16, 8 folds): the e
 accumulated once; each sketch (Y_j = F_j Omega, W_j = Psi F_j, the maps of `probes.sketch.gaussian_maps`) is taken
 of them directly (a sketch is linear: the same as the hooks' sums up to float32 rounding; tests/test_sketch.py),
 and `FoldSketches.sign_flip_test` runs on it. Two kinds of p-values:
-- `mc`: the default 199 random sign vectors (seed 0), as the probe runs; exact mode is also rerun with seeds 1 and 2;
+- `mc`: 199 random sign vectors (seed 0), as the probe ran before `rank.signflip.sign_patterns` enumerated them;
+  exact mode is also rerun with seeds 1 and 2;
 - `enum`: all 2^8 - 1 sign vectors (every fold sign pattern but the observed), so the p-values carry no Monte Carlo
-  noise and a disagreement is the sketch's alone. (The patterns are patched into `rank.signflip.rademacher` and
-  `probes.sketch_recon.rademacher` here; the library always draws at random.)
+  noise and a disagreement is the sketch's alone. (The patterns are patched into `sign_patterns` of
+  `rank.signflip` and `probes.sketch_recon` here; since this benchmark the library enumerates the 2^7 - 1 patterns
+  up to a global sign whenever they are fewer than the resamples, which gives the same p-values as `enum`.)
 CPU, one thread. Writes benchmarks/results/sketch-agreement-minilm-rotten-tomatoes-cpu.json.
 
 Run: python benchmarks/sketch_agreement.py [--ks 64,128] [--seeds 0,1] [--batches 32]
@@ -26,22 +28,25 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def enumerated_signs():
-    """Every sign pattern of the K folds but the all-ones one, in place of the random draws (both tests)."""
+def signs(kind: str):
+    """`mc`: 199 random sign vectors; `enum`: every sign pattern of the K folds but the all-ones one (both tests)."""
     import numpy as np
 
     import intrinsic.probes.sketch_recon as SR
     import intrinsic.rank.signflip as SF
 
-    def every(resamples: int, folds: int, seed: int) -> np.ndarray:
-        return np.array(list(itertools.product([1.0, -1.0], repeat=folds)))[1:]  # (2^K - 1, K)
+    def every(resamples: int, folds: int, seed: int, exhaustive=None) -> np.ndarray:
+        return np.array(list(itertools.product([1.0, -1.0], repeat=folds)))  # (2^K, K), all ones first
 
-    saved = SF.rademacher, SR.rademacher
-    SF.rademacher = SR.rademacher = every
+    def drawn(resamples: int, folds: int, seed: int, exhaustive=None) -> np.ndarray:
+        return saved[0](resamples, folds, seed, exhaustive=False)
+
+    saved = SF.sign_patterns, SR.sign_patterns
+    SF.sign_patterns = SR.sign_patterns = every if kind == "enum" else drawn
     try:
         yield
     finally:
-        SF.rademacher, SR.rademacher = saved
+        SF.sign_patterns, SR.sign_patterns = saved
 
 
 def fold_means(batches: int):
@@ -98,20 +103,21 @@ def main() -> None:
     torch.set_num_threads(1)
     names, folds = fold_means(args.batches)
     res: dict = {"modules": names, "batches": args.batches, "folds": int(folds[0].shape[0]), "exact": {}, "sketch": []}
-    exact = {"mc": [sign_flip_test(F, seed=0).rank for F in folds]}
-    res["exact"]["mc"] = exact["mc"]
-    for s in (1, 2):
-        r = [sign_flip_test(F, seed=s).rank for F in folds]
-        res["exact"][f"mc_seed{s}"] = {"ranks": r, "vs_seed0": agreement(exact["mc"], r)}
-        print(f"exact, resampling seed {s} vs 0: {res['exact'][f'mc_seed{s}']['vs_seed0']}", flush=True)
-    with enumerated_signs():
+    with signs("mc"):
+        exact = {"mc": [sign_flip_test(F, seed=0).rank for F in folds]}
+        res["exact"]["mc"] = exact["mc"]
+        for s in (1, 2):
+            r = [sign_flip_test(F, seed=s).rank for F in folds]
+            res["exact"][f"mc_seed{s}"] = {"ranks": r, "vs_seed0": agreement(exact["mc"], r)}
+            print(f"exact, resampling seed {s} vs 0: {res['exact'][f'mc_seed{s}']['vs_seed0']}", flush=True)
+    with signs("enum"):
         exact["enum"] = res["exact"]["enum"] = [sign_flip_test(F, seed=0).rank for F in folds]
     print(f"exact, enumerated vs random signs: {agreement(exact['mc'], exact['enum'])}", flush=True)
     for k in [int(x) for x in args.ks.split(",")]:
         for seed in [int(x) for x in args.seeds.split(",")]:
             for kind in ("mc", "enum"):
                 start = time.process_time()
-                with enumerated_signs() if kind == "enum" else contextlib.nullcontext():
+                with signs(kind):
                     r = sketch_ranks(folds, k, seed)
                 row = {"k": k, "seed": seed, "signs": kind, "ranks": r, "vs_exact": agreement(exact[kind], r),
                        "cpu_s": time.process_time() - start}

@@ -98,7 +98,7 @@ def test_result_fields_and_pvalues():
     G = planted_folds(8, 40, 24, 2, 6.0, np.random.default_rng(0)).mean(0)
     s = np.linalg.svd(G, compute_uv=False)
     np.testing.assert_allclose(res.stats, s[:3], rtol=2e-2)  # T_k(G) approximates s_k(G)
-    assert res.folds == 8 and res.resamples == SF.RESAMPLES
+    assert res.folds == 8 and res.resamples == 127  # every sign pattern up to a global sign: 2^7 - 1 < RESAMPLES
     # scale- and transpose-invariant, deterministic for a seed
     F = planted_folds(8, 40, 24, 2, 6.0, np.random.default_rng(0))
     assert sign_flip_test(F * 1e-6, seed=1).pvalues == res.pvalues
@@ -126,7 +126,7 @@ def test_bad_input_is_refused():
 
 def test_checks_catch_signs_not_flipped(monkeypatch):
     """Without sign flips the 'null' is G itself: p = 1 always, the power check fails."""
-    monkeypatch.setattr(SF, "rademacher", lambda b, k, seed: np.ones((b, k)))
+    monkeypatch.setattr(SF, "sign_patterns", lambda b, k, seed, exhaustive=None: np.ones((1 + b, k)))
     assert power(8, 40, 24, 3, snr=4.0, reps=10, seed=3) < 0.8
 
 
@@ -170,3 +170,19 @@ def test_gram_orthonormalization_gives_the_qr_result():
     assert a.pvalues == b.pvalues
     np.testing.assert_allclose(b.stats[:2], a.stats[:2], rtol=1e-8)
     assert sign_flip_test(np.zeros((8, 5, 7)), method="gram").rank == 0
+
+
+def test_sign_patterns_enumerate_when_few():
+    """With K = 8 folds all 2^7 sign patterns with a first sign of +1 are used, the observed all-ones first, each
+    once (the exact randomization distribution; a global sign changes no statistic); with more folds than the
+    resamples can enumerate, the random draws; p-values of the exhaustive test are multiples of 1/128 and do not
+    depend on the seed."""
+    P = SF.sign_patterns(199, 8, seed=0)
+    assert P.shape == (128, 8) and (P[0] == 1).all() and (P[:, 0] == 1).all()
+    assert len({tuple(r) for r in P}) == 128 and set(np.unique(P)) == {-1.0, 1.0}
+    R = SF.sign_patterns(199, 10, seed=0)
+    assert R.shape == (200, 10) and (R[0] == 1).all()
+    assert SF.sign_patterns(50, 8, seed=0).shape == (51, 8)  # fewer resamples than patterns: random draws
+    F = planted_folds(8, 30, 20, 1, 3.0, np.random.default_rng(4))
+    a, b = sign_flip_test(F, seed=0), sign_flip_test(F, seed=7)
+    assert a.pvalues == b.pvalues and all(abs(p * 128 - round(p * 128)) < 1e-9 for p in a.pvalues)

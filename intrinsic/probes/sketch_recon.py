@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..rank.signflip import ALPHA, KMAX_CAP, RESAMPLES, SignFlipTest, _leading, rademacher
+from ..rank.signflip import ALPHA, KMAX_CAP, RESAMPLES, SignFlipTest, _leading, sign_patterns
 
 CHUNK_BYTES = 256 * 2**20  # reconstructed sign-flip resamples held at a time
 CACHE_BYTES = 2**30  # the reconstructions of every chunk are kept across the test's steps when they fit in this
@@ -98,7 +98,7 @@ class FoldSketches:
         K, m, k = self.Y.shape
         n = self.W.shape[-1]
         kmax = min(KMAX_CAP, min(m, n) - 1, k)
-        signs = torch.from_numpy(np.vstack([np.ones((1, K)), rademacher(resamples, K, seed)])).to(self.Y.device)
+        signs = torch.from_numpy(sign_patterns(resamples, K, seed)).to(self.Y.device)  # (1+B, K), observed first
         chunk = max(1, CHUNK_BYTES // (8 * k * (m + n)))
         starts = list(range(0, len(signs), chunk))
         cache: dict[int, tuple] = {}
@@ -143,4 +143,4 @@ class FoldSketches:
             if p > alpha:
                 break
         rank = sum(1 for _ in _leading(pvals, alpha))
-        return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), tuple(ms), alpha, resamples, K)
+        return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), tuple(ms), alpha, len(signs) - 1, K)

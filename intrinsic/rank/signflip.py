@@ -9,7 +9,9 @@ the null distribution of any statistic of G, with no model of the noise (anisotr
 and the fold-to-fold covariance included). This is a randomization test in the sense of
 Fisher/Pitman; random sign flips were proposed for PCA rank selection by Hong, Sheng & Dobriban
 (2023, "Selecting the number of components in PCA via random signflips"), and the p-value
-p = (1 + #{b : T(s_b) >= T(1)}) / (B + 1) with B random draws is exact (Phipson & Smyth 2010).
+p = (1 + #{b : T(s_b) >= T(1)}) / (B + 1) with B random draws is exact (Phipson & Smyth 2010). With K = 8 folds
+there are only 2^7 - 1 = 127 other patterns up to a global sign, fewer than the default B = 199: then all of them
+are used (`sign_patterns`), which is the exact randomization distribution itself, deterministic and cheaper.
 
 Procedure (step-down, a fixed sequence of nested hypotheses H_k: "rank < k", k = 1, 2, ...):
 1. Let U_{k-1}, V_{k-1} be the top k-1 singular vectors of G (exact SVD) and P = I - U U^T,
@@ -46,7 +48,7 @@ import torch
 from ..spectra import batched_method, orthonormalize
 
 ALPHA = 0.05  # family-wise level of the claim "rank >= 1" (and of each step of the fixed sequence)
-RESAMPLES = 199  # random sign vectors B; p-values are multiples of 1/(B+1)
+RESAMPLES = 199  # random sign vectors B (p-values multiples of 1/(B+1)), unless all 2^(K-1) - 1 patterns are fewer
 MIN_FOLDS = 8  # fewer folds give too few distinct sign flips (2^(K-1)) for a 5% test
 KMAX_CAP = 64  # largest rank the test will certify (steps)
 BLOCK = 8  # block size of the power iterations
@@ -75,6 +77,21 @@ def rademacher(resamples: int, folds: int, seed: int) -> np.ndarray:
     """(resamples, folds) random signs +-1, seeded."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 2, size=(resamples, folds)) * 2.0 - 1.0
+
+
+def sign_patterns(resamples: int, folds: int, seed: int, exhaustive: bool | None = None) -> np.ndarray:
+    """The sign vectors of the test, (1 + B, folds), the observed all-ones vector first. When the 2^(K-1) - 1
+    patterns that differ from it (up to a global sign, which leaves every statistic unchanged: M(-s) = -M(s)) number
+    at most `resamples` (K = 8 folds: 127 <= 199), all of them (`exhaustive` None or True): the exact randomization
+    distribution, so p-values are deterministic multiples of 2^(1-K) and carry no Monte Carlo noise (with 199 random
+    draws the designated rank of 3-6 of 36 MiniLM modules moved with the resampling seed,
+    benchmarks/sketch_agreement.py). Else `resamples` random vectors, seeded."""
+    if exhaustive is None:
+        exhaustive = 2 ** (folds - 1) - 1 <= resamples
+    if not exhaustive:
+        return np.vstack([np.ones((1, folds)), rademacher(resamples, folds, seed)])
+    codes = np.arange(2 ** (folds - 1))[:, None] >> np.arange(folds - 1)[None, :] & 1  # (2^(K-1), K-1) bits
+    return np.hstack([np.ones((len(codes), 1)), 1.0 - 2.0 * codes])  # first sign +1; code 0: all ones
 
 
 def _orth(X: torch.Tensor, method: str = "auto") -> torch.Tensor:
@@ -117,12 +134,14 @@ def _top_sv(apply, X: torch.Tensor, iters: int, method: str = "auto") -> tuple[t
 
 
 def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, seed: int = 0,
-                   kmax: int | None = None, deflate: bool = True, method: str = "auto") -> SignFlipTest:
+                   kmax: int | None = None, deflate: bool = True, method: str = "auto",
+                   exhaustive: bool | None = None) -> SignFlipTest:
     """The sign-flip step-down rank test on fold means `folds` (K, m, n); see the module docstring.
 
     `deflate=False` compares every s_k(G) against the null of sigma_1 of the undeflated M(s)
     (the max-statistic variant: valid, more conservative after the first direction). `method`: how the power
-    iterations orthonormalize (`_orth`; "auto": QR on the CPU, batched Gram eigenpairs on a GPU).
+    iterations orthonormalize (`_orth`; "auto": QR on the CPU, shifted CholeskyQR on a GPU). `exhaustive`: every
+    sign pattern instead of `resamples` random ones (`sign_patterns`; None: when they are at most `resamples`).
     """
     F = torch.as_tensor(np.asarray(folds) if not torch.is_tensor(folds) else folds).detach()
     if F.ndim != 3:
@@ -141,7 +160,7 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
     kmax = min(KMAX_CAP, m - 1) if kmax is None else min(int(kmax), m - 1)
     G = F.mean(0)  # (m, n)
     U, S, Vh = _svd(G, batched_method(G, method))  # (m, m), (m,), (m, n)
-    signs = torch.from_numpy(np.vstack([np.ones((1, K)), rademacher(resamples, K, seed)])).to(F)  # (1+B, K)
+    signs = torch.from_numpy(sign_patterns(resamples, K, seed, exhaustive)).to(F)  # (1+B, K), observed first
     A = torch.einsum("jab,lcb->jlac", F, F)  # (K, K, m, m): A_jl = G_j G_l^T
     gen = torch.Generator().manual_seed(seed)
     start = torch.randn(m, min(BLOCK, m), generator=gen, dtype=torch.float64).to(F.device)  # (m, p)
@@ -188,7 +207,7 @@ def sign_flip_test(folds, *, alpha: float = ALPHA, resamples: int = RESAMPLES, s
         if p > alpha:
             break
     rank = sum(1 for _ in _leading(pvals, alpha))
-    return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), tuple(ms), alpha, resamples, K)
+    return SignFlipTest(rank, tuple(pvals), tuple(stats), tuple(quants), tuple(ms), alpha, len(signs) - 1, K)
 
 
 def _leading(pvals, alpha):
