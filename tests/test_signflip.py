@@ -170,6 +170,8 @@ def test_gram_orthonormalization_gives_the_qr_result():
     assert a.pvalues == b.pvalues
     np.testing.assert_allclose(b.stats[:2], a.stats[:2], rtol=1e-8)
     assert sign_flip_test(np.zeros((8, 5, 7)), method="gram").rank == 0
+    c, d = sign_flip_test(F, method="qr", deflate=False), sign_flip_test(F, method="gram", deflate=False)
+    np.testing.assert_allclose(d.stats, c.stats, rtol=1e-8)  # s_k(G) from the Gram eigenpairs, in order
 
 
 def test_sign_patterns_enumerate_when_few():
