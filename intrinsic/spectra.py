@@ -232,16 +232,17 @@ def orthonormalize(X: torch.Tensor, method: str = "auto", *, wait: bool = True) 
     return Y.to(X.dtype)
 
 
-def small_svd(B: torch.Tensor, vectors: int, method: str = "auto"):
+def small_svd(B: torch.Tensor, vectors: int, method: str = "auto", *, host: bool = True):
     """Singular values S (b, l) of the short, wide B (b, l, n), descending, and with `vectors` > 0 the top left
     vectors Ub (b, l, vectors) and right vectors V (b, n, vectors) (else None, None). "qr" (`batched_method`):
-    `torch.linalg.svd`; "gram": the float64 eigenpairs of B B^T on the CPU (l x l; a batched SVD of B is one
-    cuSOLVER call per matrix on the GPU), V = B^T Ub / S on B's device."""
+    `torch.linalg.svd`; "gram": the float64 eigenpairs of B B^T (l x l; a batched SVD of B is one cuSOLVER call
+    per matrix on the GPU), on the CPU (`host`, cheap for small l) or on B's device (large l), V = B^T Ub / S on
+    B's device (0 where S = 0)."""
     if batched_method(B, method) == "qr":
         Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)  # (b, l, l), (b, l), (b, l, n)
         return (S, None, None) if not vectors else (S, Ub[:, :, :vectors], Vh[:, :vectors].mT)
-    C = (B.to(torch.float64) @ B.to(torch.float64).mT).cpu()  # (b, l, l)
-    ev, vec = torch.linalg.eigh((C + C.mT) / 2)  # ascending
+    C = B.to(torch.float64) @ B.to(torch.float64).mT  # (b, l, l)
+    ev, vec = torch.linalg.eigh(((C + C.mT) / 2).cpu() if host else (C + C.mT) / 2)  # ascending
     S = ev.flip(-1).clamp_min(0).sqrt()  # (b, l) descending
     if not vectors:
         return S, None, None

@@ -201,3 +201,14 @@ def test_spectra_auto_resolves_by_device():
     assert ProbeSettings(spectra="topk").spectra_for("cpu") == "topk"
     with pytest.raises(ConfigError):
         ProbeSettings(spectra="topk", sketch=16)
+
+
+def test_batched_method_keeps_qr_on_the_cpu():
+    """"auto" is QR on the CPU (CPU results unchanged) and the Gram path elsewhere; a bad name is refused."""
+    from intrinsic.spectra import batched_method
+
+    x = torch.zeros(2, 3, 2)
+    assert batched_method(x, "auto") == "qr" and batched_method(x, "gram") == "gram"
+    assert batched_method(x.to("meta"), "auto") == "gram"
+    with pytest.raises(ValueError):
+        batched_method(x, "svd")

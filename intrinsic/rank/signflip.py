@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..spectra import batched_method, orthonormalize
+from ..spectra import batched_method, orthonormalize, small_svd
 
 ALPHA = 0.05  # family-wise level of the claim "rank >= 1" (and of each step of the fixed sequence)
 RESAMPLES = 199  # random sign vectors B (p-values multiples of 1/(B+1)), unless all 2^(K-1) - 1 patterns are fewer
@@ -102,15 +102,13 @@ def _orth(X: torch.Tensor, method: str = "auto") -> torch.Tensor:
 
 
 def _svd(G: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """U (m, m), S (m,), Vh (m, n) of G (m, n), m <= n. "qr": `torch.linalg.svd`; "gram" (off the CPU): eigenpairs of
-    G G^T and Vh = U^T G / S (a full SVD of a 2048 x 8192 float64 matrix takes 0.35 s on an H200; the deflating
-    directions are the head, where the Gram route loses nothing). Directions with S = 0 get Vh rows of 0."""
+    """U (m, m), S (m,), Vh (m, n) of G (m, n), m <= n. "qr": `torch.linalg.svd`; "gram" (off the CPU):
+    `spectra.small_svd` on the device, from the eigenpairs of G G^T (a full SVD of a 2048 x 8192 float64 matrix
+    takes 0.35 s on an H200; the deflating directions are the head, where the Gram route loses nothing)."""
     if method == "qr":
         return torch.linalg.svd(G, full_matrices=False)
-    ev, U = torch.linalg.eigh(G @ G.mT)  # ascending
-    S, U = ev.flip(0).clamp_min(0).sqrt(), U.flip(1)  # (m,), (m, m)
-    Vh = (U.mT @ G) / torch.where(S > 0, S, 1.0)[:, None]  # (m, n)
-    return U, S, Vh
+    S, U, V = small_svd(G[None], G.shape[0], "gram", host=False)  # (1, m), (1, m, m), (1, n, m)
+    return U[0], S[0], V[0].mT
 
 
 def _budget(device: torch.device) -> tuple[int, int]:
