@@ -9,7 +9,8 @@ Usage (GPU machine, after `bash scripts/gpu_env.sh`; no download: models are ran
     python benchmarks/bench_lora_step.py --shape tiny --steps 2     # CPU smoke (tests/test_bench_lora_step.py)
 
 Shapes: llama-1b = Llama-3.2-1B's config (vocabulary 30,522), batch 8 x 512, LoRA r=16 on every linear layer,
-bf16 weights; smollm2 = SmolLM2-135M's config, batch 16 x 64 (short texts), LoRA all@8 against a full
+bf16 weights; llama-8b = Llama-3-8B's config, batch 2 x 512, LoRA r=16 (PEFT loop and intrinsic train: the
+reference of the 8B probe's peak memory); smollm2 = SmolLM2-135M's config, batch 16 x 64 (short texts), LoRA all@8 against a full
 fine-tuning step; tiny = a 2-layer Llama for the CPU. Every arm builds the model afresh with the same seed;
 weights are bf16 on CUDA (float32 on CPU), products under bf16 autocast on CUDA.
 
@@ -50,6 +51,10 @@ SHAPES = {
                                 num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                                 max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True),
                     batch=16, seq=64, rank=8, arms="plain,full,full-fast,trainer,peft,intrinsic,fast,fast-compile"),
+    "llama-8b": dict(config=dict(vocab_size=30522, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                 num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                                 max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False),
+                     batch=2, seq=512, rank=16, arms="peft,intrinsic"),  # the 8B probe's memory reference (issue 10)
     "tiny": dict(config=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
                              tie_word_embeddings=True),

@@ -123,7 +123,7 @@ def run_compare(args) -> None:
     print(f"{name}: {params / 1e6:.1f} M parameters, {len(refs)} probed modules, {len(real)} batches, "
           f"{tokens:,} tokens, {args.device} {args.dtype}, {torch.get_num_threads()} threads")
     res = compare(model, refs, real, shuffled, tokens=tokens, topk=args.topk, folds=args.folds, sketch=args.sketch,
-                  sketch_only=args.sketch_only)
+                  sketch_only=args.sketch_only, modes=tuple(args.modes.split(",")))
     res.update(name=name, params=params, device=args.device, dtype=args.dtype,
                device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                threads=torch.get_num_threads())
@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--sketch", type=int, default=None, help="also sketch mode with this sketch size K")
     ap.add_argument("--sketch-only", action="store_true", help="with --sketch: plain and sketch mode only (shapes whose "
                                                                "exact accumulators do not fit)")
+    ap.add_argument("--modes", default="exact,topk", help="spectra modes timed, comma-separated (topk alone: no "
+                                                          "agreement with exact mode)")
     ap.add_argument("--json", default=None, help="where --compare writes its JSON")
     args = ap.parse_args()
     if args.threads:

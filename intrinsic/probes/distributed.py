@@ -51,6 +51,27 @@ def sum_across(tensors: Sequence[torch.Tensor]) -> None:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
 
 
+def my_share(n: int) -> range:
+    """The indices of n items (e.g. the probe's rows, whose estimators cost most at LLM scale) this process
+    computes: every world-th one, from its rank."""
+    rank, size = world()
+    return range(rank, n, size)
+
+
+def gather_shares(mine: Sequence, n: int) -> list:
+    """The n items in order, from each process's share `mine` (the items of `my_share(n)`, in that order), on every
+    process (pickled and gathered; a no-op for one process)."""
+    rank, size = world()
+    if size == 1:
+        return list(mine)
+    parts: list = [None] * size
+    torch.distributed.all_gather_object(parts, list(mine))
+    out = [None] * n
+    for r, part in enumerate(parts):
+        out[r::size] = part
+    return out
+
+
 def sum_values(values: dict, device) -> dict:
     """{key: float} summed across processes, keys in sorted order on every process."""
     if world()[1] == 1:

@@ -18,6 +18,7 @@ from ..rank import Spectra, estimate
 from ..rank.descriptive import token_cap
 from ..rank.signflip import sign_flip_cached
 from .base import RowKey, row_views
+from .distributed import gather_shares, my_share
 from .schema import ModuleProbe
 from .steps import Progress
 
@@ -31,10 +32,14 @@ def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], ran
                   example_energy: dict[RowKey, float] | None = None) -> list[ModuleProbe]:
     """One row per module and role block (in `row_views` order) with every estimator of its Spectra;
     `noise_norm` also records ||G_shuffled||_F per row (for the label contrast); `example_energy` (per-example
-    gradient energy by row, when measured) fills `example_energy` and its share over the modules."""
+    gradient energy by row, when measured) fills `example_energy` and its share over the modules. Several
+    processes (`distributed`) each estimate every world-th row and share them: the estimators (the sign-flip test)
+    are most of the probe's time at LLM scale."""
     views = list(row_views(refs))
     rows = []
-    for v, (key, ref, _) in enumerate(views):
+    share = my_share(len(views))
+    for done, v in enumerate(share, 1):
+        key, ref, _ = views[v]
         s = spectra[key]
         ranks = estimate(s)
         rows.append(ModuleProbe(
@@ -51,7 +56,8 @@ def gradient_rows(refs: Sequence[ModuleRef], spectra: dict[RowKey, Spectra], ran
             example_energy=None if example_energy is None else example_energy.get(key, 0.0),
         ))
         if progress:
-            progress("estimate", v + 1, len(views))
+            progress("estimate", done, len(share))
+    rows = gather_shares(rows, len(views))
     total = sum(r.grad_norm ** 2 for r in rows if r.block_of is None)
     rows = [replace(r, energy_share=r.grad_norm ** 2 / total if total > 0 else 0.0) for r in rows]
     if example_energy is None:
