@@ -48,7 +48,7 @@ def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
 def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, *,
               max_rank: int = KNOB_DEFAULTS["max_rank"], granularity: int = KNOB_DEFAULTS["granularity"],
               alpha_mult: float = KNOB_DEFAULTS["alpha_mult"], base_params: int = 0, rslora: bool = False,
-              record: dict | None = None) -> Plan:
+              record: dict | None = None, fill_gains: dict[str, np.ndarray] | None = None) -> Plan:
     """Water-fill LoRA rank over modules under a parameter budget.
 
     gains[name] = sigma_i^2 of the module's mean gradient (descending). Under a first-order model
@@ -71,6 +71,13 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
 
     Rank cap per module: the largest multiple of `granularity` <= min(max_rank, out, in).
     `record` is added to the plan's settings as it is (e.g. which gains were used).
+
+    Fill (`fill_gains`, the knob `fill = "raw"`): when the greedy above stops with budget left, the same
+    greedy continues on `fill_gains` (the raw sigma^2 of each module's mean gradient, noise included) from
+    each module's current rank: only the steps beyond the rank already bought, with the same rank cap,
+    granularity and cost, best gain per parameter first. Settings then record `fill`, `filled_params` (what
+    the fill phase bought) and `unspent` after both phases; `gain_captured` stays a share of `gains`.
+    Without `fill_gains` the plan (settings included) is exactly as before the knob existed.
     """
     if max_rank < 1 or granularity < 1 or max_rank < granularity:
         raise ConfigError(f"Need 1 <= granularity <= max_rank (got granularity={granularity}, max_rank={max_rank}).")
@@ -85,34 +92,20 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
     if not cands:
         raise ConfigError("Strategy auto: no module of this model has gains (empty probe report?).")
     g = granularity
-    steps, costs = [], []
-    for ref in cands:
-        sig2 = np.asarray(gains[ref.name], dtype=np.float64).ravel()  # (k,)
-        if not np.all(np.isfinite(sig2)) or np.any(sig2 < 0):
-            raise ConfigError(f"Gains for {ref.name} must be finite and >= 0.")
-        cap = min(max_rank, *ref.shape) // g * g
-        padded = np.zeros(cap)  # (cap,)
-        top = np.sort(sig2)[::-1][:cap]
-        padded[: len(top)] = top
-        steps.append(padded.reshape(-1, g).sum(axis=1) if cap else padded)  # (cap // g,) gain of each step
-        costs.append(lora_cost(ref.shape, g))
+    steps = [_step_gains(ref, gains[ref.name], max_rank, g) for ref in cands]
+    costs = [lora_cost(ref.shape, g) for ref in cands]
     cheapest = int(np.argmin(costs))
     if budget < costs[cheapest]:
         raise BudgetError(f"Budget {budget:,} params is below the minimum {costs[cheapest]:,}: "
                           f"a rank-{g} adapter on {cands[cheapest].name} alone costs that much.")
 
     ranks = [0] * len(cands)
-    heap = [(-s[0] / c, j, 0) for j, (s, c) in enumerate(zip(steps, costs)) if len(s) and s[0] > 0]
-    heapq.heapify(heap)  # entries: (-gain per param, module index, step index)
-    left = budget
-    while heap:
-        _, j, k = heapq.heappop(heap)
-        if costs[j] > left:
-            continue  # this module's later steps cost the same: retire it
-        ranks[j] += g
-        left -= costs[j]
-        if k + 1 < len(steps[j]) and steps[j][k + 1] > 0:
-            heapq.heappush(heap, (-steps[j][k + 1] / costs[j], j, k + 1))
+    left = _water_fill(steps, costs, ranks, budget, g)
+    filled = 0
+    if fill_gains is not None:  # second phase: the raw spectrum, from the ranks bought so far
+        raw = [_step_gains(ref, fill_gains.get(ref.name, ()), max_rank, g) for ref in cands]
+        filled = left - _water_fill(raw, costs, ranks, left, g)
+        left -= filled
 
     entries = tuple(plan_entry(ref, r, alpha_mult) for ref, r in zip(cands, ranks) if r > 0)
     if not entries and (record or {}).get("gains") == "signal":
@@ -128,6 +121,43 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
                 "gain_captured": got / total_gain if total_gain > 0 else 0.0,
                 "unspent": budget - params,  # left when every candidate is at its cap or has no gain left
                 **(record or {})}
+    if fill_gains is not None:
+        settings.update(fill="raw", filled_params=filled)
     return Plan(strategy="auto", entries=entries, budget=budget, params=params,
                 base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
 
+
+
+def _step_gains(ref: ModuleRef, gains, max_rank: int, g: int) -> np.ndarray:
+    """(cap // g,) the gain of each rank step of `g` on module `ref`, its sigma^2 sorted descending, zero past
+    the spectrum's end; cap = the largest multiple of g <= min(max_rank, out, in)."""
+    sig2 = np.asarray(gains, dtype=np.float64).ravel()  # (k,)
+    if not np.all(np.isfinite(sig2)) or np.any(sig2 < 0):
+        raise ConfigError(f"Gains for {ref.name} must be finite and >= 0.")
+    cap = min(max_rank, *ref.shape) // g * g
+    padded = np.zeros(cap)  # (cap,)
+    top = np.sort(sig2)[::-1][:cap]
+    padded[: len(top)] = top
+    return padded.reshape(-1, g).sum(axis=1) if cap else padded
+
+
+def _water_fill(steps: list[np.ndarray], costs: list[int], ranks: list[int], budget: int, g: int) -> int:
+    """Greedy by gain per parameter over the steps of each module beyond its current rank (`ranks`, grown in
+    place by g per step bought); steps with zero gain are never bought; a module whose next step no longer fits
+    is retired (its later steps cost the same). Returns the budget left."""
+    heap = []  # entries: (-gain per param, module index, step index)
+    for j, (s, c) in enumerate(zip(steps, costs)):
+        k = ranks[j] // g
+        if k < len(s) and s[k] > 0:
+            heap.append((-s[k] / c, j, k))
+    heapq.heapify(heap)
+    left = budget
+    while heap:
+        _, j, k = heapq.heappop(heap)
+        if costs[j] > left:
+            continue  # this module's later steps cost the same: retire it
+        ranks[j] += g
+        left -= costs[j]
+        if k + 1 < len(steps[j]) and steps[j][k + 1] > 0:
+            heapq.heappush(heap, (-steps[j][k + 1] / costs[j], j, k + 1))
+    return left

@@ -8,8 +8,9 @@ so `--help` stays fast; the plan builders are imported when a plan is made.
 
 Defaults: a fixed strategy without rank or budget gets rank `DEFAULT_RANK`; `auto` without a
 budget gets `DEFAULT_AUTO_BUDGET` (the parameters of `all` at the default rank); `full` takes
-neither. The placement knobs (`max_rank`, `granularity`, `alpha_mult`, `rslora`) have their
-defaults here and nowhere else.
+neither. The placement knobs (`KNOBS`: `max_rank`, `granularity`, `alpha_mult`, `rslora`, `gains`,
+`normalize`, `predictor`, `fill`) have their defaults here and nowhere else. `fill` defaults to "none", so
+every plan made before it existed is made again unchanged.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 DEFAULT_RANK = 8  # fixed strategies without a rank or a budget
 DEFAULT_AUTO_BUDGET = "all@8"  # auto without a budget: the parameters of `all` at the default rank
 KNOBS = ("max_rank", "granularity", "alpha_mult", "rslora", "gains", "normalize",
-         "predictor")  # strategy-independent settings
+         "predictor", "fill")  # strategy-independent settings
 GAIN_SOURCES = ("raw", "signal")  # = probes.schema.GAIN_SOURCES (not imported: this module loads without numpy)
 GAIN_NORMALIZE = ("none", "module")  # = probes.schema.GAIN_NORMALIZE
+FILL_MODES = ("none", "raw")  # what auto spends the budget its gains leave on
 PREDICTORS = ("gradient", "example_energy", "update", "activation", "weight_alpha",
               "params")  # = the names of placement.need.REGISTRY (checked there)
 
@@ -63,6 +65,9 @@ class PlacementRequest:
                                              "energy), example_energy, update (dW energy), activation (input variance, "
                                              "as EVA), weight_alpha (WeightWatcher alpha) or params (null); None: "
                                              "gradient.")
+    fill: str = documented("none", "auto: what it spends the budget left once every step with a gain is bought on: "
+                                   "none (leave it unspent) or raw (continue water-filling on the raw sigma^2 of the "
+                                   "mean gradient, noise included, from the ranks bought); predictor gradient only.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str):
@@ -76,6 +81,9 @@ class PlacementRequest:
         if self.predictor not in (None, "gradient") and (self.gains is not None or self.normalize != "none"):
             raise ConfigError(f"`gains` and `normalize` choose how auto reads the mean gradient (predictor gradient); "
                               f"predictor {self.predictor} allocates by its own statistic: leave them out.")
+        if self.fill != "none" and self.predictor not in (None, "gradient"):
+            raise ConfigError(f"`fill` continues water-filling on the raw mean-gradient spectrum (predictor gradient); "
+                              f"predictor {self.predictor} allocates by its own statistic: leave `fill` out.")
         rank, budget = self.rank, self.budget
         if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
             raise ConfigError(f"`rank` must be an integer >= 1, got {rank!r}.")
@@ -121,6 +129,8 @@ def knob_problem(name: str, value: Any) -> str | None:
         return None if value in GAIN_NORMALIZE else " or ".join(GAIN_NORMALIZE)
     if name == "predictor":
         return None if value is None or value in PREDICTORS else "one of " + ", ".join(PREDICTORS)
+    if name == "fill":
+        return None if value in FILL_MODES else " or ".join(FILL_MODES)
     raise KeyError(name)
 
 
@@ -207,11 +217,14 @@ def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_r
     elif request.predictor is not None:
         raise ConfigError("`predictor` chooses which statistic of a probe report auto reads; these gains were "
                           "given as numbers.")
-    elif request.gains is not None or request.normalize != "none":
-        raise ConfigError("`gains` and `normalize` choose what auto reads from a probe report; "
+    elif request.gains is not None or request.normalize != "none" or request.fill != "none":
+        raise ConfigError("`gains`, `normalize` and `fill` choose what auto reads from a probe report; "
                           "these gains were given as numbers.")
     else:
         kind, given = "given", source
     g = {k: v for k, v in given.items() if k in names}
+    fill = None  # fill = raw: the raw spectrum of the same probe (for gains raw, nothing is left to fill)
+    if request.fill == "raw":
+        fill = {k: v for k, v in source.gains("raw", request.normalize).items() if k in names}
     return auto_plan(cands, g, amount, max_rank=request.max_rank, granularity=request.granularity,
-                     record={"gains": kind, "normalize": request.normalize, **record}, **common)
+                     record={"gains": kind, "normalize": request.normalize, **record}, fill_gains=fill, **common)

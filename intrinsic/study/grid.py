@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..placement.request import KNOB_DEFAULTS
 from ..placement.strategies import canonical
+from .block_knobs import cell_knobs, knob_tag
 
-LATER_KNOBS = ("gains", "normalize", "predictor")  # placement knobs newer than the first results
+LATER_KNOBS = ("gains", "normalize", "predictor", "fill")  # placement knobs newer than the first results
 
 if TYPE_CHECKING:
     from .spec import StudySpec
@@ -64,6 +65,7 @@ class GridBlock:
     lrs: tuple[float, ...] = ()  # learning-rate grid of this block's arms (empty: the study's or none)
     train_examples: tuple[int | str, ...] = ()  # data sizes: counts or "full" (empty: no data-size axis)
     epochs: float | None = None  # with train_examples: steps = epochs x examples / batch (None: [train] steps)
+    placement: dict[str, Any] = field(default_factory=dict)  # knobs over [placement] for this block (block_knobs)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Cell:
     lr: float | None = None  # the lr of an lr-sweep cell (test cells: None, chosen at run time)
     train_examples: int | str | None = None  # data size: a count or "full" (None: the block has no data-size axis)
     epochs: float | None = None  # steps from epochs x examples (`steps_for`); None: train["steps"]
+    placement: dict[str, Any] = field(default_factory=dict)  # its block's knobs that differ from [placement]
 
     @property
     def size_text(self) -> str:
@@ -94,8 +97,9 @@ class Cell:
 
     @property
     def variant(self) -> str:
-        """Strategy plus layer selection: the row label within a comparison group."""
-        return f"{self.strategy}[{self.layers}]" if self.layers else self.strategy
+        """Strategy, its block's knobs and layer selection: the row label within a comparison group."""
+        name = self.strategy + knob_tag(self.placement)
+        return f"{name}[{self.layers}]" if self.layers else name
 
     @property
     def label(self) -> str:
@@ -140,7 +144,7 @@ def _normalise(strategy: str, rank: int | None, budget: str | None, layers: str 
     return rank, budget
 
 
-def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train, epochs=None) -> dict[str, Any]:
+def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train, epochs=None, knobs=None) -> dict[str, Any]:
     payload = {"model": spec.model, "task": spec.task, "dtype": spec.dtype, "data": spec.data, "train": train,
                "strategy": strategy, "rank": rank, "budget": budget, "layers": layers}
     if epochs is not None:  # only with a data-size axis: absent, the payload (and every id) is as before
@@ -148,7 +152,7 @@ def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train, epochs
     if strategy == "auto":
         payload["probe"] = spec.probe_settings
     if strategy != "full":  # knobs added later count only when set, so earlier cells keep their ids
-        payload["placement"] = {k: v for k, v in spec.placement.items()
+        payload["placement"] = {k: v for k, v in {**spec.placement, **(knobs or {})}.items()
                                 if k not in LATER_KNOBS or v != KNOB_DEFAULTS[k]}
     return payload
 
@@ -170,6 +174,7 @@ def expand(spec: StudySpec) -> list[Cell]:
 def _expand_sizes(spec: StudySpec, block: GridBlock, strategy: str, sizes, n, train, found) -> None:
     """The cells of one strategy (at one data size `n`) of a block into `found`."""
     epochs = block.epochs if n is not None else None
+    knobs = cell_knobs(spec.placement, block.placement, strategy)
     for rank, budget in sizes or [(None, None)]:
         group = f"rank={rank}" if rank is not None else (f"budget={budget}" if budget else "full")
         group += "" if n is None else f" n={n}"
@@ -177,7 +182,7 @@ def _expand_sizes(spec: StudySpec, block: GridBlock, strategy: str, sizes, n, tr
             lay = None if strategy == "full" else layers
             r, b = _normalise(strategy, rank, budget, lay)
             lrs = arm_lrs(spec, block, strategy)
-            base = _cell_payload(spec, strategy, r, b, lay, train, epochs)
+            base = _cell_payload(spec, strategy, r, b, lay, train, epochs, knobs)
             arm = settings_hash(base)  # the arm without its lr grid: sweep cells of equal arms are shared
             if lrs:
                 base["lrs"] = list(lrs)
@@ -185,13 +190,13 @@ def _expand_sizes(spec: StudySpec, block: GridBlock, strategy: str, sizes, n, tr
             runs = [(seed, train, "test", None, config_id, base) for seed in block.seeds]
             for lr in lrs:
                 t = {**train, "lr": lr, "eval_split": "validation"}
-                sweep = _cell_payload(spec, strategy, r, b, lay, t, epochs)
+                sweep = _cell_payload(spec, strategy, r, b, lay, t, epochs, knobs)
                 runs += [(seed, t, SWEEP, lr, settings_hash(sweep), sweep) for seed in spec.lr_seeds_of(block)]
             for seed, t, phase, lr, cfg_id, payload in runs:
                 cid = settings_hash({**payload, "seed": seed})
                 f = found.setdefault(cid, dict(id=cid, config_id=cfg_id, strategy=strategy, rank=r,
                                               budget=b, layers=lay, seed=seed, groups=[], blocks=[],
-                                              train=t, phase=phase, lrs=tuple(lrs), arm=arm, lr=lr,
+                                              train=t, phase=phase, lrs=tuple(lrs), arm=arm, lr=lr, placement=knobs,
                                               **({"train_examples": n, "epochs": epochs} if n is not None else {})))
                 if group not in f["groups"]:
                     f["groups"].append(group)

@@ -8,8 +8,8 @@ documented in studies/README.md; in short:
     [train]       TrainConfig fields shared by every cell (never `seed`: seeds come from the grid)
     [train_overrides.STRATEGY]   TrainConfig fields for one strategy only (e.g. a lower lr for `full`)
     [probe]       settings of the gradient probe used by `auto` and by the prediction check
-    [placement]   max_rank, granularity, alpha_mult, rslora (the knobs of placement.PlacementRequest)
-    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs) (x train_examples, epochs)
+    [placement]   max_rank, granularity, alpha_mult, rslora, ... fill (the knobs of placement.PlacementRequest)
+    [[grid]]      blocks: strategies x (ranks | budgets) x layers x seeds (x lrs, train_examples, epochs, placement)
     lrs, lr_seeds lr grid chosen on validation (top, per [[grid]] block or [train_overrides.S]); its seeds
     [truncate]    after the grid, r90 of each component of every full fine-tuning test cell (`ranks`,
                   `components`); full cells then save their model (see `check_truncate_table`)
@@ -32,16 +32,15 @@ from ..errors import ConfigError, did_you_mean
 from ..models import DEVICES, DTYPES
 from ..placement.request import KNOB_DEFAULTS, KNOBS, PREDICTORS, PlacementRequest, knob_problem
 from ..placement.strategies import canonical, check_strategy
+from .block_knobs import block_knobs  # [[grid]] placement = {fill = "raw"}: one block's knobs
 from .check import (PROBE_META_KEYS, check_data_table, check_probe_table, check_settings, check_train_table,
                     check_truncate_table, data_sizes, full_saves_model, truncate_table)
 from .grid import Cell, GridBlock, expand, settings_hash
 
 TOP_KEYS = ("name", "question", "model", "task", "seeds", "metrics", "dtype", "device", "data", "train",
             "train_overrides", "probe", "placement", "grid", "quick", "lrs", "lr_seeds", "truncate")
-PLACEMENT_KEYS = KNOBS
-GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs", "train_examples", "epochs")
-QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds",
-              "truncate")
+GRID_KEYS = ("name", "strategies", "ranks", "budgets", "layers", "seeds", "lrs", "train_examples", "epochs", "placement")
+QUICK_KEYS = ("seeds", "data", "train", "train_overrides", "probe", "placement", "grid", "lrs", "lr_seeds", "truncate")
 METRICS = ("score", "trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "time_per_step_s", "adapter_bytes")
 
@@ -89,8 +88,9 @@ class StudySpec:
         return out
 
     def placement_request(self, cell: Cell) -> PlacementRequest:
-        """What a cell asks of placement: its strategy, size and layers with the study's [placement] knobs."""
-        return PlacementRequest(cell.strategy, rank=cell.rank, budget=cell.budget, layers=cell.layers, **self.placement)
+        """What a cell asks of placement: its strategy, size and layers, the [placement] knobs and its block's."""
+        return PlacementRequest(cell.strategy, rank=cell.rank, budget=cell.budget, layers=cell.layers,
+                                **{**self.placement, **cell.placement})
 
     @property
     def cost_metrics(self) -> tuple[str, ...]:
@@ -241,7 +241,7 @@ def _parse_grid(ctx: _Ctx, table: str, blocks: Any, seeds: tuple[int, ...]) -> t
         if "full" in strategies and layers:
             raise ctx.fail(table, "layers", f"grid block '{name}': `full` fine-tunes every layer; drop `layers` or `full`.")
         out.append(GridBlock(name, strategies, ranks, budgets, tuple(layers) or (None,), bseeds,
-                             _lr_list(ctx, table, b), *data_sizes(ctx, table, b, name)))
+                             _lr_list(ctx, table, b), *data_sizes(ctx, table, b, name), block_knobs(ctx, table, b, name)))
     names = [b.name for b in out]
     if len(set(names)) != len(names):
         raise ctx.fail(table, "name", f"grid block names must be unique, got {names}.")
@@ -260,7 +260,7 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
     ctx.check_keys("quick", q, QUICK_KEYS)
     for pre, src in (("", raw), ("quick.", q)):
         parent = pre.rstrip(".")
-        ctx.check_keys(f"{pre}placement", _table(ctx, parent, src, "placement"), PLACEMENT_KEYS)
+        ctx.check_keys(f"{pre}placement", _table(ctx, parent, src, "placement"), KNOBS)
         check_data_table(ctx, f"{pre}data", _table(ctx, parent, src, "data"))
         check_probe_table(ctx, f"{pre}probe", _table(ctx, parent, src, "probe"))
         check_train_table(ctx, f"{pre}train", _table(ctx, parent, src, "train"))
@@ -311,8 +311,8 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "") -> StudySpec
             if k == "predictor":  # an unknown name: the nearest known ones
                 err = ConfigError(f"{err}{did_you_mean(str(placement[k]), PREDICTORS)}")
             raise err
-    if placement.get("predictor") is None:  # the default: kept out so definition hashes of earlier studies hold
-        del placement["predictor"]
+    placement = {k: v for k, v in placement.items()  # predictor and fill at their defaults are kept out, so the
+                 if k not in ("predictor", "fill") or v != KNOB_DEFAULTS[k]}  # definition hashes of earlier studies hold
     overrides = {canonical(k): {kk: vv for kk, vv in v.items() if kk != "lrs"}
                  for k, v in _table(ctx, "", eff, "train_overrides").items()}
     strategy_lrs = {canonical(k): _lr_list(ctx, "train_overrides." + k, v)
