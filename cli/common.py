@@ -118,6 +118,7 @@ AlphaMultOpt = Annotated[Optional[float], config_option(PlacementRequest, "alpha
 GainsOpt = Annotated[Optional[str], config_option(PlacementRequest, "gains", "--gains")]
 NormalizeOpt = Annotated[Optional[str], config_option(PlacementRequest, "normalize", "--normalize")]
 PredictorOpt = Annotated[Optional[str], config_option(PlacementRequest, "predictor", "--predictor")]
+FillOpt = Annotated[Optional[str], config_option(PlacementRequest, "fill", "--fill")]
 RsloraOpt = Annotated[bool, typer.Option("--rslora", help=config_help(PlacementRequest, "rslora"))]
 
 

@@ -17,6 +17,7 @@ from .common import (
     AlphaMultOpt,
     BudgetLikeOpt,
     BudgetOpt,
+    FillOpt,
     GainsOpt,
     GranularityOpt,
     JsonOpt,
@@ -49,6 +50,7 @@ def plan(
     gains: GainsOpt = None,
     normalize: NormalizeOpt = None,
     predictor: PredictorOpt = None,
+    fill: FillOpt = None,
     alpha_mult: AlphaMultOpt = None,
     rslora: RsloraOpt = False,
     fmt: str = typer.Option("json", "--format", "-f", help="What --json prints: json (the Plan) | peft (LoraConfig "
@@ -67,7 +69,7 @@ def plan(
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'.")
         request = placement_request(strategy, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
                                     max_rank=max_rank, granularity=granularity, alpha_mult=alpha_mult, rslora=rslora,
-                                    gains=gains, normalize=normalize, predictor=predictor)
+                                    gains=gains, normalize=normalize, predictor=predictor, fill=fill)
         report = ProbeReport.load(probe_dir)
         out = out or Path(probe_dir) / "plan"
         with output_dir(out):  # checked before planning; left out when planning fails

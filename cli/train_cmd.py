@@ -22,6 +22,7 @@ from .common import (
     BudgetOpt,
     DeviceOpt,
     DtypeOpt,
+    FillOpt,
     GainsOpt,
     GranularityOpt,
     JsonOpt,
@@ -66,6 +67,7 @@ def train(
     gains: GainsOpt = None,
     normalize: NormalizeOpt = None,
     predictor: PredictorOpt = None,
+    fill: FillOpt = None,
     steps: Annotated[Optional[int], _opt("steps", "--steps")] = None,
     lr: Annotated[Optional[float], _opt("lr", "--lr")] = None,
     batch_size: Annotated[Optional[int], _opt("batch_size", "--batch-size")] = None,
@@ -113,7 +115,7 @@ def train(
             raise ConfigError("Give --overwrite or --resume, not both.")
         request = placement_request(placement, rank=rank, budget=budget, budget_like=budget_like, layers=layers,
                                     max_rank=max_rank, granularity=granularity, rslora=rslora,
-                                    gains=gains, normalize=normalize, predictor=predictor)
+                                    gains=gains, normalize=normalize, predictor=predictor, fill=fill)
         given = dict(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
                      eval_every=eval_every, max_examples=max_examples, mixed_precision=mixed_precision,
                      grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,

@@ -24,7 +24,7 @@ P, T, R = ProbeSettings, TrainConfig, PlacementRequest
 PLACEMENT = {"--placement": (R, "strategy"), "--rank": (R, "rank"), "--budget": (R, "budget"),
              "--layers": (R, "layers"), "--max-rank": (R, "max_rank"), "--granularity": (R, "granularity"),
              "--rslora": (R, "rslora"), "--gains": (R, "gains"), "--normalize": (R, "normalize"),
-             "--predictor": (R, "predictor")}
+             "--predictor": (R, "predictor"), "--fill": (R, "fill")}
 MIRRORS = {
     "probe": {"--batches": (P, "batches"), "--batch-size": (P, "batch_size"), "--max-length": (P, "max_length"),
               "--update-steps": (P, "update_steps"), "--update-checkpoints": (P, "update_checkpoints"),
