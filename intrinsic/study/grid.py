@@ -37,6 +37,7 @@ from ..placement.strategies import canonical
 from .block_knobs import cell_knobs, knob_tag
 
 LATER_KNOBS = ("gains", "normalize", "predictor", "fill")  # placement knobs newer than the first results
+AUTO_IDS_ONLY = ("fill",)  # auto-only knobs in auto cells' ids only (older ones stay in every id, so ids hold)
 
 if TYPE_CHECKING:
     from .spec import StudySpec
@@ -153,7 +154,8 @@ def _cell_payload(spec: StudySpec, strategy, rank, budget, layers, train, epochs
         payload["probe"] = spec.probe_settings
     if strategy != "full":  # knobs added later count only when set, so earlier cells keep their ids
         payload["placement"] = {k: v for k, v in {**spec.placement, **(knobs or {})}.items()
-                                if k not in LATER_KNOBS or v != KNOB_DEFAULTS[k]}
+                                if (k not in LATER_KNOBS or v != KNOB_DEFAULTS[k])
+                                and (strategy == "auto" or k not in AUTO_IDS_ONLY)}
     return payload
 
 
