@@ -42,6 +42,11 @@ def test_fill_buys_the_raw_steps_greedy_would_from_the_bought_ranks():
     assert ranks(plan) == {"a": 3, "b": 2} and plan.params == 48
     s = plan.settings
     assert (s["fill"], s["filled_params"], s["unspent"], s["gain_captured"]) == ("raw", 40, 2, 1.0)
+    # by gain per parameter, not by gain: a raw [12, 5, 4.9, .5], budget 38 (30 left after a r1): b step 1 .75
+    # (18 left), a step 2 5/8 = .625 (10), a step 3 4.9/8 = .6125 (2); b step 2 (gain 6 > 5, but .5 per param)
+    # no longer fits
+    plan = auto_plan([A, B], SIGNAL, 38, max_rank=4, fill_gains={**RAW, "a": np.array([12.0, 5.0, 4.9, 0.5])})
+    assert ranks(plan) == {"a": 3, "b": 1} and plan.settings["filled_params"] == 28 and plan.settings["unspent"] == 2
     # granularity 2 (max_rank 4): step gains a [15, 1.5] cost 16, b [15, .1] cost 24; signal a [10, 0].
     # signal: a r2 (44 left of 60); fill: b step 1 15/24 (20 left), a step 2 1.5/16 (4 left); b step 2 > 4.
     plan = auto_plan([A, B], SIGNAL, 60, max_rank=4, granularity=2, fill_gains=RAW)
@@ -97,6 +102,7 @@ def test_fill_spends_what_signal_leaves_on_the_reports_raw_spectrum(folded):
     by_hand = auto_plan(refs, folded.gains("signal"), plain.budget, max_rank=64, fill_gains=folded.gains("raw"))
     assert ranks(filled) == ranks(by_hand) and filled.settings["filled_params"] == by_hand.settings["filled_params"]
     assert filled.settings["filled_params"] == filled.params - plain.params > 0
+    assert "--fill raw" in plain.unspent_note() and "--fill" not in filled.unspent_note()
     assert all(ranks(filled).get(n, 0) >= r for n, r in ranks(plain).items())
     # nothing left that a positive raw step could buy: each module at its cap, out of spectrum, or too costly
     raw = folded.gains("raw")
@@ -159,6 +165,10 @@ placement = {fill = "raw"}
 """
 
 
+def ids_of(spec) -> dict[str, str]:
+    return {c.label: c.id for c in spec.cells()}
+
+
 def test_a_grid_block_sets_fill_for_its_auto_cells_only():
     plain = parse_spec(STUDY.format(placement="", extra=""))
     both = parse_spec(STUDY.format(placement="", extra=FILL_BLOCK))
@@ -176,12 +186,17 @@ def test_a_grid_block_sets_fill_for_its_auto_cells_only():
     assert [c.id for c in same.cells() if c.strategy != "full"] == [c.id for c in plain.cells()]
     assert parse_spec(STUDY.format(placement='[placement]\nfill = "none"\n', extra="")).definition_hash == \
         plain.definition_hash
+    # knobs only auto reads leave fixed strategies' cells alone (max_rank here: an existing knob, in every id)
+    capped = parse_spec(STUDY.format(placement="", extra=FILL_BLOCK.replace('fill = "raw"', "max_rank = 8")))
+    capped_ids = {c.label: c.id for c in capped.cells()}
+    assert set(capped_ids) - set(ids_of(plain)) == {"auto+max_rank=8 budget=all@8", "full"}
+    assert capped_ids["all r=8"] == ids_of(plain)["all r=8"]
     # [placement] fill = "raw" for the whole study: its auto at all@8 is the block's auto+fill (same settings,
     # same id); its auto at all@2 is new; `all` is unchanged
     study_fill = {c.label: c.id for c in parse_spec(STUDY.format(placement='[placement]\nfill = "raw"\n',
                                                                  extra="")).cells()}
     assert study_fill["auto budget=all@8"] == fill.id and study_fill["auto budget=all@2"] not in ids
-    assert study_fill["all r=8"] == next(c.id for c in plain.cells() if c.label == "all r=8")
+    assert study_fill["all r=8"] == ids_of(plain)["all r=8"]
 
 
 @pytest.mark.parametrize("block, needle", [
