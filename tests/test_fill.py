@@ -42,6 +42,7 @@ def test_fill_buys_the_raw_steps_greedy_would_from_the_bought_ranks():
     assert ranks(plan) == {"a": 3, "b": 2} and plan.params == 48
     s = plan.settings
     assert (s["fill"], s["filled_params"], s["unspent"], s["gain_captured"]) == ("raw", 40, 2, 1.0)
+    assert plan.unspent_note().startswith("2 params") and "--fill" not in plan.unspent_note()  # filled already
     # by gain per parameter, not by gain: a raw [12, 5, 4.9, .5], budget 38 (30 left after a r1): b step 1 .75
     # (18 left), a step 2 5/8 = .625 (10), a step 3 4.9/8 = .6125 (2); b step 2 (gain 6 > 5, but .5 per param)
     # no longer fits
@@ -59,6 +60,7 @@ def test_fill_buys_the_raw_steps_greedy_would_from_the_bought_ranks():
 def test_without_fill_or_budget_left_the_plan_is_unchanged():
     plain = auto_plan([A, B], SIGNAL, 50, max_rank=4, record={"gains": "signal"})
     assert ranks(plain) == {"a": 1} and plain.settings["unspent"] == 42
+    assert "--fill raw spends it" in plain.unspent_note()
     assert "fill" not in plain.settings and "filled_params" not in plain.settings  # plans made before fill
     spent = {"a": np.array([5.0, 4, 3, 2]), "b": np.array([9.0, 8, 7, 6])}  # every step has gain: budget spent
     a = auto_plan([A, B], spent, 50, max_rank=4)
