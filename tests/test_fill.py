@@ -20,6 +20,7 @@ from intrinsic.placement.auto import auto_plan
 from intrinsic.probes import probe
 from intrinsic.study.spec import load_spec, parse_spec
 
+from test_cli_train import assets, train_json  # noqa: F401 (a fixture)
 from test_probe import FAST, _task
 
 runner = CliRunner()
@@ -232,3 +233,16 @@ def test_the_auto_fill_study_shares_the_budgets_studys_cells():
     assert len(fill.cells()) - len(new) == 48  # all and auto at 3 budgets, test and lr-sweep cells
     assert {c.strategy for c in load_spec(ROOT / "studies" / "smollm2-auto-fill.toml", quick=True).cells()} == {
         "all", "auto"}
+
+
+def test_cli_train_fill_json(assets, tmp_path):
+    """`train --placement auto --fill raw --json`: the run's plan carries fill, filled_params and unspent."""
+    model, csv = assets
+    probe(str(model), str(csv), batches=16, batch_size=8, max_length=16, update_steps=None).save(tmp_path / "probe")
+    args = ["--placement", "auto", "--probe", tmp_path / "probe", "--budget-like", "all@16", "--steps", "2"]
+    plain = train_json(assets, tmp_path / "plain", *args)["plan"]
+    filled = train_json(assets, tmp_path / "fill", *args, "--fill", "raw")["plan"]
+    assert plain["settings"]["gains"] == "signal" and "fill" not in plain["settings"]
+    s = filled["settings"]
+    assert s["fill"] == "raw" and s["filled_params"] == filled["params"] - plain["params"] > 0
+    assert s["unspent"] == filled["budget"] - filled["params"] < plain["settings"]["unspent"]
