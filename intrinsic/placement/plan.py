@@ -58,7 +58,7 @@ class Plan:
     rslora: bool  # rank-stabilized scaling alpha/sqrt(r) instead of alpha/r
     layers: tuple[int, ...] | None = None  # layer selection; None = every layer
     alpha_mult: float = 2.0  # alpha = alpha_mult * rank
-    settings: dict[str, Any] = field(default_factory=dict)  # auto: max_rank, granularity, gain_captured, ...
+    settings: dict[str, Any] = field(default_factory=dict)  # auto: max_rank, granularity, gain_captured, unspent, fill ...
     schema_version: int = SCHEMA_VERSION  # bumped when fields change meaning
 
     def __post_init__(self) -> None:
