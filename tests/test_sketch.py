@@ -200,10 +200,12 @@ def test_auto_choice_notes_sketch_mode_when_exact_accumulators_do_not_fit(tiny_b
     refs = discover(tiny_bert.model)
     need = SK.exact_bytes(refs, 8, 4)
     monkeypatch.setattr(SK, "free_bytes", lambda device: need)  # a device with room for the model only
+    with pytest.raises(ConfigError, match="fits in no mode.*sketch mode .* would need more"):  # K = 128 > 32: the
+        probe(tiny_bert, _task(), batches=8, batch_size=4, max_length=16, update_steps=None, fit_head=False)  # whole
+    monkeypatch.setattr(SK, "AUTO_SKETCH", 4)  # a sketch smaller than the 32 x 32 matrices: sketch mode fits
     rep = probe(tiny_bert, _task(), batches=8, batch_size=4, max_length=16, update_steps=None, fit_head=False)
-    assert rep.settings["sketch"] == SK.AUTO_SKETCH
-    assert any(f"sketch mode (--sketch {SK.AUTO_SKETCH}) chosen" in n for n in rep.notes)
-    assert any("clamped to min(m, n)" in n for n in rep.notes)  # 128 > 32: every row sketched whole
+    assert rep.settings["sketch"] == 4
+    assert any("sketch mode (--sketch 4) chosen" in n for n in rep.notes)
     with pytest.raises(ConfigError, match="would need .* and `rank_estimator` energy_90 needs the tail"):
         probe(tiny_bert, _task(), batches=8, batch_size=4, max_length=16, update_steps=None, fit_head=False,
               rank_estimator="energy_90")
@@ -234,3 +236,28 @@ def test_cli_sketch_json_clamps_and_rejects_topk(tiny_bert_dir, tiny_csv, tmp_pa
     res = runner.invoke(app, ["probe", str(tiny_bert_dir), str(tiny_csv), "--out", str(tmp_path / "q"), *fast,
                               "--sketch", "8", "--topk", "64"])
     assert res.exit_code == 2 and "--sketch replaces" in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("k,folds", [(8, 8), (4, 3), (1000, 0)])
+def test_sketch_bytes_counts_the_state_new_sums_allocates(tiny_bert, k, folds):
+    refs = discover(tiny_bert.model)
+    sums = SK.new_sums(refs, k, folds, 0, torch.device("cpu"))
+    held = sum(t.numel() * t.element_size() for r in sums.rows for t in (r.Y, r.W))
+    assert SK.sketch_bytes(refs, k, folds) == held
+
+
+def test_probe_that_fits_in_no_mode_is_refused_in_one_line(tiny_bert_dir, tiny_csv, tmp_path, monkeypatch):
+    from intrinsic.arch import discover as find
+    from intrinsic.models import load_model
+
+    refs = find(load_model(str(tiny_bert_dir), num_labels=2).model)
+    need = SK.sketch_bytes(refs, 8, 8)
+    monkeypatch.setattr(SK, "free_bytes", lambda device: need)  # the sketches alone would fill the device
+    res = CliRunner().invoke(app, ["probe", str(tiny_bert_dir), str(tiny_csv), "--out", str(tmp_path / "p"),
+                                   "--batches", "8", "--batch-size", "2", "--max-length", "16", "--no-update",
+                                   "--sketch", "8"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "fits in no mode" in out and "--roles, --layers" in out, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "p" / "probe.json").exists()
+    monkeypatch.setattr(SK, "free_bytes", lambda device: 3 * need)
+    SK.check_sketch_fits(refs, 8, 8, 3 * need, "cpu")  # room for the sketches and the activations: no refusal

@@ -165,7 +165,7 @@ def test_lora_falls_behind_full_by_hand():
 
 
 SMOLLM2 = {  # study: (cells, quick cells, needs a probe)
-    "smollm2-budgets-lm": (9 * 5 + 9 * 3, 5, True),
+    "smollm2-budgets-lm": (13 * 5 + 13 * 3, 5, True),  # 4 LoRA arms x 3 budgets + full
     "smollm2-weight-types": (14 * 5 + 14 * 3, 5, True),
     "smollm2-rank-data": (15 * 5 + 15 * 3, 6, False),
     "smollm2-layer-bands": (9 * 5 + 9 * 3, 6, True),

@@ -221,3 +221,21 @@ def test_r90_checks_read_study_variants(tiny_bert_dir, tiny_csv, tmp_path):
 
     want = r90_checks({"attention": [4, 8], "ffn": [8, 16], "k": [1, 2], "v": [2, 2]}, rep)
     assert [(k["statistic"], k["spearman_rho"]) for k in checks] == [(k.statistic, k.rho.rho) for k in want]
+    # the probe's own rank estimate is one more check row: Spearman of probe_rank with the mean target per component
+    from scipy.stats import spearmanr
+
+    ranks = {"attention": 3.0, "ffn": 9.0, "q": 1.0, "k": 2.0, "v": 1.0}
+    rows = [dataclasses.replace(r, probe_rank=ranks[r.component]) for r in rows]
+    checks, _ = _checks(rows, rep)
+    assert [(k["statistic"], k["spearman_rho"]) for k in checks[:-1]] == [(k.statistic, k.rho.rho) for k in want]
+    mine = checks[-1]
+    assert mine["statistic"] == "designated_rank" and mine["components"] == ["attention", "ffn", "k", "v"]
+    assert mine["spearman_rho"] == pytest.approx(spearmanr([3, 9, 2, 1], [6, 12, 1.5, 2]).statistic)
+
+
+def test_r90_check_note_says_why_a_reading_orders_nothing():
+    from intrinsic.study.r90_section import _note
+
+    assert _note({"spearman_rho": None, "readings": [1.0, 1.0, 1.0]}) == "constant: every component reads 1"
+    assert _note({"spearman_rho": 0.5, "readings": [1.0, 2.0, 3.0]}) is None
+    assert _note({"spearman_rho": None, "readings": [1.0, 2.0]}) is None

@@ -93,6 +93,12 @@ def probe(model, task, settings: ProbeSettings | None = None, *, progress: Progr
             except ConfigError as err:
                 raise ConfigError(f"{note.split(':')[0]}, and {err}") from None
             notes.append(note)
+    if s.sketch:  # sketch mode is the smallest: refused now when even its state cannot fit
+        from .sketch import check_sketch_fits, free_bytes
+        from .steps import device_of
+
+        dev = device_of(loaded.model)
+        check_sketch_fits(refs, s.sketch, s.folds, free_bytes(dev), str(dev))
     s = replace(s, spectra=s.spectra_for(next(loaded.model.parameters()).device.type))  # "auto" resolved
     if s.update_steps:  # refused now, not after the gradient probe, when it cannot fit
         from .sketch import free_bytes

@@ -161,13 +161,23 @@ class SketchHooks:
             r.W[slot].add_((Dr @ r.psi.T).T @ X)  # (l, n): Psi D^T X = Psi G
 
 
-def new_sums(refs: Sequence[ModuleRef], k: int, folds: int, seed: int, device) -> SketchSums:
-    """Zero sketches for every row of `refs` (`row_views`), S real slots + 1 noise slot."""
-    slots = (folds if folds % 2 == 0 else 2 * folds) if folds else 2
-    rows, omegas, psis = [], {}, {}
+def slot_count(folds: int) -> int:
+    """S, the real slots: K folds (2K when K is odd, so both halves are unions of slots), 2 without folds."""
+    return (folds if folds % 2 == 0 else 2 * folds) if folds else 2
+
+
+def _rows(refs: Sequence[ModuleRef]):
+    """(key, ref, selection, m, n) per row of `row_views` (a role block of a fused module has m of its own)."""
     for key, ref, sel in row_views(refs):
         m = len(range(*sel.indices(ref.shape[0]))) if isinstance(sel, slice) else len(sel)
-        n = int(ref.shape[1])
+        yield key, ref, sel, m, int(ref.shape[1])
+
+
+def new_sums(refs: Sequence[ModuleRef], k: int, folds: int, seed: int, device) -> SketchSums:
+    """Zero sketches for every row of `refs` (`row_views`), S real slots + 1 noise slot."""
+    slots = slot_count(folds)
+    rows, omegas, psis = [], {}, {}
+    for key, ref, sel, m, n in _rows(refs):
         kk, ll = sketch_sizes((m, n), k)
         if (n, kk) not in omegas or (m, ll) not in psis:
             omegas[(n, kk)], psis[(m, ll)] = gaussian_maps(m, n, kk, ll, seed, device)
@@ -255,6 +265,28 @@ def exact_bytes(refs: Sequence[ModuleRef], folds: int, weight_bytes: int) -> int
     return params * (4 * (3 + folds) + weight_bytes)
 
 
+def sketch_bytes(refs: Sequence[ModuleRef], k: int, folds: int) -> int:
+    """Bytes of sketch mode's state (`new_sums`): per row (S + 1)(m k' + l' n) float32, k' = min(k, m, n) and
+    l' = 2k' + 1 clamped the same way (`sketch_sizes`), S slots as `new_sums` counts them."""
+    total = 0
+    for *_, m, n in _rows(refs):
+        kk, ll = sketch_sizes((m, n), k)
+        total += 4 * (slot_count(folds) + 1) * (m * kk + ll * n)
+    return total
+
+
+def check_sketch_fits(refs: Sequence[ModuleRef], k: int, folds: int, free: int | None, device: str) -> None:
+    """Refuse, before any probing, a probe whose sketch state alone exceeds FIT_FRACTION of `free` (None: unknown,
+    no check): it fits in no mode (sketch mode is the smallest), with the estimate and what helps."""
+    need = sketch_bytes(refs, k, folds)
+    if free is None or need <= FIT_FRACTION * free:
+        return
+    raise ConfigError(f"The probe fits in no mode on {device}: even sketch mode (--sketch {k}, {folds} folds) needs "
+                      f"about {need / 1e9:.1f} GB for its sketches, more than {FIT_FRACTION:.0%} of the "
+                      f"{free / 1e9:.1f} GB free (exact mode needs more): use a smaller --sketch K (the state grows with "
+                      "K), probe fewer modules (--roles, --layers), or use a device with more memory.")
+
+
 def free_bytes(device: torch.device) -> int | None:
     """Free memory of `device` in bytes (CUDA: the driver's count; CPU: available RAM), None when unknown (then the
     exact accumulators are kept)."""
@@ -282,6 +314,11 @@ def auto_sketch(model, refs: Sequence[ModuleRef], folds: int) -> tuple[int | Non
     free = free_bytes(dev)
     if free is None or need <= FIT_FRACTION * free:
         return None, None
+    if sketch_bytes(refs, AUTO_SKETCH, folds) >= need:  # small matrices: the sketches would hold more than the sums
+        raise ConfigError(f"The probe fits in no mode on {dev}: exact accumulators need about {need / 1e9:.1f} GB, more "
+                          f"than {FIT_FRACTION:.0%} of the {free / 1e9:.1f} GB free, and sketch mode (--sketch "
+                          f"{AUTO_SKETCH}) would need more for these small matrices: probe fewer modules (--roles, "
+                          "--layers), use fewer folds, or a device with more memory.")
     return AUTO_SKETCH, (f"exact gradient accumulators would need {need / 1e9:.1f} GB, more than half of the "
                          f"{free / 1e9:.1f} GB free on {dev}: sketch mode (--sketch {AUTO_SKETCH}) chosen, dL/dW is "
                          "never formed; --sketch K sets the size")

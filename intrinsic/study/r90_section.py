@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..fields import documented
 from .grid import SWEEP
 from .rows import CellRow
@@ -163,9 +165,24 @@ def _checks(table: list[R90Row], report) -> tuple[tuple[dict[str, Any], ...], st
         found = r90_checks(use, report, target=target)
     except ConfigError:  # a component the probe did not cover (a probe limited to some layers or roles)
         return (), None
-    return tuple({"statistic": k.statistic, "target": k.target, "n": len(k.components), "spearman_rho": k.rho.rho,
-                  "p": k.rho.p, "ci_low": k.ci_low, "ci_high": k.ci_high, "components": list(k.components)}
-                 for k in found), target
+    checks = [{"statistic": k.statistic, "target": k.target, "n": len(k.components), "spearman_rho": k.rho.rho,
+               "p": k.rho.p, "ci_low": k.ci_low, "ci_high": k.ci_high, "components": list(k.components),
+               "readings": list(k.readings)} for k in found]
+    return tuple(checks + _designated_check(table, use, target)), target
+
+
+def _designated_check(table: list[R90Row], use: dict[str, list], target: str) -> list[dict[str, Any]]:
+    """The probe's own rank estimate (`probe_rank`: the designated intrinsic_rank, medians over blocks and seeds'
+    probes) against the same targets, as one more check row (no bootstrap: it is already a median over seeds)."""
+    from .stats import spearman
+
+    rows = [r for r in table if r.variant in use and r.probe_rank is not None]
+    if len(rows) < 3:
+        return []
+    x = [float(r.probe_rank) for r in rows]
+    rho = spearman(x, [float(np.mean(use[r.variant])) for r in rows])
+    return [{"statistic": "designated_rank", "target": target, "n": len(rows), "spearman_rho": rho.rho, "p": rho.p,
+             "ci_low": None, "ci_high": None, "components": [r.variant for r in rows], "readings": x}]
 
 
 # ----------------------------------------------------------------------------- the section's tables
@@ -205,9 +222,18 @@ def r90_check_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]
     rows = [{"statistic": k["statistic"], "target": k.get("target", "r90"), "n": k["n"],
              "spearman_rho": _round(k["spearman_rho"], 3),
              "ci95_seeds": None if k["ci_low"] is None else f"[{k['ci_low']:.2f}, {k['ci_high']:.2f}]",
-             "p": _round(k["p"], 4)} for k in r.checks]
+             "p": _round(k["p"], 4), "note": _note(k)} for k in r.checks]
     return (f"Which probe statistic orders the components like their {r.check_target or 'r90'}? (Spearman rho; CI: "
-            "bootstrap over seeds)", ["statistic", "target", "n", "spearman_rho", "ci95_seeds", "p"], rows)
+            "bootstrap over seeds; `designated_rank`: the probe's rank estimate, probe_rank above)",
+            ["statistic", "target", "n", "spearman_rho", "ci95_seeds", "p", "note"], rows)
+
+
+def _note(check: dict[str, Any]) -> str | None:
+    """Why a check has no rho: every component reads the same value (a constant orders nothing)."""
+    reads = check.get("readings") or []
+    if check["spearman_rho"] is None and reads and len(set(reads)) == 1:
+        return f"constant: every component reads {reads[0]:g}"
+    return None
 
 
 R90_NOTE = ("r90 is the smallest rank of the grid at which replacing the component's full fine-tuning update dW by "
