@@ -38,7 +38,7 @@ from .distributed import my_batches, sum_across, sum_values
 from .example_energy import ExampleEnergy
 from .gradient import check_accumulation
 from .settings import SKETCH_AUTO as AUTO_SKETCH  # sketch size chosen when the exact accumulators do not fit
-from .steps import Progress, device_of, forward_loss
+from .steps import Progress, device_of, fits, forward_loss
 
 FIT_FRACTION = 0.5  # exact accumulators must fit in this share of the device's free memory (activations need the rest)
 
@@ -279,7 +279,7 @@ def check_sketch_fits(refs: Sequence[ModuleRef], k: int, folds: int, free: int |
     """Refuse, before any probing, a probe whose sketch state alone exceeds FIT_FRACTION of `free` (None: unknown,
     no check): it fits in no mode (sketch mode is the smallest), with the estimate and what helps."""
     need = sketch_bytes(refs, k, folds)
-    if free is None or need <= FIT_FRACTION * free:
+    if fits(need, free, FIT_FRACTION):
         return
     raise ConfigError(f"The probe fits in no mode on {device}: even sketch mode (--sketch {k}, {folds} folds) needs "
                       f"about {need / 1e9:.1f} GB for its sketches, more than {FIT_FRACTION:.0%} of the "
@@ -312,7 +312,7 @@ def auto_sketch(model, refs: Sequence[ModuleRef], folds: int) -> tuple[int | Non
     dev = device_of(model)
     need = exact_bytes(refs, folds, next(model.parameters()).element_size())
     free = free_bytes(dev)
-    if free is None or need <= FIT_FRACTION * free:
+    if fits(need, free, FIT_FRACTION):
         return None, None
     if sketch_bytes(refs, AUTO_SKETCH, folds) >= need:  # small matrices: the sketches would hold more than the sums
         raise ConfigError(f"The probe fits in no mode on {dev}: exact accumulators need about {need / 1e9:.1f} GB, more "

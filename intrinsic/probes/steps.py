@@ -13,6 +13,11 @@ from ..errors import ConfigError, NonFiniteError
 Progress = Callable[[str, int, int], None]  # (phase, done, total); the library never draws anything itself
 
 
+def fits(need: int, free: int | None, fraction: float) -> bool:
+    """Whether `need` bytes fit in `fraction` of `free` (None: unknown, taken as fitting: no check)."""
+    return free is None or need <= fraction * free
+
+
 def device_of(model) -> torch.device:
     """The device of the model's (first) parameters."""
     return next(model.parameters()).device

@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..rank import Spectra
 from ..spectra import spectrum
 from .base import ProbeBatches, RowKey, row_views
-from .steps import Progress, check_finite, forward_loss
+from .steps import Progress, check_finite, fits, forward_loss
 
 CLIP_NORM = 1.0  # max global gradient norm, as in standard fine-tuning recipes
 
@@ -118,7 +118,7 @@ def update_bytes(model, refs: Sequence[ModuleRef]) -> int:
 def check_update_fits(need: int, free: int | None, device: str) -> None:
     """Refuse, before any probing, an update probe whose `update_bytes` exceed FIT_FRACTION of `free` (None:
     unknown, no check), with the estimate and what helps."""
-    if free is None or need <= FIT_FRACTION * free:
+    if fits(need, free, FIT_FRACTION):
         return
     raise ConfigError(f"The update probe would need about {need / 1e9:.1f} GB on {device} (a copy of the model, its "
                       f"gradients and AdamW's two states, W_0 of the probed weights in float32; activations not "
