@@ -153,6 +153,33 @@ def run(
             raise typer.Exit(code=1)
 
 
+@study_app.command("adopt")
+def adopt_cmd(
+    study: str = typer.Argument(..., help="The study to fill: a TOML file or a packaged study's name."),
+    source: Path = typer.Option(..., "--from", help="A results directory of another study sharing cells with it."),
+    out: Path = typer.Option(None, "--out", "-o", help="Results directory [default: study-results/NAME[-quick]]."),
+    quick: bool = typer.Option(False, "--quick", help="Apply the study's \\[quick] overrides."),
+    force: bool = typer.Option(False, "--force", help="Reuse a results directory made by a different study definition."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Copy the finished cells (and probes) of another results directory that this study shares, by cell id:
+    `study run` then trains only the rest. Nothing is trained here."""
+    with handle_errors():
+        from dataclasses import asdict
+
+        from intrinsic.study.adopt import adopt
+        from intrinsic.study.spec import load_spec, resolve_study
+
+        spec = load_spec(resolve_study(study), quick=quick)
+        got = adopt(spec, source, out or _default_out(spec), force=force)
+        if as_json:
+            print_json(asdict(got))
+            return
+        console.print(f"{got.study}: {len(got.cells)} finished cells and {len(got.probes)} probes copied from "
+                      f"{escape(got.source)} into {escape(got.out)}; {len(got.kept)} already there, {got.missing} "
+                      "left for `study run`")
+
+
 @study_app.command("report")
 def report_cmd(
     results: Path = typer.Argument(..., help="A results directory written by `intrinsic study run`."),
