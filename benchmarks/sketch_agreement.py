@@ -13,7 +13,8 @@ and `FoldSketches.sign_flip_test` runs on it. Two kinds of p-values:
   up to a global sign whenever they are fewer than the resamples, which gives the same p-values as `enum`.)
 CPU, one thread. Writes benchmarks/results/sketch-agreement-minilm-rotten-tomatoes-cpu.json.
 
-Run: python benchmarks/sketch_agreement.py [--ks 64,128] [--seeds 0,1] [--batches 32]
+Run: python benchmarks/sketch_agreement.py [--ks 64,128] [--seeds 0,1] [--batches 32] [--model M --task T]
+     [--kinds mc,enum]   (e.g. --model smollm2 --task rotten-tomatoes:lm --ks 128 --kinds enum: SmolLM2's 210 modules)
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def signs(kind: str):
         SF.sign_patterns, SR.sign_patterns = saved
 
 
-def fold_means(batches: int):
-    """(module names, [(K, m, n) fold means]) of MiniLM on Rotten Tomatoes with the probe's defaults."""
+def fold_means(batches: int, model: str = "minilm", task: str = "rotten-tomatoes"):
+    """(module names, [(K, m, n) fold means]) of `model` on `task` with the probe's defaults."""
     from intrinsic.arch import discover
     from intrinsic.models import load_model
     from intrinsic.probes import ProbeSettings
@@ -59,8 +60,8 @@ def fold_means(batches: int):
     from intrinsic.tasks import load_task, make_batches
 
     s = ProbeSettings(batches=batches)
-    data = load_task("rotten-tomatoes", seed=s.seed)
-    loaded = load_model("minilm", num_labels=data.num_labels, seed=s.seed)
+    data = load_task(task, seed=s.seed)
+    loaded = load_model(model, task_kind=data.kind, num_labels=max(2, data.num_labels), seed=s.seed)
     common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed, num_batches=s.batches)
     real = make_batches(data, loaded.tokenizer, **common)
     shuffled = make_batches(data, loaded.tokenizer, shuffle_labels=True, **common)
@@ -93,29 +94,38 @@ def main() -> None:
     ap.add_argument("--ks", default="64,128", help="sketch sizes K, comma-separated")
     ap.add_argument("--seeds", default="0,1", help="sketch seeds (Omega, Psi), comma-separated")
     ap.add_argument("--batches", type=int, default=32)
-    ap.add_argument("--json", default="benchmarks/results/sketch-agreement-minilm-rotten-tomatoes-cpu.json")
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--task", default="rotten-tomatoes")
+    ap.add_argument("--kinds", default="mc,enum", help="p-value kinds: mc (199 random signs, exact mode also with "
+                                                     "seeds 1 and 2) and/or enum (every pattern, as the library now)")
+    ap.add_argument("--json", default=None, help="[default: benchmarks/results/sketch-agreement-MODEL-TASK-cpu.json]")
     args = ap.parse_args()
+    kinds = args.kinds.split(",")
+    args.json = args.json or f"benchmarks/results/sketch-agreement-{args.model}-{args.task.replace(':', '-')}-cpu.json"
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     import torch
 
     from intrinsic.rank.signflip import sign_flip_test
 
     torch.set_num_threads(1)
-    names, folds = fold_means(args.batches)
+    names, folds = fold_means(args.batches, args.model, args.task)
     res: dict = {"modules": names, "batches": args.batches, "folds": int(folds[0].shape[0]), "exact": {}, "sketch": []}
-    with signs("mc"):
-        exact = {"mc": [sign_flip_test(F, seed=0).rank for F in folds]}
-        res["exact"]["mc"] = exact["mc"]
-        for s in (1, 2):
-            r = [sign_flip_test(F, seed=s).rank for F in folds]
-            res["exact"][f"mc_seed{s}"] = {"ranks": r, "vs_seed0": agreement(exact["mc"], r)}
-            print(f"exact, resampling seed {s} vs 0: {res['exact'][f'mc_seed{s}']['vs_seed0']}", flush=True)
-    with signs("enum"):
-        exact["enum"] = res["exact"]["enum"] = [sign_flip_test(F, seed=0).rank for F in folds]
-    print(f"exact, enumerated vs random signs: {agreement(exact['mc'], exact['enum'])}", flush=True)
+    exact = {}
+    if "mc" in kinds:
+        with signs("mc"):
+            exact["mc"] = res["exact"]["mc"] = [sign_flip_test(F, seed=0).rank for F in folds]
+            for s in (1, 2):
+                r = [sign_flip_test(F, seed=s).rank for F in folds]
+                res["exact"][f"mc_seed{s}"] = {"ranks": r, "vs_seed0": agreement(exact["mc"], r)}
+                print(f"exact, resampling seed {s} vs 0: {res['exact'][f'mc_seed{s}']['vs_seed0']}", flush=True)
+    if "enum" in kinds:
+        with signs("enum"):
+            exact["enum"] = res["exact"]["enum"] = [sign_flip_test(F, seed=0).rank for F in folds]
+    if len(exact) == 2:
+        print(f"exact, enumerated vs random signs: {agreement(exact['mc'], exact['enum'])}", flush=True)
     for k in [int(x) for x in args.ks.split(",")]:
         for seed in [int(x) for x in args.seeds.split(",")]:
-            for kind in ("mc", "enum"):
+            for kind in kinds:
                 start = time.process_time()
                 with signs(kind):
                     r = sketch_ranks(folds, k, seed)
