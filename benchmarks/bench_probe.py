@@ -112,7 +112,8 @@ def run_compare(args) -> None:
 
         s = ProbeSettings(**({"batches": args.batches} if args.batches else {}))
         data = load_task(args.task, seed=s.seed)
-        loaded = load_model(args.model, num_labels=data.num_labels, seed=s.seed, device=args.device, dtype=args.dtype)
+        loaded = load_model(args.model, task_kind=data.kind, num_labels=max(2, data.num_labels), seed=s.seed,
+                            device=args.device, dtype=args.dtype)
         model = loaded.model
         common = dict(batch_size=s.batch_size, max_length=s.max_length, seed=s.seed, num_batches=s.batches)
         real = make_batches(data, loaded.tokenizer, **common)
@@ -175,7 +176,7 @@ def main() -> None:
     s = ProbeSettings(**overrides)
     t0 = time.perf_counter()
     data = load_task(args.task, seed=s.seed)
-    loaded = load_model(args.model, num_labels=data.num_labels, seed=s.seed)
+    loaded = load_model(args.model, task_kind=data.kind, num_labels=max(2, data.num_labels), seed=s.seed)
     load_s = time.perf_counter() - t0
 
     cpu: dict[str, float] = {}  # phase -> CPU seconds (all threads), robust to other load on the box
