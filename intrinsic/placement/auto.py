@@ -127,7 +127,6 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
                 base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
 
 
-
 def _step_gains(ref: ModuleRef, gains, max_rank: int, g: int) -> np.ndarray:
     """(cap // g,) the gain of each rank step of `g` on module `ref`, its sigma^2 sorted descending, zero past
     the spectrum's end; cap = the largest multiple of g <= min(max_rank, out, in)."""

@@ -35,6 +35,11 @@ def row_views(refs: Sequence[ModuleRef]) -> Iterator[tuple[RowKey, ModuleRef, An
                 yield RowKey(ref.name, role), ref, rows
 
 
+def row_count(ref: ModuleRef, rows) -> int:
+    """m, the number of output rows a `row_views` selection (a slice or an index list) takes of `ref`'s weight."""
+    return len(range(*rows.indices(ref.shape[0]))) if isinstance(rows, slice) else len(rows)
+
+
 @dataclass(frozen=True)
 class ProbeBatches:
     """The batches a probe run uses, made once by the orchestrator (same seed for all)."""

@@ -33,7 +33,7 @@ import torch
 from ..arch import ModuleRef
 from ..arch.access import base_layer, get_module
 from ..errors import ConfigError, NonFiniteError
-from .base import RowKey, row_views
+from .base import RowKey, row_count, row_views
 from .distributed import my_batches, sum_across, sum_values
 from .example_energy import ExampleEnergy
 from .gradient import check_accumulation
@@ -169,8 +169,7 @@ def slot_count(folds: int) -> int:
 def _rows(refs: Sequence[ModuleRef]):
     """(key, ref, selection, m, n) per row of `row_views` (a role block of a fused module has m of its own)."""
     for key, ref, sel in row_views(refs):
-        m = len(range(*sel.indices(ref.shape[0]))) if isinstance(sel, slice) else len(sel)
-        yield key, ref, sel, m, int(ref.shape[1])
+        yield key, ref, sel, row_count(ref, sel), int(ref.shape[1])
 
 
 def new_sums(refs: Sequence[ModuleRef], k: int, folds: int, seed: int, device) -> SketchSums:

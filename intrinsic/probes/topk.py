@@ -22,7 +22,7 @@ import torch
 from ..rank import Spectra
 from ..rank.floors import Basis, split_half_kmax
 from ..spectra import topk_batched
-from .base import RowKey, row_views
+from .base import RowKey, row_count, row_views
 from .steps import Progress
 
 CHUNK_BYTES = 2**30  # stacked float32 matrices per batched call (five per row)
@@ -34,8 +34,7 @@ def measure_sums_topk(sums, tokens: int, k: int, seed: int, progress: Progress |
     index = {id(r): i for i, r in enumerate(sums.refs)}
     groups: dict[tuple[int, int], list] = defaultdict(list)
     for key, ref, sel in views:
-        rows = len(range(*sel.indices(ref.shape[0]))) if isinstance(sel, slice) else len(sel)
-        groups[(int(rows), int(ref.shape[1]))].append((key, index[id(ref)], sel))
+        groups[(row_count(ref, sel), int(ref.shape[1]))].append((key, index[id(ref)], sel))
     out: dict[RowKey, Spectra] = {}
     done = 0
     for shape, members in groups.items():
