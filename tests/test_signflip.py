@@ -188,3 +188,46 @@ def test_sign_patterns_enumerate_when_few():
     F = planted_folds(8, 30, 20, 1, 3.0, np.random.default_rng(4))
     a, b = sign_flip_test(F, seed=0), sign_flip_test(F, seed=7)
     assert a.pvalues == b.pvalues and all(abs(p * 128 - round(p * 128)) < 1e-9 for p in a.pvalues)
+
+
+@pytest.mark.parametrize("method", ["float64", "tf32"])
+@pytest.mark.parametrize("shape", [(8, 12, 30), (9, 30, 12)])  # m < n, and m > n (the test transposes)
+def test_fold_grams_match_every_product_and_flip_exactly(method, shape):
+    """`fold_grams` gives A_jl = G_j G_l^T for every pair (the blocks j > l filled from the transposes of j < l):
+    exactly the full einsum in float64, to float32 round-off with the split-TF32 route (on the CPU its parts are
+    multiplied in float32). Flipping fold signs flips the blocks exactly (A(s F) = s s^T A(F), bit for bit),
+    which is what keeps the test an exact randomization test with either route."""
+    import torch
+    F = torch.from_numpy(np.random.default_rng(8).standard_normal(shape))
+    full = torch.einsum("jab,lcb->jlac", F, F)
+    A = SF.fold_grams(F, method)
+    if method == "float64":
+        assert torch.equal(A, full)
+    else:
+        assert 0 < float((A - full).abs().max()) <= 1e-5 * float(full.abs().max())
+    s = torch.from_numpy(SF.rademacher(1, shape[0], seed=2)[0])
+    assert torch.equal(SF.fold_grams(s[:, None, None] * F, method), s[:, None, None, None] * s[None, :, None, None] * A)
+
+
+def test_tf32_grams_keep_ranks_and_pvalues():
+    """The GPU's split-TF32 fold Grams give the float64 route's rank and p-values on a planted rank-3 signal and
+    on pure noise (statistics within 1e-5 relative); an unknown route is refused."""
+    rng = np.random.default_rng(11)
+    for F in (planted_folds(8, 24, 50, 3, snr=4.0, rng=rng), noise_folds("aniso", 8, 24, 50, rng)):
+        a, b = sign_flip_test(F, grams="float64"), sign_flip_test(F, grams="tf32")
+        assert a.rank == b.rank and a.pvalues == b.pvalues
+        np.testing.assert_allclose(b.stats, a.stats, rtol=1e-5)
+    with pytest.raises(ValueError, match="grams"):
+        sign_flip_test(F, grams="bf16")
+
+
+def test_tf32_split_parts_are_exact_in_tf32():
+    """Both parts of `_split_tf32` carry at most TF32's 10 mantissa bits (a tensor core rounds nothing more
+    away), and hi + lo reproduces the float64 input to ~2^-21 relative."""
+    import torch
+    X = torch.from_numpy(np.random.default_rng(1).standard_normal((50, 40)) * 10.0 ** np.arange(-3, 3, 0.15)[None])
+    hi, lo = SF._split_tf32(X)
+    for part in (hi, lo):
+        assert part.dtype == torch.float32 and int((part.view(torch.int32) & 8191).abs().max()) == 0
+    err = ((hi.double() + lo.double()) - X).abs() / X.abs()
+    assert float(err.max()) < 2.0**-19 and float((lo != 0).float().mean()) > 0.9
