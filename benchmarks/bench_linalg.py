@@ -7,9 +7,11 @@ Householder QR and a batched SVD (what the code used before), side by side in on
 - top-k spectra (`spectra.topk_batched`, k = 128, 16 oversampling, 4 power iterations) on batches of 15
   matrices (5 per row x 3 rows) of the Llama-3.2-1B shapes; "gram" (`orthonormalize`: shifted CholeskyQR3;
   `small_svd`: eigenpairs of B B^T) vs "qr" (QR and `torch.linalg.svd`).
+- the sign-flip test's fold Gram matrices (`rank.signflip.fold_grams`) on the Llama-3.2-1B shapes: "tf32" (split
+  3xTF32 tensor-core products, the CUDA default) vs "float64", the whole test timed, ranks and p-values compared.
 Batched QR and SVD are one cuSOLVER call per matrix on a GPU; that is what this measures.
 
-Run: python benchmarks/bench_linalg.py --device cuda [--out benchmarks/results] [--repeats 2]
+Run: python benchmarks/bench_linalg.py --device cuda [--out benchmarks/results] [--repeats 2] [--parts grams]
 Prints a table and writes linalg-<device>.json: seconds per call (median of --repeats), the ratio, and whether the
 results agree (ranks equal; top-k values within 1e-4 relative).
 """
@@ -70,6 +72,24 @@ def bench_signflip(device, repeats):
     return rows
 
 
+GRAMS_SHAPES = {"q/o 2048x2048": (2048, 2048), "k/v 512x2048": (512, 2048), "down 2048x8192": (2048, 8192)}
+
+
+def bench_grams(device, repeats):
+    rows = {}
+    gen = torch.Generator().manual_seed(2)
+    for name, shape in GRAMS_SHAPES.items():
+        F = torch.randn(8, *shape, generator=gen).to(device, torch.float64) + _planted(shape, 3, gen, device,
+                                                                                      torch.float64)
+        res = {g: _time(lambda: signflip.sign_flip_test(F, grams=g), device, repeats) for g in ("tf32", "float64")}
+        a, b = res["tf32"][1], res["float64"][1]
+        rows[name] = dict(new_s=res["tf32"][0], qr_s=res["float64"][0], speedup=res["float64"][0] / res["tf32"][0],
+                          rank_tf32=a.rank, rank_float64=b.rank, pvalues_equal=a.pvalues == b.pvalues,
+                          stats_max_rel_diff=float(np.max(np.abs(np.subtract(a.stats, b.stats)) / np.abs(b.stats))),
+                          agree=a.rank == b.rank)
+    return rows
+
+
 def bench_topk(device, repeats):
     rows = {}
     gen = torch.Generator().manual_seed(1)
@@ -90,20 +110,28 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--parts", default="signflip,topk,grams",
+                    help="comma-separated: signflip (gram vs qr orthonormalization), topk, grams (tf32 vs float64)")
     a = ap.parse_args(argv)
+    parts = [p for p in a.parts.split(",") if p]
+    if not parts or set(parts) - {"signflip", "topk", "grams"}:
+        print(f"--parts must name signflip, topk or grams, got {a.parts!r}", file=sys.stderr)
+        return 2
     if a.repeats < 1:
         print("--repeats must be at least 1", file=sys.stderr)
         return 2
     result = dict(device=a.device, name=torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
-                  torch=torch.__version__, signflip=bench_signflip(a.device, a.repeats),
-                  topk=bench_topk(a.device, a.repeats))
-    for part in ("signflip", "topk"):
+                  torch=torch.__version__)
+    benches = dict(signflip=bench_signflip, topk=bench_topk, grams=bench_grams)
+    for part in parts:
+        result[part] = benches[part](a.device, a.repeats)
+    for part in parts:
         for name, r in result[part].items():
-            print(f"{part:8s} {name:18s} new {r['new_s']:8.3f} s  qr {r['qr_s']:8.3f} s  {r['speedup']:6.1f}x  "
+            print(f"{part:8s} {name:18s} new {r['new_s']:8.3f} s  old {r['qr_s']:8.3f} s  {r['speedup']:6.1f}x  "
                   f"agree {r['agree']}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"linalg-{a.device.split(':')[0]}.json"
+    path = out / f"linalg-{a.device.split(':')[0]}{'' if len(parts) == 3 else '-' + '-'.join(parts)}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(path)
