@@ -1,0 +1,193 @@
+"""Run the cells of several studies on one GPU host as a pool of `intrinsic study run --shard` processes.
+
+    python3 scripts/gpu_pool.py [--slots 16] [--passes 2] [--adopt-from DIR ...] [--quick] STUDY=RESULTS_DIR ...
+
+Each study gets jobs in phases: its probes (`--probes-only --shard k/S`, one process per seed), then pass 1 (every
+`--shard k/N`, N = --slots: the lr-sweep cells and the test cells whose sweep is done), then pass 2 (the test cells
+that waited, and any cell that failed in pass 1), and so on. A phase starts only when every job of the study's
+phase before it has ended: this barrier is what an ad hoc loop of "pass 1, pass 2" per process lacks (on
+2026-11-29 such a loop left 5 test cells pending because a process ran its second pass while the lr-sweep cell
+of their arm was still training elsewhere). Studies are independent of each other, except that a study's probes
+start only after the probes of the studies listed before it (two studies with the same probe settings share probe
+ids: the later one adopts the earlier one's probes first, `intrinsic study adopt`, instead of computing them
+twice at the same time). Free slots take the first eligible job in order (earlier studies first), so the GPU
+stays busy across the studies' barriers. `--adopt-from DIR` adopts finished cells and probes from DIR into every
+study first (e.g. committed results of another study that shares cell ids).
+
+Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
+... > /tmp/pool.log 2>&1 &`); a later call waits on it (`pgrep -f gpu_pool.py`). Progress: one line per job that
+ends, and /tmp/gpu_pool.json (written atomically) with every job's state. Times of the cells are marked shared
+(several processes on one GPU). Exit status 0 when every job ended with status 0, else 1; 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATUS = Path("/tmp/gpu_pool.json")
+
+
+@dataclass
+class Job:
+    """One `intrinsic study run` process: the study's `phase` (0 = probes, p >= 1 = pass p) and its shard."""
+
+    study: str
+    out: str
+    phase: int
+    shard: str
+    state: str = "waiting"  # waiting | running | ok | failed
+    rc: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    log: str = ""
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    quick: bool = False  # the study's [quick] variant (a CPU check of the pipeline)
+
+    def argv(self) -> list[str]:
+        base = ["intrinsic", "study", "run", self.study, "--out", self.out, "--shard", self.shard]
+        base += ["--quick"] if self.quick else []
+        return base + (["--probes-only"] if self.phase == 0 else ["--no-report", "--json"])
+
+
+def plan_jobs(studies: list[tuple[str, str, int]], slots: int, passes: int, quick: bool = False) -> list[Job]:
+    """Jobs for `studies` [(study, out, seeds)] in order: per study its probes (one per seed), then `passes`
+    passes of `slots` shards each."""
+    jobs = []
+    for study, out, seeds in studies:
+        jobs += [Job(study, out, 0, f"{k}/{seeds}", quick=quick) for k in range(seeds)]
+        for p in range(1, passes + 1):
+            jobs += [Job(study, out, p, f"{k}/{slots}", quick=quick) for k in range(slots)]
+    return jobs
+
+
+def _ended(job: Job) -> bool:
+    return job.state in ("ok", "failed")
+
+
+def eligible(jobs: list[Job]) -> list[Job]:
+    """The waiting jobs whose barrier is passed, in order: a study's phase p >= 1 needs every job of its phase p - 1
+    ended; its probes (phase 0) need the probes of every study listed before it ended."""
+    order = list(dict.fromkeys(j.study for j in jobs))
+    out = []
+    for j in jobs:
+        if j.state != "waiting":
+            continue
+        if j.phase == 0:
+            earlier = order[: order.index(j.study)]
+            ready = all(_ended(i) for i in jobs if i.phase == 0 and i.study in earlier)
+        else:
+            ready = all(_ended(i) for i in jobs if i.study == j.study and i.phase == j.phase - 1)
+        if ready:
+            out.append(j)
+    return out
+
+
+def _adopt(study: str, out: str, source: str) -> None:
+    if Path(source).resolve() == Path(out).resolve() or not Path(source).is_dir():
+        return
+    r = subprocess.run(["intrinsic", "study", "adopt", study, "--from", source, "--out", out, "--json"],
+                       capture_output=True, text=True)
+    if r.returncode == 0:
+        d = json.loads(r.stdout)
+        print(f"adopt {study} <- {source}: {len(d['cells'])} cells, {len(d['probes'])} probes", flush=True)
+    else:
+        print(f"adopt {study} <- {source}: {r.stderr.strip().splitlines()[-1:]}", flush=True)
+
+
+def _write_status(jobs: list[Job]) -> None:
+    rows = [dict(study=j.study, phase=j.phase, shard=j.shard, state=j.state, rc=j.rc,
+                 seconds=round((j.ended or time.time()) - j.started, 1) if j.started else None) for j in jobs]
+    tmp = STATUS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.replace(STATUS)
+
+
+def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: float = 2.0) -> int:
+    """Keep `slots` jobs running (GPU slot % gpus) until every job has ended; returns 0 when all exited 0."""
+    studies = list(dict.fromkeys((j.study, j.out) for j in jobs))
+    for study, out in studies:
+        for src in adopt_from:
+            _adopt(study, out, src)
+    free = list(range(slots))
+    running: dict[int, Job] = {}
+    probed = set()  # studies that adopted the earlier studies' probes
+    while True:
+        for slot, j in list(running.items()):
+            rc = j.proc.poll()
+            if rc is None:
+                continue
+            j.rc, j.ended, j.state = rc, time.time(), "ok" if rc == 0 else "failed"
+            del running[slot]
+            free.append(slot)
+            left = sum(1 for i in jobs if not _ended(i))
+            print(f"{time.strftime('%H:%M:%S')} {j.study} phase {j.phase} shard {j.shard}: rc {rc} "
+                  f"({j.ended - j.started:.0f} s; {left} jobs left)", flush=True)
+        for j in eligible(jobs):
+            if not free:
+                break
+            if j.phase == 0 and j.study not in probed:  # earlier studies' probes are done: take theirs (same ids)
+                probed.add(j.study)
+                for study, out in studies[: [s for s, _ in studies].index(j.study)]:
+                    _adopt(j.study, j.out, out)
+            slot = free.pop(0)
+            Path(j.out).parent.mkdir(parents=True, exist_ok=True)
+            j.log = f"/tmp/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot % gpus))
+            with open(j.log, "w") as fh:
+                j.proc = subprocess.Popen(j.argv(), stdout=fh, stderr=subprocess.STDOUT, env=env)
+            j.state, j.started = "running", time.time()
+            running[slot] = j
+        _write_status(jobs)
+        if not running and not eligible(jobs):
+            break
+        time.sleep(poll)
+    return 0 if all(j.state == "ok" for j in jobs) else 1
+
+
+def _seeds(study: str, quick: bool) -> int:
+    from intrinsic.study.spec import load_spec, resolve_study
+    return len(load_spec(resolve_study(study), quick=quick).seeds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("studies", nargs="+", metavar="STUDY=RESULTS_DIR")
+    ap.add_argument("--slots", type=int, default=16, help="processes at a time (all GPUs together)")
+    ap.add_argument("--passes", type=int, default=2, help="passes of shards per study after its probes")
+    ap.add_argument("--gpus", type=int, default=None, help="GPUs to spread the slots over (default: all visible)")
+    ap.add_argument("--adopt-from", action="append", default=[], metavar="DIR",
+                    help="adopt finished cells and probes from DIR into every study first (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="the studies' [quick] variants (a CPU pipeline check)")
+    a = ap.parse_args(argv)
+    if a.slots < 1 or a.passes < 1:
+        print("--slots and --passes must be at least 1", file=sys.stderr)
+        return 2
+    pairs = []
+    for s in a.studies:
+        study, sep, out = s.partition("=")
+        if not sep or not study or not out:
+            print(f"each study must be STUDY=RESULTS_DIR, got {s!r}", file=sys.stderr)
+            return 2
+        try:
+            pairs.append((study, out, _seeds(study, a.quick)))
+        except Exception as e:  # noqa: BLE001 - any unreadable definition is one clear line
+            print(f"{study}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 2
+    gpus = a.gpus
+    if gpus is None:
+        import torch
+        gpus = max(1, torch.cuda.device_count())
+    jobs = plan_jobs(pairs, a.slots, a.passes, a.quick)
+    print(f"{len(jobs)} jobs for {len(pairs)} studies on {gpus} GPU(s), {a.slots} at a time", flush=True)
+    return run(jobs, a.slots, gpus, a.adopt_from)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""scripts/gpu_pool.py: the GPU job pool's barriers, with real processes standing in for `intrinsic study run`.
+
+A study's pass p may start only when every job of its pass p - 1 has ended (the lack of this barrier left 5 test
+cells pending on 2026-11-29); its probes only after the probes of the studies listed before it; free slots take
+the first eligible job, so one study's barrier does not idle the pool while another study has work."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("gpu_pool", ROOT / "scripts" / "gpu_pool.py")
+pool = importlib.util.module_from_spec(spec)
+sys.modules["gpu_pool"] = pool
+spec.loader.exec_module(pool)
+
+
+def test_plan_and_barriers_without_processes():
+    jobs = pool.plan_jobs([("a", "/x/a", 2), ("b", "/x/b", 1)], slots=3, passes=2)
+    assert [(j.study, j.phase) for j in jobs].count(("a", 1)) == 3 and len(jobs) == 2 + 6 + 1 + 6
+    first = pool.eligible(jobs)
+    assert {(j.study, j.phase) for j in first} == {("a", 0)}  # b's probes wait for a's; no pass before probes
+    for j in first:
+        j.state = "ok"
+    now = pool.eligible(jobs)
+    assert {(j.study, j.phase) for j in now} == {("a", 1), ("b", 0)}
+    jobs[2].state = "failed"  # a failed pass-1 job still ends the pass ...
+    assert all(j.phase != 2 for j in pool.eligible(jobs))  # ... but the other two are still waiting
+    for j in jobs:
+        if j.study == "a" and j.phase == 1:
+            j.state = "ok" if j.state == "waiting" else j.state
+    assert any(j.study == "a" and j.phase == 2 for j in pool.eligible(jobs))
+
+
+def test_pool_runs_real_processes_in_barrier_order(tmp_path, monkeypatch):
+    """Jobs are real processes that log start and end times; every pass-2 job of a study starts after every
+    pass-1 job of that study ended, and slots overlap studies (b's probe runs while a's pass 1 is running)."""
+    log = tmp_path / "events.jsonl"
+    script = ("import json, sys, time; t0 = time.time(); time.sleep(float(sys.argv[2])); "
+              "open(sys.argv[1], 'a').write(json.dumps([sys.argv[3], t0, time.time()]) + '\\n')")
+
+    def argv(self):
+        slow = 0.6 if (self.phase == 1 and self.shard == "0/2") else 0.1
+        return [sys.executable, "-c", script, str(log), str(slow), f"{self.study}:{self.phase}:{self.shard}"]
+
+    monkeypatch.setattr(pool.Job, "argv", argv)
+    monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
+    jobs = pool.plan_jobs([("a", str(tmp_path / "a"), 1), ("b", str(tmp_path / "b"), 1)], slots=2, passes=2)
+    assert pool.run(jobs, slots=2, gpus=1, adopt_from=[], poll=0.02) == 0
+    ev = {k: (s, e) for k, s, e in map(json.loads, log.read_text().splitlines())}
+    assert len(ev) == len(jobs) == 10
+    for study in "ab":
+        end1 = max(e for k, (s, e) in ev.items() if k.startswith(f"{study}:1:"))
+        start2 = min(s for k, (s, e) in ev.items() if k.startswith(f"{study}:2:"))
+        start1 = min(s for k, (s, e) in ev.items() if k.startswith(f"{study}:1:"))
+        end0 = max(e for k, (s, e) in ev.items() if k.startswith(f"{study}:0:"))
+        assert start2 >= end1 and start1 >= end0
+    s_b0 = ev["b:0:0/1"][0]
+    assert s_b0 < ev["a:1:0/2"][1]  # b's probe ran beside a's slow pass-1 shard, not after it
+    assert all(r["state"] == "ok" for r in json.loads((tmp_path / "status.json").read_text()))
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert pool.main(["no-equals-sign"]) == 2
+    assert "STUDY=RESULTS_DIR" in capsys.readouterr().err
+    assert pool.main(["a=b", "--slots", "0"]) == 2
+    assert pool.main(["no-such-study=/tmp/x"]) == 2
+    assert "no-such-study" in capsys.readouterr().err
