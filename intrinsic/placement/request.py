@@ -133,7 +133,7 @@ def knob_problem(name: str, value: Any) -> str | None:
     if name == "predictor":
         return None if value is None or value in PREDICTORS else "one of " + ", ".join(PREDICTORS)
     if name == "fill":
-        return None if value in FILL_MODES else " or ".join(FILL_MODES)
+        return None if value in FILL_MODES else ", ".join(FILL_MODES[:-1]) + " or " + FILL_MODES[-1]
     raise KeyError(name)
 
 
