@@ -103,9 +103,9 @@ def render_plan(p, title: str) -> None:
         what = p.settings.get("predictor") or "gradient"
         what = "the gradient energy" if what == "gradient" else f"predictor {what}'s gains"
         console.print(f"first-order gain captured: {100 * p.settings['gain_captured']:.1f}% of {what}")
-    if p.settings.get("fill") == "raw":
-        console.print(f"fill: {human(p.settings['filled_params'])} params bought on the raw gradient spectrum "
-                      "after every step with a gain")
+    if p.settings.get("fill") in ("raw", "spread"):
+        how = "on the raw gradient spectrum" if p.settings["fill"] == "raw" else "over every module, lowest rank first"
+        console.print(f"fill: {human(p.settings['filled_params'])} params bought {how} after every step with a gain")
     if p.unspent_note():
         console.print(p.unspent_note())
 

@@ -124,7 +124,7 @@ def test_fill_spends_what_signal_leaves_on_the_reports_raw_spectrum(folded):
 
 
 def test_fill_is_refused_where_it_means_nothing(folded):
-    with pytest.raises(ConfigError, match="`fill` must be none or raw"):
+    with pytest.raises(ConfigError, match="`fill` must be none, raw or spread"):
         PlacementRequest("auto", fill="signal")
     with pytest.raises(ConfigError, match="predictor update allocates by its own statistic: leave `fill` out"):
         PlacementRequest("auto", predictor="update", fill="raw")
@@ -142,7 +142,7 @@ def test_cli_plan_fill_json(folded, tmp_path):
     assert s["fill"] == "raw" and s["filled_params"] > 0 and s["gains"] == "signal"
     assert s["unspent"] == json.loads(res.stdout)["budget"] - json.loads(res.stdout)["params"]
     res = runner.invoke(app, ["plan", str(tmp_path / "p"), "--fill", "noise", "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "Traceback" not in res.output and "--fill must be none or raw" in res.output
+    assert res.exit_code == 2 and "Traceback" not in res.output and "--fill must be none, raw or spread" in res.output
 
 
 # ----------------------------------------------------------------------------- studies
@@ -203,7 +203,7 @@ def test_a_grid_block_sets_fill_for_its_auto_cells_only():
 
 
 @pytest.mark.parametrize("block, needle", [
-    ('placement = {fill = "noise"}', "placement 'fill' must be none or raw"),
+    ('placement = {fill = "noise"}', "placement 'fill' must be none, raw or spread"),
     ('placement = {fil = "raw"}', "Did you mean: fill"),
     ('placement = "raw"', "'placement' must be a table"),
     ('placement = {fill = "raw", predictor = "update"}', "leave `fill` out"),
@@ -229,7 +229,8 @@ def test_the_auto_fill_study_shares_the_budgets_studys_cells():
     fill = load_spec(ROOT / "studies" / "smollm2-auto-fill.toml")
     budgets = {c.id for c in load_spec(ROOT / "studies" / "smollm2-budgets-lm.toml").cells()}
     new = [c for c in fill.cells() if c.id not in budgets]
-    assert {c.variant for c in new} == {"auto+fill"} and len(new) == 15 + 9  # 3 budgets x (5 seeds + 3 lrs)
+    by_variant = {v: sum(c.variant == v for c in new) for v in {c.variant for c in new}}
+    assert by_variant == {"auto+fill": 15 + 9, "auto+spread": 15 + 9}  # 3 budgets x (5 seeds + 3 lrs) each
     assert len(fill.cells()) - len(new) == 48  # all and auto at 3 budgets, test and lr-sweep cells
     assert {c.strategy for c in load_spec(ROOT / "studies" / "smollm2-auto-fill.toml", quick=True).cells()} == {
         "all", "auto"}

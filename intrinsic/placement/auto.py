@@ -48,7 +48,8 @@ def parse_budget(text: str, *, base_params: int, refs: list[ModuleRef]) -> int:
 def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, *,
               max_rank: int = KNOB_DEFAULTS["max_rank"], granularity: int = KNOB_DEFAULTS["granularity"],
               alpha_mult: float = KNOB_DEFAULTS["alpha_mult"], base_params: int = 0, rslora: bool = False,
-              record: dict | None = None, fill_gains: dict[str, np.ndarray] | None = None) -> Plan:
+              record: dict | None = None, fill_gains: dict[str, np.ndarray] | None = None,
+              spread: bool = False) -> Plan:
     """Water-fill LoRA rank over modules under a parameter budget.
 
     gains[name] = sigma_i^2 of the module's mean gradient (descending). Under a first-order model
@@ -78,9 +79,20 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
     granularity and cost, best gain per parameter first. Settings then record `fill`, `filled_params` (what
     the fill phase bought) and `unspent` after both phases; `gain_captured` stays a share of `gains`.
     Without `fill_gains` the plan (settings included) is exactly as before the knob existed.
+
+    Spread (`spread=True`, the knob `fill = "spread"`): when the greedy stops with budget left, every candidate
+    module is raised by one step of `granularity` at a time, lowest current rank first (ties: the order of
+    `refs`), each step at its module's cost, up to its rank cap; a module whose step no longer fits is retired
+    (`_spread`). With equal step costs this is a water level: every module ends at max(its greedy rank, L) or
+    L + g, L the uniform rank the leftover affords. Settings record fill "spread" and `filled_params`. Both fill
+    phases run before the check that some adapter was placed, so a plan with no tested signal spreads the whole
+    budget (`all` at the uniform rank it affords).
     """
     if max_rank < 1 or granularity < 1 or max_rank < granularity:
         raise ConfigError(f"Need 1 <= granularity <= max_rank (got granularity={granularity}, max_rank={max_rank}).")
+    if fill_gains is not None and spread:
+        raise ConfigError("auto fills the budget left on the raw spectrum (fill raw) or by spreading it (fill spread), "
+                          "not both.")
     if alpha_mult <= 0:
         raise ConfigError(f"alpha_mult must be > 0 (got {alpha_mult}).")
     known = {r.name for r in refs}
@@ -106,6 +118,9 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
         raw = [_step_gains(ref, fill_gains.get(ref.name, ()), max_rank, g) for ref in cands]
         filled = left - _water_fill(raw, costs, ranks, left, g)
         left -= filled
+    elif spread:  # second phase: one step at a time to the module of lowest rank, from the ranks bought so far
+        filled = left - _spread([len(s) * g for s in steps], costs, ranks, left, g)
+        left -= filled
 
     entries = tuple(plan_entry(ref, r, alpha_mult) for ref, r in zip(cands, ranks) if r > 0)
     if not entries and (record or {}).get("gains") == "signal":
@@ -121,8 +136,8 @@ def auto_plan(refs: list[ModuleRef], gains: dict[str, np.ndarray], budget: int, 
                 "gain_captured": got / total_gain if total_gain > 0 else 0.0,
                 "unspent": budget - params,  # left when every candidate is at its cap or has no gain left
                 **(record or {})}
-    if fill_gains is not None:
-        settings.update(fill="raw", filled_params=filled)
+    if fill_gains is not None or spread:
+        settings.update(fill="spread" if spread else "raw", filled_params=filled)
     return Plan(strategy="auto", entries=entries, budget=budget, params=params,
                 base_params=base_params, rslora=rslora, layers=None, alpha_mult=alpha_mult, settings=settings)
 
@@ -159,4 +174,22 @@ def _water_fill(steps: list[np.ndarray], costs: list[int], ranks: list[int], bud
         left -= costs[j]
         if k + 1 < len(steps[j]) and steps[j][k + 1] > 0:
             heapq.heappush(heap, (-steps[j][k + 1] / costs[j], j, k + 1))
+    return left
+
+
+def _spread(caps: list[int], costs: list[int], ranks: list[int], budget: int, g: int) -> int:
+    """Raise the module of lowest current rank (`ranks`, grown in place; ties: the lower index) by g at its cost,
+    again and again, while its step fits and its rank stays <= its cap (`caps`, multiples of g); a module whose
+    step no longer fits is retired (the budget only shrinks). Returns the budget left."""
+    heap = [(r, j) for j, r in enumerate(ranks) if r + g <= caps[j]]  # (current rank, module index)
+    heapq.heapify(heap)
+    left = budget
+    while heap:
+        r, j = heapq.heappop(heap)
+        if costs[j] > left:
+            continue  # retired: its step will never fit again
+        ranks[j] = r + g
+        left -= costs[j]
+        if r + 2 * g <= caps[j]:
+            heapq.heappush(heap, (r + g, j))
     return left

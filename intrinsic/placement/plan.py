@@ -85,7 +85,8 @@ class Plan:
         if left <= 0 or not self.budget:
             return ""
         filled = "fill" in self.settings or self.settings.get("gains") != "signal"
-        hint = "" if filled else " --fill raw spends it on the raw gradient spectrum."
+        hint = "" if filled else (" --fill raw spends it on the raw gradient spectrum, --fill spread over every "
+                                  "module, lowest rank first.")
         return (f"{left:,} params of the {self.budget:,} budget ({100 * left / self.budget:.1f}%) left unspent: no "
                 "candidate module could take another rank step (at its --max-rank cap, no gain left, or too costly)."
                 + hint)

@@ -10,7 +10,8 @@ Defaults: a fixed strategy without rank or budget gets rank `DEFAULT_RANK`; `aut
 budget gets `DEFAULT_AUTO_BUDGET` (the parameters of `all` at the default rank); `full` takes
 neither. The placement knobs (`KNOBS`: `max_rank`, `granularity`, `alpha_mult`, `rslora`, `gains`,
 `normalize`, `predictor`, `fill`) have their defaults here and nowhere else. `fill` defaults to "none", so
-every plan made before it existed is made again unchanged.
+every plan made before it existed is made again unchanged; "raw" and "spread" plans are made as before "spread"
+existed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ KNOBS = ("max_rank", "granularity", "alpha_mult", "rslora", "gains", "normalize"
          "predictor", "fill")  # strategy-independent settings
 GAIN_SOURCES = ("raw", "signal")  # = probes.schema.GAIN_SOURCES (not imported: this module loads without numpy)
 GAIN_NORMALIZE = ("none", "module")  # = probes.schema.GAIN_NORMALIZE
-FILL_MODES = ("none", "raw")  # what auto spends the budget its gains leave on
+FILL_MODES = ("none", "raw", "spread")  # what auto spends the budget its gains leave on
 PREDICTORS = ("gradient", "example_energy", "update", "activation", "weight_alpha",
               "params")  # = the names of placement.need.REGISTRY (checked there)
 
@@ -66,8 +67,10 @@ class PlacementRequest:
                                              "as EVA), weight_alpha (WeightWatcher alpha) or params (null); None: "
                                              "gradient.")
     fill: str = documented("none", "auto: what it spends the budget left once every step with a gain is bought on: "
-                                   "none (leave it unspent) or raw (continue water-filling on the raw sigma^2 of the "
-                                   "mean gradient, noise included, from the ranks bought); predictor gradient only.")
+                                   "none (leave it unspent), raw (continue water-filling on the raw sigma^2 of the "
+                                   "mean gradient, noise included, from the ranks bought; predictor gradient only) or "
+                                   "spread (raise every candidate module one rank step at a time, lowest rank first, "
+                                   "as `all` at the uniform rank the rest affords).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str):
@@ -81,7 +84,7 @@ class PlacementRequest:
         if self.predictor not in (None, "gradient") and (self.gains is not None or self.normalize != "none"):
             raise ConfigError(f"`gains` and `normalize` choose how auto reads the mean gradient (predictor gradient); "
                               f"predictor {self.predictor} allocates by its own statistic: leave them out.")
-        if self.fill != "none" and self.predictor not in (None, "gradient"):
+        if self.fill == "raw" and self.predictor not in (None, "gradient"):
             raise ConfigError(f"`fill` continues water-filling on the raw mean-gradient spectrum (predictor gradient); "
                               f"predictor {self.predictor} allocates by its own statistic: leave `fill` out.")
         rank, budget = self.rank, self.budget
@@ -130,7 +133,7 @@ def knob_problem(name: str, value: Any) -> str | None:
     if name == "predictor":
         return None if value is None or value in PREDICTORS else "one of " + ", ".join(PREDICTORS)
     if name == "fill":
-        return None if value in FILL_MODES else " or ".join(FILL_MODES)
+        return None if value in FILL_MODES else ", ".join(FILL_MODES[:-1]) + " or " + FILL_MODES[-1]
     raise KeyError(name)
 
 
@@ -217,8 +220,8 @@ def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_r
     elif request.predictor is not None:
         raise ConfigError("`predictor` chooses which statistic of a probe report auto reads; these gains were "
                           "given as numbers.")
-    elif request.gains is not None or request.normalize != "none" or request.fill != "none":
-        raise ConfigError("`gains`, `normalize` and `fill` choose what auto reads from a probe report; "
+    elif request.gains is not None or request.normalize != "none" or request.fill == "raw":
+        raise ConfigError("`gains`, `normalize` and `fill = raw` choose what auto reads from a probe report; "
                           "these gains were given as numbers.")
     else:
         kind, given = "given", source
@@ -227,4 +230,5 @@ def _make_plan(refs, request: PlacementRequest, base_params: int, gains, model_r
     if request.fill == "raw":
         fill = {k: v for k, v in source.gains("raw", request.normalize).items() if k in names}
     return auto_plan(cands, g, amount, max_rank=request.max_rank, granularity=request.granularity,
-                     record={"gains": kind, "normalize": request.normalize, **record}, fill_gains=fill, **common)
+                     record={"gains": kind, "normalize": request.normalize, **record}, fill_gains=fill,
+                     spread=request.fill == "spread", **common)

@@ -41,7 +41,10 @@ def cell_knobs(study: dict[str, Any], block: dict[str, Any], strategy: str) -> d
             if (strategy == "auto" or k not in AUTO_ONLY) and v != study.get(k, KNOB_DEFAULTS[k])}
 
 
+TAGS = {("fill", "raw"): "+fill", ("fill", "spread"): "+spread"}  # short tags of some knob values in labels
+
+
 def knob_tag(knobs: dict[str, Any]) -> str:
-    """A cell's knobs in its label: "+fill" for fill = "raw", "+k=v" for any other, in KNOBS order."""
-    return "".join("+fill" if (k, knobs[k]) == ("fill", "raw") else f"+{k}={knobs[k]}"
-                   for k in KNOBS if k in knobs)
+    """A cell's knobs in its label: "+fill" for fill = "raw", "+spread" for fill = "spread", "+k=v" for any other,
+    in KNOBS order."""
+    return "".join(TAGS.get((k, knobs[k]), f"+{k}={knobs[k]}") for k in KNOBS if k in knobs)
