@@ -230,7 +230,7 @@ def test_the_auto_fill_study_shares_the_budgets_studys_cells():
     budgets = {c.id for c in load_spec(ROOT / "studies" / "smollm2-budgets-lm.toml").cells()}
     new = [c for c in fill.cells() if c.id not in budgets]
     by_variant = {v: sum(c.variant == v for c in new) for v in {c.variant for c in new}}
-    assert by_variant == {"auto+fill": 15 + 9, "auto+spread": 15 + 9}  # 3 budgets x (5 seeds + 3 lrs) each
+    assert by_variant == {"auto+fill": 15 + 9, "auto+spread": 5 + 3}  # fill: 3 budgets x (5 seeds + 3 lrs); spread: all@32
     assert len(fill.cells()) - len(new) == 48  # all and auto at 3 budgets, test and lr-sweep cells
     assert {c.strategy for c in load_spec(ROOT / "studies" / "smollm2-auto-fill.toml", quick=True).cells()} == {
         "all", "auto"}
