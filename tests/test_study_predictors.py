@@ -102,3 +102,53 @@ def test_row_spearman_equals_scipy_with_ties():
     for i in range(50):
         if np.ptp(x[i]) > 0:
             assert got[i] == pytest.approx(sps.spearmanr(x[i], y[i]).statistic, abs=1e-12)
+
+
+def test_partial_spearman_against_the_textbook_formula_and_planted_cases():
+    """partial_spearman (residuals of ranks) equals the first-order partial correlation formula on the rank
+    correlations, r_xy.z = (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2)); a statistic that only restates z
+    has a partial rho near 0 though its own rho is high; one with its own information keeps a large partial rho;
+    p from t with n - 3 df."""
+    from intrinsic.study.stats import partial_spearman
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=40)
+    restates = z + 0.05 * rng.normal(size=40)  # x is (almost) z
+    own = rng.normal(size=40)
+    y = z + own + 0.1 * rng.normal(size=40)
+    for x in (restates, own + 0.3 * z):
+        got = partial_spearman(x, y, z)
+        r = lambda a, b: sps.spearmanr(a, b).statistic  # noqa: E731
+        want = (r(x, y) - r(x, z) * r(y, z)) / np.sqrt((1 - r(x, z) ** 2) * (1 - r(y, z) ** 2))
+        assert got.rho == pytest.approx(want, abs=1e-12) and got.n == 40
+        t = want * np.sqrt(37 / (1 - want**2))
+        assert got.p == pytest.approx(2 * sps.t.sf(abs(t), 37))
+        assert got.ci_low < got.rho < got.ci_high
+    assert sps.spearmanr(restates, y).statistic > 0.6 and abs(partial_spearman(restates, y, z).rho) < 0.3
+    assert partial_spearman(own + 0.3 * z, y, z).rho > 0.8
+    assert partial_spearman([1, 2, 3], [1, 2, 3], [3, 1, 2]).rho is None  # n < 4
+    assert partial_spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], [1, 2, 3, 4, 5]).rho is None  # x is a function of z
+
+
+def test_statistic_checks_report_the_partial_rho_given_the_null_predictor():
+    """In the planted study with a varying null share, `gradient` carries information beyond `params` (partial
+    rho high), `params` given `gradient` does not; the table has the columns."""
+    rows = []
+    rng = np.random.default_rng(2)
+    breadth = [0.1, 0.5, 0.2, 0.6, 0.3, 0.4]  # unrelated to the gains 1..6
+    for r in _planted_rows():
+        c = int(r.config_id[1:])
+        near = [0, 1, 3, 2, 4, 5][c]  # orders the gains but for one swap, so the gains keep a residual given it
+        pred = {**r.predicted, "gradient": 0.1 * near, "params": breadth[c] + 0.001 * rng.normal()}
+        rows.append(CellRow(**{**r.__dict__, "predicted": pred}))
+    a = analyze(rows, {"name": "planted", "metrics": ["score", "trainable_params"]})
+    checks = {(k.scope, k.statistic): k for k in a.statistic_checks}
+    good, null = checks[("budget=all@4", "gradient")], checks[("budget=all@4", "params")]
+    assert good.partial_given == "params" and null.partial_given == "gradient"
+    assert good.partial.rho > 0.9 and good.partial.p < 0.05
+    assert null.partial.p > 0.05  # breadth unrelated to the gains: nothing significant beyond gradient (n = 6)
+    assert good.rho.rho < 1.0  # the swap
+    title, cols, table = statistic_table(a)
+    assert {"partial_rho", "partial_p", "given"} <= set(cols)
+    row = next(t for t in table if t["scope"] == "budget=all@4" and t["statistic"] == "gradient")
+    assert row["given"] == "params" and row["partial_rho"] == pytest.approx(good.partial.rho, abs=1e-3)

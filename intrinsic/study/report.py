@@ -92,7 +92,10 @@ STATISTICS_NOTE = ("Each statistic's predicted need of a placement is the share 
                    "the weights adapted. `ci95_seeds`: percentile bootstrap over seeds (resample the seeds, recompute "
                    "the mean gains and shares, recompute rho; with few seeds a resample repeats seeds, so its means are "
                    "noisier and the interval leans toward 0). The verdict is the one above: beat both trivial "
-                   "predictors, reach the noise ceiling, p < alpha. Full fine-tuning is left out (no module count).")
+                   "predictors, reach the noise ceiling, p < alpha. Full fine-tuning is left out (no module count). "
+                   "`partial_rho`: Spearman rho with the gain after removing what the statistic in `given` (the null "
+                   "`params`; for `params` itself, `gradient`) says: a statistic that only restates breadth has a "
+                   "partial rho near 0 (p from t with n - 3 df; reported, not part of the verdict).")
 
 
 def shared_timing(a: StudyAnalysis) -> bool:
@@ -148,10 +151,14 @@ def predictor_table(a: StudyAnalysis) -> TableRows:
 def statistic_table(a: StudyAnalysis) -> TableRows:
     rows = [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": _n(k.rho.rho, 3),
              "ci95_seeds": None if k.ci_low is None else f"[{k.ci_low:.2f}, {k.ci_high:.2f}]",
-             "p": _n(k.rho.p, 4), "verdict": k.verdict} for k in a.statistic_checks]
+             "p": _n(k.rho.p, 4),
+             "partial_rho": None if k.partial is None else _n(k.partial.rho, 3),
+             "partial_p": None if k.partial is None else _n(k.partial.p, 4), "given": k.partial_given,
+             "verdict": k.verdict} for k in a.statistic_checks]
     return ("Which probe statistic predicts the gain? (Spearman rho of the share a placement covers with the gain; "
-            "CI: bootstrap over seeds)",
-            ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "verdict"], rows)
+            "CI: bootstrap over seeds; partial_rho: the same given the statistic named in `given`)",
+            ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "partial_rho", "partial_p", "given",
+             "verdict"], rows)
 
 
 def lr_table(a: StudyAnalysis) -> TableRows:
