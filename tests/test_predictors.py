@@ -57,7 +57,7 @@ def test_every_predictor_share_equals_a_hand_computation(probes):
         / sum(m.grad_norm ** 2 for m in rows.values()),
         "example_energy": sum(rows[n].example_energy_share for n, _ in pairs),  # the probe's own shares
         "update": sum(sum(s * s for s in rows[n].update_sv[:r]) for n, r in pairs)
-        / sum(sum(s * s for s in m.update_sv) for m in rows.values()),
+        / sum(m.update_energy for m in rows.values()),
         "activation": sum(sum(rows[n].act_eig[:r]) / rows[n].act_var for n, r in pairs) / len(rows),
         "weight_alpha": sum(rows[n].weight_alpha for n, _ in pairs) / sum(m.weight_alpha for m in rows.values()),
         "params": sum(rows[n].shape[0] * rows[n].shape[1] for n, _ in pairs) / sum(m.params for m in rows.values()),
@@ -259,3 +259,25 @@ def test_study_rows_record_every_predictor_share(probes):
     assert e.predicted(7, "full") == dict.fromkeys(PREDICTORS, 1.0)
     assert e.predicted(7, plan) == shares(rep, plan.entries)
     assert e.predicted(7, None) is None
+
+
+def test_update_shares_need_no_spectra_file(probes, tmp_path):
+    """The update predictor's total is ||dW||_F^2 recorded per module (`update_energy`), which equals the sum of
+    the squared singular values where the spectrum is whole (the tiny model's), and is kept in probe.json: the
+    shares come out the same when the probe is read without spectra.npz (probe.json keeps the top 64 values), and
+    a probe made before the field (update_energy None) falls back to the kept spectra."""
+    rep = ProbeReport.load(probes[0])
+    for m in rep.top_level():
+        assert m.update_energy == pytest.approx(sum(s * s for s in m.update_sv), rel=1e-5)
+    cut = replace(rep, modules=tuple(replace(m, update_sv=m.update_sv[:2]) for m in rep.modules))
+    pairs = _plan_pairs(rep)
+    assert shares(cut, [(n, min(r, 2)) for n, r in pairs])["update"] == pytest.approx(
+        shares(rep, [(n, min(r, 2)) for n, r in pairs])["update"], rel=1e-12)  # head kept: same share
+    rep.save(tmp_path / "p")
+    (tmp_path / "p" / "spectra.npz").unlink()
+    assert ProbeReport.load(tmp_path / "p").modules[0].update_energy == rep.modules[0].update_energy
+    old = replace(cut, modules=tuple(replace(m, update_energy=None) for m in cut.modules))
+    got = shares(old, [(pairs[0][0], 2)])["update"]
+    want = sum(s * s for s in old.top_level()[0].update_sv[:2]) / sum(sum(s * s for s in m.update_sv)
+                                                                    for m in old.top_level())
+    assert got == pytest.approx(want, rel=1e-12) and got > shares(rep, [(pairs[0][0], 2)])["update"]

@@ -9,7 +9,9 @@ module, that the plan's modules cover, at the plan's ranks where the statistic i
 
 - gradient: v = sigma_i^2 of the mean gradient G, total = sum_j ||G_j||_F^2 (the study's predicted share);
 - example_energy: v = the per-example gradient energy sum_i ||G_i||_F^2 (module-level; --example-energy);
-- update: v = sigma_i^2 of the update probe's dW = W_K - W_0, total = their sum over the kept spectra;
+- update: v = sigma_i^2 of the update probe's dW = W_K - W_0, total = sum_j ||dW_j||_F^2 (`update_energy`, so a
+  probe read without its spectra.npz or kept as top-k gives the same shares; probes made before that field: the
+  sum over the kept spectra);
 - activation: as EVA, each module's explained variance ratios lambda_i / trace(C) of its input covariance,
   total = the number of modules measured (each module weighs 1; --activations);
 - weight_alpha: the power-law alpha of W^T W's eigenvalues (module-level; larger alpha = less heavy-tailed
@@ -95,7 +97,10 @@ def _gradient(report) -> Need:
 
 def _update(report) -> Need:
     _missing(report, "update_sv", "--update-steps K (not --no-update)", "update")
-    vals = {m.name: np.asarray(m.update_sv, dtype=np.float64) ** 2 for m in _rows(report)}
+    rows = _rows(report)
+    vals = {m.name: np.asarray(m.update_sv, dtype=np.float64) ** 2 for m in rows}
+    if all(m.update_energy is not None for m in rows):  # ||dW||_F^2 recorded: shares need no spectrum beyond rank
+        return Need("update", vals, float(sum(m.update_energy for m in rows)), True)
     return Need("update", vals, float(sum(v.sum() for v in vals.values())), True)
 
 

@@ -78,6 +78,7 @@ def with_update(rows: list[ModuleProbe], spectra: dict[RowKey, Spectra]) -> list
         steps = s.by_step or {}
         out.append(replace(
             r, update_sv=_tup(s.sv), update_ranks=estimate(Spectra(s.sv, r.shape)),
+            update_energy=None if s.norm is None else float(s.norm) ** 2,
             update_checkpoints={str(k): estimate(Spectra(sv, r.shape)) for k, sv in sorted(steps.items())},
             update_checkpoint_sv={str(k): _tup(sv) for k, sv in sorted(steps.items())},
         ))

@@ -79,6 +79,8 @@ class ModuleProbe:
     weight_alpha: float | None = None  # power-law exponent alpha of the eigenvalues of W^T W (Hill MLE over the
     # tail, xmin by the smallest KS distance; nan: too few eigenvalues); None: settings.weight_alpha off
     weight_alpha_tail: int | None = None  # eigenvalues in the fitted tail
+    update_energy: float | None = None  # ||W_K - W_0||_F^2 of the whole update (None: no update probe, or a probe
+    # made before this field: the update predictor then sums the kept spectrum)
 
     @property
     def short(self) -> str:
@@ -189,7 +191,7 @@ class ProbeReport:
                 row["act_eig"] = row["act_eig"][:top_sv]
             for key in ("sign_flip_p", "sign_flip_null", "noise_norm", "label_norm", "example_energy",
                         "example_energy_share", "act_var", "act_eig", "weight_alpha",
-                        "weight_alpha_tail"):  # off: the row keeps the keys it had before
+                        "weight_alpha_tail", "update_energy"):  # off: the row keeps the keys it had before
                 if row.get(key) is None:
                     row.pop(key, None)
         data["spectra"] = {"file": SPECTRA_FILE, "json_top_sv": top_sv}

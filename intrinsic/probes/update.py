@@ -46,6 +46,8 @@ class UpdateResult:
     losses: list[float]  # training loss per step
     svd_seconds: float  # time spent on the checkpoint SVDs (part of the update phase)
     shapes: dict[RowKey, tuple[int, int]] = field(default_factory=dict)  # row -> (rows, in) of its dW
+    norms: dict[RowKey, dict[int, float]] = field(default_factory=dict)  # row -> step -> ||dW||_F (the spectra
+    # keep the head only: max(max_sv, half) values)
 
 
 def update_probe(
@@ -134,6 +136,7 @@ def _record(work, refs, w0, step: int, max_sv: int, seed: int, out: UpdateResult
             for key, _, rows in row_views([ref]):
                 m = dw[rows] if isinstance(rows, slice) else dw[torch.as_tensor(rows)]  # (rows, in)
                 out.spectra.setdefault(key, {})[step] = spectrum(m, max_sv, seed)
+                out.norms.setdefault(key, {})[step] = float(torch.linalg.vector_norm(m, dtype=torch.float64))
                 out.shapes[key] = (int(m.shape[0]), int(m.shape[1]))
     out.svd_seconds += time.perf_counter() - start
 
@@ -152,5 +155,6 @@ class UpdateProbe:
         result = update_probe(model, refs, batches.update, lr=settings.update_lr, checkpoints=settings.checkpoints,
                               max_sv=settings.max_sv, seed=settings.seed, progress=progress)
         self.losses, self.svd_seconds = result.losses, result.svd_seconds
-        return {key: Spectra(sv=by_step[max(by_step)], shape=result.shapes[key], by_step=dict(sorted(by_step.items())))
+        return {key: Spectra(sv=by_step[max(by_step)], shape=result.shapes[key], by_step=dict(sorted(by_step.items())),
+                             norm=result.norms.get(key, {}).get(max(by_step)))
                 for key, by_step in result.spectra.items()}
