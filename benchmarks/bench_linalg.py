@@ -58,17 +58,24 @@ def _planted(shape, rank, gen, device, dtype):
     return (U @ V * 3.0 / np.sqrt(max(m, n))).to(device, dtype)
 
 
-def bench_signflip(device, repeats):
-    rows = {}
-    gen = torch.Generator().manual_seed(0)
-    for name, shape in SIGNFLIP_SHAPES.items():
+def _signflip_pairs(device, repeats, shapes, seed, new: dict, old: dict):
+    """Per shape: the sign-flip test on 8 planted rank-3 fold means, with keyword arguments `new` and `old`,
+    timed side by side: {name: ((seconds, result) new, (seconds, result) old)}."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in shapes.items():
         F = torch.randn(8, *shape, generator=gen).to(device, torch.float64) + _planted(shape, 3, gen, device,
                                                                                       torch.float64)
-        res = {label: _time(lambda: signflip.sign_flip_test(F, method=method), device, repeats)
-               for label, method in (("new", "gram"), ("qr", "qr"))}
-        rows[name] = dict(new_s=res["new"][0], qr_s=res["qr"][0], speedup=res["qr"][0] / res["new"][0],
-                          rank_new=res["new"][1].rank, rank_qr=res["qr"][1].rank,
-                          agree=res["new"][1].rank == res["qr"][1].rank)
+        out[name] = tuple(_time(lambda kw=kw: signflip.sign_flip_test(F, **kw), device, repeats) for kw in (new, old))
+    return out
+
+
+def bench_signflip(device, repeats):
+    rows = {}
+    for name, ((t_new, a), (t_qr, b)) in _signflip_pairs(device, repeats, SIGNFLIP_SHAPES, 0, dict(method="gram"),
+                                                          dict(method="qr")).items():
+        rows[name] = dict(new_s=t_new, qr_s=t_qr, speedup=t_qr / t_new, rank_new=a.rank, rank_qr=b.rank,
+                          agree=a.rank == b.rank)
     return rows
 
 
@@ -77,14 +84,10 @@ GRAMS_SHAPES = {"q/o 2048x2048": (2048, 2048), "k/v 512x2048": (512, 2048), "dow
 
 def bench_grams(device, repeats):
     rows = {}
-    gen = torch.Generator().manual_seed(2)
-    for name, shape in GRAMS_SHAPES.items():
-        F = torch.randn(8, *shape, generator=gen).to(device, torch.float64) + _planted(shape, 3, gen, device,
-                                                                                      torch.float64)
-        res = {g: _time(lambda: signflip.sign_flip_test(F, grams=g), device, repeats) for g in ("tf32", "float64")}
-        a, b = res["tf32"][1], res["float64"][1]
-        rows[name] = dict(new_s=res["tf32"][0], qr_s=res["float64"][0], speedup=res["float64"][0] / res["tf32"][0],
-                          rank_tf32=a.rank, rank_float64=b.rank, pvalues_equal=a.pvalues == b.pvalues,
+    for name, ((t_new, a), (t_old, b)) in _signflip_pairs(device, repeats, GRAMS_SHAPES, 2, dict(grams="tf32"),
+                                                          dict(grams="float64")).items():
+        rows[name] = dict(new_s=t_new, qr_s=t_old, speedup=t_old / t_new, rank_tf32=a.rank, rank_float64=b.rank,
+                          pvalues_equal=a.pvalues == b.pvalues,
                           stats_max_rel_diff=float(np.max(np.abs(np.subtract(a.stats, b.stats)) / np.abs(b.stats))),
                           agree=a.rank == b.rank)
     return rows
