@@ -5,6 +5,7 @@ pending cell directory, the predicted share and the gain against hand computatio
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,27 @@ def test_row_fields_are_documented_and_statuses_checked():
     assert list(field_help(CellRow)) == OK_KEYS + ["predicted", "train_examples", "steps"]  # set only with a probe / a data-size axis: last, not in OK_KEYS
     with pytest.raises(ConfigError, match="status must be one of"):
         CellRow(id="x", config_id="y", label="l", variant="v", strategy="all", seed=0, status="done")
+
+
+def test_predictions_survive_a_rebuild_without_the_probes(tmp_path):
+    """A committed study with its probes (MiniLM weight types): rebuilding results.json without the probes keeps
+    every finished row's predicted shares from the previous results.json (probes are large and often not kept:
+    the SmolLM2 studies' reports are regenerated so), and rebuilding without either has none."""
+    import shutil
+
+    from intrinsic.study.rows import rebuild_results
+    from intrinsic.study.spec import spec_from_record
+
+    src = Path(__file__).resolve().parents[1] / "studies" / "results" / "weight-types"
+    out = Path(shutil.copytree(src, tmp_path / "wt"))
+    spec = spec_from_record(json.loads((out / "study.json").read_text()))
+    with_probes = rebuild_results(spec, out)
+    shares = {r.id: (r.predicted_share, r.predicted) for r in with_probes if r.status == "ok"}
+    assert shares and all(s is not None and p for s, p in shares.values())
+    shutil.rmtree(out / "probes")
+    kept = rebuild_results(spec, out)
+    assert {r.id: (r.predicted_share, r.predicted) for r in kept if r.status == "ok"} == shares
+    (out / "results.json").unlink()
+    gone = rebuild_results(spec, out)
+    assert all(r.predicted is None for r in gone if r.status == "ok")
+    assert all(r.predicted_share in (None, 1.0) for r in gone if r.status == "ok")  # full fine-tuning: 1.0 always

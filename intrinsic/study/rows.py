@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,6 +274,24 @@ def cell_row(cell: Cell, cell_dir: Path, energy: ProbeEnergy | None = None) -> C
     return CellRow.unfinished(cell, status, error)
 
 
+def _kept_predictions(rows: list[CellRow], path: Path, energy: ProbeEnergy) -> list[CellRow]:
+    """`rows` with `predicted_share` and `predicted` taken from the results file at `path` (same cell id) for
+    finished rows whose seed has no probe here and which got none; unreadable or absent file: `rows` as given."""
+    try:
+        old = {r["id"]: r for r in json.loads(path.read_text())["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return rows
+    out = []
+    for r in rows:
+        rec = old.get(r.id)
+        if rec and r.status == "ok" and energy.report(r.seed) is None:
+            kept = {k: rec[k] for k in ("predicted_share", "predicted")
+                    if getattr(r, k) is None and rec.get(k) is not None}
+            r = replace(r, **kept) if kept else r
+        out.append(r)
+    return out
+
+
 def _timing(cell_dir: Path) -> str | None:
     """The timing the runner recorded in cell.json (exclusive | shared), None when absent."""
     try:
@@ -286,11 +304,14 @@ def _timing(cell_dir: Path) -> str | None:
 
 
 def rebuild_results(spec: StudySpec, out_dir: Path) -> list[CellRow]:
-    """Rebuild results.json from the cell directories (one row per grid cell, grid order)."""
+    """Rebuild results.json from the cell directories (one row per grid cell, grid order). A finished cell whose
+    seed's probe is absent (probes are large and often not kept) keeps the predicted shares the previous
+    results.json recorded for it (`_kept_predictions`); with its probe present they are recomputed."""
     from .selection import select_lrs, sweep_rows
 
     energy = ProbeEnergy(spec, out_dir)
     rows = [cell_row(c, out_dir / "cells" / c.id, energy) for c in spec.cells()]
+    rows = _kept_predictions(rows, out_dir / "results.json", energy)
     record = {"schema_version": RESULTS_SCHEMA, "study": spec.name, "definition_hash": spec.definition_hash,
               "rows": [r.to_record() for r in rows]}
     if any(c.lrs for c in spec.cells()):
