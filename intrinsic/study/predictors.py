@@ -195,7 +195,8 @@ def statistic_check(scope: str, statistic: str, configs: Sequence[ConfigSummary]
     use = [c for c in configs if _trivial(c) and c.predicted_by_seed.get(statistic)]
     pred = [c.predicted_by_seed[statistic] for c in use]
     gain = [c.gain.mean for c in use]
-    rho = spearman([float(np.mean(list(p.values()))) for p in pred], gain)
+    share = [float(np.mean(list(p.values()))) for p in pred]  # mean share over seeds, per config
+    rho = spearman(share, gain)
     modules = spearman([c.modules.mean for c in use], gain)
     params = spearman([c.trainable_params.mean for c in use], gain)
     ceiling, _ = noise_ceiling([c.gains_by_seed for c in use])
@@ -205,7 +206,7 @@ def statistic_check(scope: str, statistic: str, configs: Sequence[ConfigSummary]
     partial = None
     if all(c.predicted_by_seed.get(given) for c in use):
         z = [float(np.mean(list(c.predicted_by_seed[given].values()))) for c in use]
-        partial = partial_spearman([float(np.mean(list(p.values()))) for p in pred], gain, z)
+        partial = partial_spearman(share, gain, z)
     return StatisticCheck(scope, statistic, tuple(c.label for c in use), rho, lo, hi, b, v, reasons, partial,
                           given if partial is not None else None)
 

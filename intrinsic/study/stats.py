@@ -139,10 +139,8 @@ def spearman(x: Sequence[float], y: Sequence[float], *, level: float = 0.95, met
         p, p_method = spearman_exact_p(x_, y_, rho), "exact"
     lo = hi = None
     if method == "fisher-z":
-        if n >= 4 and abs(rho) < 1 - 1e-12:  # at |rho| = 1 the z transform is infinite: no interval
-            z = math.atanh(rho)
-            half = float(sps.norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
-            lo, hi = math.tanh(z - half), math.tanh(z + half)
+        if n >= 4:
+            lo, hi = _fisher_ci(rho, math.sqrt(1.06 / (n - 3)), level)
     elif method == "bootstrap":
         rng = np.random.default_rng(seed)
         rhos = []
@@ -182,11 +180,17 @@ def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float],
     r = float(np.clip(ex @ ey / (sx * sy), -1.0, 1.0))
     df = n - 3
     p = 0.0 if abs(r) >= 1 - 1e-12 else float(2 * sps.t.sf(abs(r) * math.sqrt(df / (1 - r * r)), df))
-    lo = hi = None
-    if n >= 5 and abs(r) < 1 - 1e-12:
-        half = float(sps.norm.ppf(0.5 + level / 2)) / math.sqrt(n - 4)
-        lo, hi = math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)
+    lo, hi = _fisher_ci(r, 1 / math.sqrt(n - 4), level) if n >= 5 else (None, None)
     return Correlation(n, r, p, lo, hi, "fisher-z")
+
+
+def _fisher_ci(r: float, se: float, level: float) -> tuple[float | None, float | None]:
+    """CI of a correlation r by Fisher's z: tanh(atanh(r) +- z_level * se); (None, None) at |r| = 1, where the z
+    transform is infinite."""
+    if abs(r) >= 1 - 1e-12:
+        return None, None
+    half = float(sps.norm.ppf(0.5 + level / 2)) * se
+    return math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)
 
 
 def spearman_exact_p(x: np.ndarray, y: np.ndarray, rho: float) -> float:
