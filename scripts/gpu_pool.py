@@ -8,9 +8,9 @@ that waited, and any cell that failed in pass 1), and so on. A phase starts only
 phase before it has ended: this barrier is what an ad hoc loop of "pass 1, pass 2" per process lacks (on
 2026-11-29 such a loop left 5 test cells pending because a process ran its second pass while the lr-sweep cell
 of their arm was still training elsewhere). Studies are independent of each other, except that a study's probes
-start only after the probes of the studies listed before it (two studies with the same probe settings share probe
-ids: the later one adopts the earlier one's probes first, `intrinsic study adopt`, instead of computing them
-twice at the same time). Free slots take the first eligible job in order (earlier studies first), so the GPU
+start only after the probes of the studies listed before it with the same probe key (model, task and [probe]
+settings: such studies share probe ids, and the later one adopts the earlier one's probes first, `intrinsic study
+adopt`, instead of computing them twice at the same time); probes of other keys run side by side. Free slots take the first eligible job in order (earlier studies first), so the GPU
 stays busy across the studies' barriers. `--adopt-from DIR` adopts finished cells and probes from DIR into every
 study first (e.g. committed results of another study that shares cell ids).
 
@@ -49,6 +49,7 @@ class Job:
     log: str = ""
     proc: subprocess.Popen | None = field(default=None, repr=False)
     quick: bool = False  # the study's [quick] variant (a CPU check of the pipeline)
+    probe_key: str = ""  # studies with equal keys share probe ids (rows.probe_key of seed 0)
 
     def argv(self) -> list[str]:
         base = ["intrinsic", "study", "run", self.study, "--out", self.out, "--shard", self.shard]
@@ -56,14 +57,15 @@ class Job:
         return base + (["--probes-only"] if self.phase == 0 else ["--no-report", "--json"])
 
 
-def plan_jobs(studies: list[tuple[str, str, int]], slots: int, passes: int, quick: bool = False) -> list[Job]:
-    """Jobs for `studies` [(study, out, seeds)] in order: per study its probes (one per seed), then `passes`
-    passes of `slots` shards each."""
+def plan_jobs(studies: list[tuple], slots: int, passes: int, quick: bool = False) -> list[Job]:
+    """Jobs for `studies` [(study, out, seeds[, probe_key])] in order: per study its probes (one per seed), then
+    `passes` passes of `slots` shards each. Without a probe key every study shares one (probes in list order)."""
     jobs = []
-    for study, out, seeds in studies:
-        jobs += [Job(study, out, 0, f"{k}/{seeds}", quick=quick) for k in range(seeds)]
+    for study, out, seeds, *key in studies:
+        k0 = key[0] if key else ""
+        jobs += [Job(study, out, 0, f"{k}/{seeds}", quick=quick, probe_key=k0) for k in range(seeds)]
         for p in range(1, passes + 1):
-            jobs += [Job(study, out, p, f"{k}/{slots}", quick=quick) for k in range(slots)]
+            jobs += [Job(study, out, p, f"{k}/{slots}", quick=quick, probe_key=k0) for k in range(slots)]
     return jobs
 
 
@@ -73,7 +75,7 @@ def _ended(job: Job) -> bool:
 
 def eligible(jobs: list[Job]) -> list[Job]:
     """The waiting jobs whose barrier is passed, in order: a study's phase p >= 1 needs every job of its phase p - 1
-    ended; its probes (phase 0) need the probes of every study listed before it ended."""
+    ended; its probes (phase 0) need the probes of every study listed before it with the same probe key ended."""
     order = list(dict.fromkeys(j.study for j in jobs))
     out = []
     for j in jobs:
@@ -81,7 +83,7 @@ def eligible(jobs: list[Job]) -> list[Job]:
             continue
         if j.phase == 0:
             earlier = order[: order.index(j.study)]
-            ready = all(_ended(i) for i in jobs if i.phase == 0 and i.study in earlier)
+            ready = all(_ended(i) for i in jobs if i.phase == 0 and i.study in earlier and i.probe_key == j.probe_key)
         else:
             ready = all(_ended(i) for i in jobs if i.study == j.study and i.phase == j.phase - 1)
         if ready:
@@ -111,8 +113,8 @@ def _write_status(jobs: list[Job]) -> None:
 
 def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: float = 2.0) -> int:
     """Keep `slots` jobs running (GPU slot % gpus) until every job has ended; returns 0 when all exited 0."""
-    studies = list(dict.fromkeys((j.study, j.out) for j in jobs))
-    for study, out in studies:
+    studies = list(dict.fromkeys((j.study, j.out, j.probe_key) for j in jobs))
+    for study, out, _ in studies:
         for src in adopt_from:
             _adopt(study, out, src)
     free = list(range(slots))
@@ -134,8 +136,9 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
                 break
             if j.phase == 0 and j.study not in probed:  # earlier studies' probes are done: take theirs (same ids)
                 probed.add(j.study)
-                for study, out in studies[: [s for s, _ in studies].index(j.study)]:
-                    _adopt(j.study, j.out, out)
+                for study, out, key in studies[: [s for s, _, _ in studies].index(j.study)]:
+                    if key == j.probe_key:
+                        _adopt(j.study, j.out, out)
             slot = free.pop(0)
             Path(j.out).parent.mkdir(parents=True, exist_ok=True)
             j.log = f"/tmp/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
@@ -151,9 +154,12 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
     return 0 if all(j.state == "ok" for j in jobs) else 1
 
 
-def _seeds(study: str, quick: bool) -> int:
+def _seeds_and_key(study: str, quick: bool) -> tuple[int, str]:
+    """The study's number of seeds and its probe key (equal keys: the same probe ids)."""
+    from intrinsic.study.rows import probe_key
     from intrinsic.study.spec import load_spec, resolve_study
-    return len(load_spec(resolve_study(study), quick=quick).seeds)
+    spec = load_spec(resolve_study(study), quick=quick)
+    return len(spec.seeds), probe_key(spec, 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"each study must be STUDY=RESULTS_DIR, got {s!r}", file=sys.stderr)
             return 2
         try:
-            pairs.append((study, out, _seeds(study, a.quick)))
+            pairs.append((study, out, *_seeds_and_key(study, a.quick)))
         except Exception as e:  # noqa: BLE001 - any unreadable definition is one clear line
             print(f"{study}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

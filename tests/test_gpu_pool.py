@@ -37,6 +37,16 @@ def test_plan_and_barriers_without_processes():
     assert any(j.study == "a" and j.phase == 2 for j in pool.eligible(jobs))
 
 
+def test_probes_wait_only_for_studies_with_the_same_probe_key():
+    jobs = pool.plan_jobs([("a", "/x/a", 1, "k1"), ("g", "/x/g", 1, "k2"), ("b", "/x/b", 1, "k1")], slots=1, passes=1)
+    first = {(j.study, j.phase) for j in pool.eligible(jobs)}
+    assert first == {("a", 0), ("g", 0)}  # g's probes (another key) run beside a's; b's wait to adopt a's
+    for j in jobs:
+        if j.study == "a" and j.phase == 0:
+            j.state = "ok"
+    assert ("b", 0) in {(j.study, j.phase) for j in pool.eligible(jobs)}
+
+
 def test_pool_runs_real_processes_in_barrier_order(tmp_path, monkeypatch):
     """Jobs are real processes that log start and end times; every pass-2 job of a study starts after every
     pass-1 job of that study ended, and slots overlap studies (b's probe runs while a's pass 1 is running)."""
