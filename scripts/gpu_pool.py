@@ -14,6 +14,12 @@ adopt`, instead of computing them twice at the same time); probes of other keys 
 stays busy across the studies' barriers. `--adopt-from DIR` adopts finished cells and probes from DIR into every
 study first (e.g. committed results of another study that shares cell ids).
 
+CPU threads: every process gets OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = `--threads` (default: the
+host's cores / --slots, at least 1; a variable already set is kept), and at most `--probe-slots` probes run at once.
+Measured on 2026-11-29 (H200 host, 16 cores): 10 probe processes with the default 16 threads each (load average 160)
+were still in their spectra phase after 20 minutes, while one probe alone took 65 s in all; the linear algebra's
+thread teams thrash when several processes oversubscribe the cores.
+
 Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
 ... > /tmp/pool.log 2>&1 &`); a later call waits on it (`pgrep -f gpu_pool.py`). Progress: one line per job that
 ends, and /tmp/gpu_pool.json (written atomically) with every job's state. Times of the cells are marked shared
@@ -73,6 +79,14 @@ def _ended(job: Job) -> bool:
     return job.state in ("ok", "failed")
 
 
+def thread_env(env: dict[str, str], threads: int) -> dict[str, str]:
+    """`env` with the BLAS/OpenMP thread counts set to `threads` where they are not set already."""
+    out = dict(env)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        out.setdefault(var, str(threads))
+    return out
+
+
 def eligible(jobs: list[Job]) -> list[Job]:
     """The waiting jobs whose barrier is passed, in order: a study's phase p >= 1 needs every job of its phase p - 1
     ended; its probes (phase 0) need the probes of every study listed before it with the same probe key ended."""
@@ -111,8 +125,11 @@ def _write_status(jobs: list[Job]) -> None:
     tmp.replace(STATUS)
 
 
-def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: float = 2.0) -> int:
-    """Keep `slots` jobs running (GPU slot % gpus) until every job has ended; returns 0 when all exited 0."""
+def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: float = 2.0, threads: int = 1,
+        probe_slots: int | None = None) -> int:
+    """Keep `slots` jobs running (GPU slot % gpus), at most `probe_slots` of them probes, each with `threads` CPU
+    threads, until every job has ended; returns 0 when all exited 0."""
+    probe_slots = slots if probe_slots is None else probe_slots
     studies = list(dict.fromkeys((j.study, j.out, j.probe_key) for j in jobs))
     for study, out, _ in studies:
         for src in adopt_from:
@@ -134,6 +151,8 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
         for j in eligible(jobs):
             if not free:
                 break
+            if j.phase == 0 and sum(1 for r in running.values() if r.phase == 0) >= probe_slots:
+                continue
             if j.phase == 0 and j.study not in probed:  # earlier studies' probes are done: take theirs (same ids)
                 probed.add(j.study)
                 for study, out, key in studies[: [s for s, _, _ in studies].index(j.study)]:
@@ -142,7 +161,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             slot = free.pop(0)
             Path(j.out).parent.mkdir(parents=True, exist_ok=True)
             j.log = f"/tmp/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot % gpus))
+            env = thread_env(dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot % gpus)), threads)
             with open(j.log, "w") as fh:
                 j.proc = subprocess.Popen(j.argv(), stdout=fh, stderr=subprocess.STDOUT, env=env)
             j.state, j.started = "running", time.time()
@@ -170,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpus", type=int, default=None, help="GPUs to spread the slots over (default: all visible)")
     ap.add_argument("--adopt-from", action="append", default=[], metavar="DIR",
                     help="adopt finished cells and probes from DIR into every study first (repeatable)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads per process (default: cores / --slots, at least 1)")
+    ap.add_argument("--probe-slots", type=int, default=4, help="probes running at once at most (default 4)")
     ap.add_argument("--quick", action="store_true", help="the studies' [quick] variants (a CPU pipeline check)")
     a = ap.parse_args(argv)
-    if a.slots < 1 or a.passes < 1:
-        print("--slots and --passes must be at least 1", file=sys.stderr)
+    if a.slots < 1 or a.passes < 1 or a.probe_slots < 1 or (a.threads is not None and a.threads < 1):
+        print("--slots, --passes, --probe-slots and --threads must be at least 1", file=sys.stderr)
         return 2
     pairs = []
     for s in a.studies:
@@ -192,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         gpus = max(1, torch.cuda.device_count())
     jobs = plan_jobs(pairs, a.slots, a.passes, a.quick)
     print(f"{len(jobs)} jobs for {len(pairs)} studies on {gpus} GPU(s), {a.slots} at a time", flush=True)
-    return run(jobs, a.slots, gpus, a.adopt_from)
+    threads = a.threads or max(1, (os.cpu_count() or 1) // a.slots)
+    print(f"{threads} CPU thread(s) per process, at most {a.probe_slots} probes at once", flush=True)
+    return run(jobs, a.slots, gpus, a.adopt_from, threads=threads, probe_slots=a.probe_slots)
 
 
 if __name__ == "__main__":

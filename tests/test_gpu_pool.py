@@ -75,9 +75,35 @@ def test_pool_runs_real_processes_in_barrier_order(tmp_path, monkeypatch):
     assert all(r["state"] == "ok" for r in json.loads((tmp_path / "status.json").read_text()))
 
 
+def test_probe_slots_cap_and_threads(tmp_path, monkeypatch):
+    """At most `probe_slots` probes overlap (one here, though 3 slots are free), and every process gets
+    the thread count in OMP_NUM_THREADS unless the caller set it."""
+    log = tmp_path / "events.jsonl"
+    script = ("import json, os, sys, time; t0 = time.time(); time.sleep(0.15); "
+              "open(sys.argv[1], 'a').write(json.dumps([sys.argv[2], t0, time.time(), os.environ.get("
+              "'OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS')]) + '\\n')")
+
+    def argv(self):
+        return [sys.executable, "-c", script, str(log), f"{self.study}:{self.phase}:{self.shard}"]
+
+    monkeypatch.setattr(pool.Job, "argv", argv)
+    monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    jobs = pool.plan_jobs([("a", str(tmp_path / "a"), 3, "k1"), ("g", str(tmp_path / "g"), 1, "k2")], slots=3,
+                          passes=1)
+    assert pool.run(jobs, slots=3, gpus=1, adopt_from=[], poll=0.02, threads=5, probe_slots=1) == 0
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    probes = sorted((s, e) for k, s, e, *_ in rows if ":0:" in k)
+    assert len(probes) == 4 and all(b[0] >= a[1] for a, b in zip(probes, probes[1:]))  # one at a time
+    assert {(omp, mkl) for *_, omp, mkl in rows} == {("5", "7")}
+    assert pool.thread_env({}, 2)["OPENBLAS_NUM_THREADS"] == "2"
+
+
 def test_bad_arguments_exit_2(capsys):
     assert pool.main(["no-equals-sign"]) == 2
     assert "STUDY=RESULTS_DIR" in capsys.readouterr().err
     assert pool.main(["a=b", "--slots", "0"]) == 2
+    assert pool.main(["a=b", "--probe-slots", "0"]) == 2 and pool.main(["a=b", "--threads", "0"]) == 2
     assert pool.main(["no-such-study=/tmp/x"]) == 2
     assert "no-such-study" in capsys.readouterr().err
