@@ -162,9 +162,16 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             Path(j.out).parent.mkdir(parents=True, exist_ok=True)
             j.log = f"/tmp/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
             env = thread_env(dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot % gpus)), threads)
-            with open(j.log, "w") as fh:
-                j.proc = subprocess.Popen(j.argv(), stdout=fh, stderr=subprocess.STDOUT, env=env)
-            j.state, j.started = "running", time.time()
+            j.started = time.time()
+            try:
+                with open(j.log, "w") as fh:
+                    j.proc = subprocess.Popen(j.argv(), stdout=fh, stderr=subprocess.STDOUT, env=env)
+            except OSError as e:  # e.g. `intrinsic` not on PATH: the job fails, the pool goes on
+                j.rc, j.ended, j.state = 127, time.time(), "failed"
+                free.insert(0, slot)
+                print(f"{j.study} phase {j.phase} shard {j.shard}: cannot start ({e})", flush=True)
+                continue
+            j.state = "running"
             running[slot] = j
         _write_status(jobs)
         if not running and not eligible(jobs):

@@ -100,6 +100,14 @@ def test_probe_slots_cap_and_threads(tmp_path, monkeypatch):
     assert pool.thread_env({}, 2)["OPENBLAS_NUM_THREADS"] == "2"
 
 
+def test_a_job_that_cannot_start_fails_and_the_pool_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pool.Job, "argv", lambda self: [str(tmp_path / "no-such-program")])
+    monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
+    jobs = pool.plan_jobs([("a", str(tmp_path / "a"), 1)], slots=1, passes=1)
+    assert pool.run(jobs, slots=1, gpus=1, adopt_from=[], poll=0.01) == 1
+    assert [j.state for j in jobs] == ["failed", "failed"] and "cannot start" in capsys.readouterr().out
+
+
 def test_bad_arguments_exit_2(capsys):
     assert pool.main(["no-equals-sign"]) == 2
     assert "STUDY=RESULTS_DIR" in capsys.readouterr().err
