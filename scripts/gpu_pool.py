@@ -160,7 +160,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
                         _adopt(j.study, j.out, out)
             slot = free.pop(0)
             Path(j.out).parent.mkdir(parents=True, exist_ok=True)
-            j.log = f"/tmp/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
+            j.log = f"{STATUS.parent}/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
             env = thread_env(dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot % gpus)), threads)
             j.started = time.time()
             try:
