@@ -18,7 +18,8 @@ Arms: plain (forward + backward, gradients of every linear weight, no optimizer)
 + PEFT, bf16=True, its default optimizer), peft (get_peft_model + AdamW loop under autocast), intrinsic
 (train(), defaults), fast (train(fast=True)), fast-compile (fast + compile), full and full-fast (train() with
 placement full, without and with fast). peft+nocast, peft+fused, peft+fused+lce: the PEFT loop with the fast
-path's pieces added one at a time (attribution).
+path's pieces added one at a time (attribution). peft+graph (CUDA only): the PEFT loop's whole step captured in
+one CUDA graph and replayed, the step's cost without Python and kernel-launch overhead.
 Step times: median over the steps after --warmup (device synchronized at each step's end); the trainer's are the
 gaps between its on_step_end callbacks, intrinsic's the gaps between its step events (everything a step does).
 Peak memory: torch.cuda.max_memory_allocated over the training steps (the arm's evaluation excluded); on CPU
@@ -50,7 +51,8 @@ SHAPES = {
     "smollm2": dict(config=dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                 num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                                 max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True),
-                    batch=16, seq=64, rank=8, arms="plain,full,full-fast,trainer,peft,intrinsic,fast,fast-compile"),
+                    batch=16, seq=64, rank=8,
+                    arms="plain,full,full-fast,trainer,peft,peft+graph,intrinsic,fast,fast-compile"),
     "llama-8b": dict(config=dict(vocab_size=30522, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                                  num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                                  max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False),
@@ -220,6 +222,55 @@ def arm_peft(setup: Setup, nocast: bool = False, fused: bool = False, lce: bool 
     return model, _timed_loop(setup, step, arm)
 
 
+def arm_peft_graph(setup: Setup):
+    """The plain PEFT loop with the whole step (forward, backward, AdamW) captured once in a CUDA graph and
+    replayed per batch (PyTorch's whole-network capture: static input buffers, warm-up on a side stream,
+    capturable AdamW, autocast without its cast cache). CUDA only. What a step costs without Python and launch
+    overhead: the upper bound of what CUDA graphs would give `intrinsic train` (not built into it)."""
+    import torch
+
+    if not setup.cuda:
+        raise RuntimeError("peft+graph needs CUDA")
+    model = _peft(setup)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, capturable=True)
+    static = {k: v.clone() for k, v in setup.on_device(setup.batches[0]).items()}
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+
+    def forward_backward_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            loss = model(**static).loss
+        loss.backward()
+        opt.step()
+        return loss
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up outside the graph (allocator, cuBLAS workspaces, optimizer state)
+            opt.zero_grad(set_to_none=True)
+            forward_backward_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)  # grads are allocated in the graph's pool and overwritten at each replay
+    with torch.cuda.graph(graph):
+        static_loss = forward_backward_step()
+
+    def step(batch):
+        for k, v in batch.items():
+            if v.shape != static[k].shape:
+                raise RuntimeError(f"peft+graph needs equal batch shapes; {k} {tuple(v.shape)} vs "
+                                   f"{tuple(static[k].shape)}")
+            static[k].copy_(v)
+        graph.replay()
+
+    times = _timed_loop(setup, step, "peft+graph")
+    if not torch.isfinite(static_loss).item() or not any(bool(b.abs().sum() > 0) for b in lora_b):
+        raise RuntimeError("peft+graph: the replayed steps did not train (loss not finite or lora_B still 0)")
+    return model, times
+
+
 def arm_trainer(setup: Setup):
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
@@ -288,6 +339,7 @@ ARMS = {
     "peft+fused": ("PEFT loop, no cast + fused LoRA", lambda s: arm_peft(s, nocast=True, fused=True, arm="peft+fused")),
     "peft+fused+lce": ("PEFT loop, + chunked loss, fused AdamW",
                        lambda s: arm_peft(s, nocast=True, fused=True, lce=True, arm="peft+fused+lce")),
+    "peft+graph": ("PEFT loop, the whole step in one CUDA graph (CUDA only)", arm_peft_graph),
     "intrinsic": ("intrinsic train (defaults)", arm_intrinsic),
     "fast": ("intrinsic train --fast", lambda s: arm_intrinsic(s, fast=True)),
     "fast-compile": ("intrinsic train --fast --compile", lambda s: arm_intrinsic(s, fast=True, compile=True)),

@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_lora_step_tiny_writes_json(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_lora_step.py"), "--shape", "tiny", "--steps", "2",
-           "--warmup", "1", "--repeats", "2", "--arms", "plain,peft,fast", "--profile", "peft", "--name", "t", "--results", str(tmp_path)]
+           "--warmup", "1", "--repeats", "2", "--arms", "plain,peft,peft+graph,fast", "--profile", "peft", "--name", "t", "--results", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"PATH": "", "OMP_NUM_THREADS": "1",
                                                                                 "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads((tmp_path / "t" / "bench_lora_step.json").read_text())
     assert [r["arm"] for r in data["rows"]] == ["plain", "peft", "fast"]
-    assert data["failed"] == {} and "peft" in data["profiles"]
+    assert data["failed"] == {"peft+graph": "RuntimeError: peft+graph needs CUDA"}  # the CUDA-graph arm, on a CPU
+    assert "peft" in data["profiles"]
     assert data["batch"] == 2 and data["seq"] == 32 and data["matmul_peak_tflops"] > 0
     assert data["repeats"] == 2
     for r in data["rows"]:
