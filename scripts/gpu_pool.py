@@ -10,9 +10,10 @@ phase before it has ended: this barrier is what an ad hoc loop of "pass 1, pass 
 of their arm was still training elsewhere). Studies are independent of each other, except that a study's probes
 start only after the probes of the studies listed before it with the same probe key (model, task and [probe]
 settings: such studies share probe ids, and the later one adopts the earlier one's probes first, `intrinsic study
-adopt`, instead of computing them twice at the same time); probes of other keys run side by side. Free slots take the first eligible job in order (earlier studies first), so the GPU
-stays busy across the studies' barriers. `--adopt-from DIR` adopts finished cells and probes from DIR into every
-study first (e.g. committed results of another study that shares cell ids).
+adopt`, instead of computing them twice at the same time); probes of other keys run side by side. Free slots
+take the first eligible job in order (earlier studies first), so the GPU stays busy across the studies' barriers.
+`--adopt-from DIR` adopts finished cells and probes from DIR into every study first (e.g. committed results of
+another study that shares cell ids).
 
 CPU threads: every process gets OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = `--threads` (default: the
 host's cores / --slots, at least 1; a variable already set is kept), and at most `--probe-slots` probes run at once.
