@@ -216,9 +216,10 @@ def test_the_spread_arm_adds_cells_and_changes_no_committed_id():
     study = ROOT / "studies" / "smollm2-auto-fill.toml"
     cells = load_spec(study).cells()
     rows = json.loads((ROOT / "studies" / "results" / "smollm2-auto-fill" / "results.json").read_text())["rows"]
-    done = {r["id"] for r in rows}
-    assert len(done) == 72 and done <= {c.id for c in cells}  # every cell of the first run keeps its id
-    new = [c for c in cells if c.id not in done]
+    first = {r["id"] for r in rows if r["variant"] != "auto+spread"}  # the 72 cells of the first run
+    assert len(first) == 72 and first <= {c.id for c in cells}  # every cell of the first run keeps its id
+    new = [c for c in cells if c.id not in first]
+    assert {r["id"] for r in rows} == first | {c.id for c in new}  # the results hold the new arm's cells too
     assert {c.variant for c in new} == {"auto+spread"} and len(new) == 5 + 3  # all@32 only: 5 seeds + 3 lrs
     assert {c.label for c in new if c.phase == "test"} == {"auto+spread budget=all@32"}
     assert all(load_spec(study).placement_request(c).fill == "spread" for c in new)
