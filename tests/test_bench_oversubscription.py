@@ -22,6 +22,8 @@ def test_writes_one_row_per_thread_count(tmp_path, capsys):
     one = d["rows"][1]
     assert one["threads"] == 1 and len(one["shared_runs_s"]) == 2
     assert one["ideal_s"] == max(one["alone_s"], 2 * one["alone_s"] / d["cores"])
+    default = d["rows"][0]  # all cores per process: 2 processes need twice the time of one at best
+    assert default["threads"] == d["cores"] and default["ideal_s"] == 2 * default["alone_s"]
     assert one["slowdown_vs_ideal"] == sum(one["shared_runs_s"]) / 2 / one["ideal_s"]
     assert "slowdown" in capsys.readouterr().out
 
