@@ -11,7 +11,8 @@ of their arm was still training elsewhere). Studies are independent of each othe
 start only after the probes of the studies listed before it with the same probe key (model, task and [probe]
 settings: such studies share probe ids, and the later one adopts the earlier one's probes first, `intrinsic study
 adopt`, instead of computing them twice at the same time); probes of other keys run side by side. Free slots
-take the first eligible job in order (earlier studies first), so the GPU stays busy across the studies' barriers.
+take the first eligible job, probes before passes (a probe unblocks a study's passes), then in order (earlier
+studies first), so the GPU stays busy across the studies' barriers.
 `--adopt-from DIR` adopts finished cells and probes from DIR into every study first (e.g. committed results of
 another study that shares cell ids).
 
@@ -149,7 +150,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             left = sum(1 for i in jobs if not _ended(i))
             print(f"{time.strftime('%H:%M:%S')} {j.study} phase {j.phase} shard {j.shard}: rc {rc} "
                   f"({j.ended - j.started:.0f} s; {left} jobs left)", flush=True)
-        for j in eligible(jobs):
+        for j in sorted(eligible(jobs), key=lambda j: j.phase != 0):  # probes first: they unblock later passes
             if not free:
                 break
             if j.phase == 0 and sum(1 for r in running.values() if r.phase == 0) >= probe_slots:

@@ -100,6 +100,20 @@ def test_probe_slots_cap_and_threads(tmp_path, monkeypatch):
     assert pool.thread_env({}, 2)["OPENBLAS_NUM_THREADS"] == "2"
 
 
+def test_free_slots_go_to_probes_before_passes(tmp_path, monkeypatch):
+    """Study a (listed first) has its pass 1 eligible and study g its probe: with one slot, g's probe runs first."""
+    log = tmp_path / "order.txt"
+    script = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+    monkeypatch.setattr(pool.Job, "argv", lambda self: [sys.executable, "-c", script, str(log),
+                                                         f"{self.study}:{self.phase}"])
+    monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
+    jobs = pool.plan_jobs([("a", str(tmp_path / "a"), 1, "k1"), ("g", str(tmp_path / "g"), 1, "k2")], slots=1,
+                          passes=1)
+    jobs[0].state = "ok"  # a's probe is done: a's pass 1 and g's probe are both eligible
+    assert pool.run(jobs, slots=1, gpus=1, adopt_from=[], poll=0.01) == 0
+    assert log.read_text().split() == ["g:0", "a:1", "g:1"]
+
+
 def test_a_job_that_cannot_start_fails_and_the_pool_goes_on(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pool.Job, "argv", lambda self: [str(tmp_path / "no-such-program")])
     monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
