@@ -20,7 +20,10 @@ CPU threads: every process gets OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM
 host's cores / --slots, at least 1; a variable already set is kept), and at most `--probe-slots` probes run at once.
 Measured on 2026-11-29 (H200 host, 16 cores): 10 probe processes with the default 16 threads each (load average 160)
 were still in their spectra phase after 20 minutes, while one probe alone took 65 s in all; the linear algebra's
-thread teams thrash when several processes oversubscribe the cores.
+thread teams thrash when several processes oversubscribe the cores (`benchmarks/bench_oversubscription.py`), or
+the probes' many small synchronizing GPU calls crawl when several processes time-slice the GPU (an earlier run:
+5 probes side by side beside 16 training processes did not finish in 500 s). `--probes-alone` keeps training
+processes off the GPU until every probe has ended.
 
 Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
 ... > /tmp/pool.log 2>&1 &`); a later call waits on it (`pgrep -f gpu_pool.py`). Progress: one line per job that
@@ -89,13 +92,15 @@ def thread_env(env: dict[str, str], threads: int) -> dict[str, str]:
     return out
 
 
-def eligible(jobs: list[Job]) -> list[Job]:
+def eligible(jobs: list[Job], probes_alone: bool = False) -> list[Job]:
     """The waiting jobs whose barrier is passed, in order: a study's phase p >= 1 needs every job of its phase p - 1
-    ended; its probes (phase 0) need the probes of every study listed before it with the same probe key ended."""
+    ended; its probes (phase 0) need the probes of every study listed before it with the same probe key ended.
+    With `probes_alone`, no pass starts before every probe of every study has ended."""
     order = list(dict.fromkeys(j.study for j in jobs))
+    probing = probes_alone and any(j.phase == 0 and not _ended(j) for j in jobs)
     out = []
     for j in jobs:
-        if j.state != "waiting":
+        if j.state != "waiting" or (probing and j.phase != 0):
             continue
         if j.phase == 0:
             earlier = order[: order.index(j.study)]
@@ -128,9 +133,10 @@ def _write_status(jobs: list[Job]) -> None:
 
 
 def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: float = 2.0, threads: int = 1,
-        probe_slots: int | None = None) -> int:
+        probe_slots: int | None = None, probes_alone: bool = False) -> int:
     """Keep `slots` jobs running (GPU slot % gpus), at most `probe_slots` of them probes, each with `threads` CPU
-    threads, until every job has ended; returns 0 when all exited 0."""
+    threads, until every job has ended (with `probes_alone`, passes only after every probe); returns 0 when all
+    exited 0."""
     probe_slots = slots if probe_slots is None else probe_slots
     studies = list(dict.fromkeys((j.study, j.out, j.probe_key) for j in jobs))
     for study, out, _ in studies:
@@ -150,7 +156,8 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             left = sum(1 for i in jobs if not _ended(i))
             print(f"{time.strftime('%H:%M:%S')} {j.study} phase {j.phase} shard {j.shard}: rc {rc} "
                   f"({j.ended - j.started:.0f} s; {left} jobs left)", flush=True)
-        for j in sorted(eligible(jobs), key=lambda j: j.phase != 0):  # probes first: they unblock later passes
+        # probes first: they unblock later passes
+        for j in sorted(eligible(jobs, probes_alone), key=lambda j: j.phase != 0):
             if not free:
                 break
             if j.phase == 0 and sum(1 for r in running.values() if r.phase == 0) >= probe_slots:
@@ -176,7 +183,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             j.state = "running"
             running[slot] = j
         _write_status(jobs)
-        if not running and not eligible(jobs):
+        if not running and not eligible(jobs, probes_alone):
             break
         time.sleep(poll)
     return 0 if all(j.state == "ok" for j in jobs) else 1
@@ -201,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads per process (default: cores / --slots, at least 1)")
     ap.add_argument("--probe-slots", type=int, default=4, help="probes running at once at most (default 4)")
+    ap.add_argument("--probes-alone", action="store_true",
+                    help="no training pass starts before every probe has ended (probes do not share the GPU with "
+                         "training processes)")
     ap.add_argument("--quick", action="store_true", help="the studies' [quick] variants (a CPU pipeline check)")
     a = ap.parse_args(argv)
     if a.slots < 1 or a.passes < 1 or a.probe_slots < 1 or (a.threads is not None and a.threads < 1):
@@ -225,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} jobs for {len(pairs)} studies on {gpus} GPU(s), {a.slots} at a time", flush=True)
     threads = a.threads or max(1, (os.cpu_count() or 1) // a.slots)
     print(f"{threads} CPU thread(s) per process, at most {a.probe_slots} probes at once", flush=True)
-    return run(jobs, a.slots, gpus, a.adopt_from, threads=threads, probe_slots=a.probe_slots)
+    return run(jobs, a.slots, gpus, a.adopt_from, threads=threads, probe_slots=a.probe_slots,
+               probes_alone=a.probes_alone)
 
 
 if __name__ == "__main__":

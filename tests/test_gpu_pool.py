@@ -114,6 +114,17 @@ def test_free_slots_go_to_probes_before_passes(tmp_path, monkeypatch):
     assert log.read_text().split() == ["g:0", "a:1", "g:1"]
 
 
+def test_probes_alone_holds_every_pass_until_every_probe_ended():
+    jobs = pool.plan_jobs([("a", "/x/a", 1, "k1"), ("g", "/x/g", 2, "k2")], slots=1, passes=1)
+    jobs[0].state = "ok"  # a's probe ended; g's two probes have not
+    assert ("a", 1) in {(j.study, j.phase) for j in pool.eligible(jobs)}  # by default a's pass may start
+    assert {(j.study, j.phase) for j in pool.eligible(jobs, probes_alone=True)} == {("g", 0)}
+    for j in jobs:
+        if j.study == "g" and j.phase == 0:
+            j.state = "failed"  # ended, even if failed
+    assert {(j.study, j.phase) for j in pool.eligible(jobs, probes_alone=True)} == {("a", 1), ("g", 1)}
+
+
 def test_a_job_that_cannot_start_fails_and_the_pool_goes_on(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pool.Job, "argv", lambda self: [str(tmp_path / "no-such-program")])
     monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
