@@ -22,7 +22,7 @@ Measured on 2026-11-29 (H200 host, 16 cores): 10 probe processes with the defaul
 were still in their spectra phase after 20 minutes, while one probe alone took 65 s in all; the linear algebra's
 thread teams thrash when several processes oversubscribe the cores (`benchmarks/bench_oversubscription.py`), or
 the probes' many small synchronizing GPU calls crawl when several processes time-slice the GPU (an earlier run:
-5 probes side by side beside 16 training processes did not finish in 500 s). `--probes-alone` keeps training
+5 probes side by side on one H200 did not finish in 500 s, gpu_study_shards.sh). `--probes-alone` keeps training
 processes off the GPU until every probe has ended.
 
 Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
