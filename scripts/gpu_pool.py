@@ -19,9 +19,9 @@ another study that shares cell ids).
 CPU threads: every process gets OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = `--threads` (default: the
 host's cores / --slots, at least 1; a variable already set is kept), and at most `--probe-slots` probes run at once.
 Measured on 2026-11-29 (H200 host, 16 cores): 10 probe processes with the default 16 threads each (load average 160)
-were still in their spectra phase after 20 minutes, while one probe alone took 65 s in all; the linear algebra's
-thread teams thrash when several processes oversubscribe the cores (`benchmarks/bench_oversubscription.py`), or
-the probes' many small synchronizing GPU calls crawl when several processes time-slice the GPU (an earlier run:
+were still in their spectra phase after 20 minutes, while one probe alone took 65 s in all. Not proven which
+cause: the linear algebra's thread teams thrash when several processes oversubscribe the cores
+(`benchmarks/bench_oversubscription.py`), or the probes' many small synchronizing GPU calls crawl when several processes time-slice the GPU (an earlier run:
 5 probes side by side on one H200 did not finish in 500 s, gpu_study_shards.sh). `--probes-alone` keeps training
 processes off the GPU until every probe has ended.
 
