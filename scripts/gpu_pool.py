@@ -21,9 +21,11 @@ host's cores / --slots, at least 1; a variable already set is kept), and at most
 Measured on 2026-11-29 (H200 host, 16 cores): 10 probe processes with the default 16 threads each (load average 160)
 were still in their spectra phase after 20 minutes, while one probe alone took 65 s in all. Not proven which
 cause: the linear algebra's thread teams thrash when several processes oversubscribe the cores
-(`benchmarks/bench_oversubscription.py`), or the probes' many small synchronizing GPU calls crawl when several processes time-slice the GPU (an earlier run:
-5 probes side by side on one H200 did not finish in 500 s, gpu_study_shards.sh). `--probes-alone` keeps training
-processes off the GPU until every probe has ended.
+(`benchmarks/bench_oversubscription.py`), or the probes' many small synchronizing GPU calls crawl when several
+processes time-slice the GPU (an earlier run: 5 probes side by side on one H200 did not finish in 500 s,
+gpu_study_shards.sh). `--probes-alone` keeps training
+processes off the GPU until every probe has ended, and `--probe-timeout S` kills a probe that runs longer than S
+seconds and reruns it with nothing else running (a stall then costs S, not the session).
 
 Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
 ... > /tmp/pool.log 2>&1 &`); a later call waits on it (`pgrep -f gpu_pool.py`). Progress: one line per job that
@@ -61,6 +63,7 @@ class Job:
     proc: subprocess.Popen | None = field(default=None, repr=False)
     quick: bool = False  # the study's [quick] variant (a CPU check of the pipeline)
     probe_key: str = ""  # studies with equal keys share probe ids (rows.probe_key of seed 0)
+    alone: bool = False  # a probe that ran past --probe-timeout: killed, then rerun with nothing else running
 
     def argv(self) -> list[str]:
         base = ["intrinsic", "study", "run", self.study, "--out", self.out, "--shard", self.shard]
@@ -112,6 +115,27 @@ def eligible(jobs: list[Job], probes_alone: bool = False) -> list[Job]:
     return out
 
 
+def to_start(candidates: list[Job], running: list[Job], free: int, probe_slots: int) -> list[Job]:
+    """Which of the eligible `candidates` start now, given the `running` jobs and `free` slots: nothing while a
+    job runs alone; a job to run alone only when nothing runs (and then only it); else probes before passes (a
+    probe unblocks a study's passes), at most `probe_slots` probes running, then in order."""
+    if any(r.alone for r in running):
+        return []
+    alone = [j for j in candidates if j.alone]
+    if alone:
+        return [] if running else alone[:1]
+    out, probes = [], sum(1 for r in running if r.phase == 0)
+    for j in sorted(candidates, key=lambda j: j.phase != 0):
+        if len(out) == free:
+            break
+        if j.phase == 0:
+            if probes >= probe_slots:
+                continue
+            probes += 1
+        out.append(j)
+    return out
+
+
 def _adopt(study: str, out: str, source: str) -> None:
     if Path(source).resolve() == Path(out).resolve() or not Path(source).is_dir():
         return
@@ -133,10 +157,10 @@ def _write_status(jobs: list[Job]) -> None:
 
 
 def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: float = 2.0, threads: int = 1,
-        probe_slots: int | None = None, probes_alone: bool = False) -> int:
+        probe_slots: int | None = None, probes_alone: bool = False, probe_timeout: float = 0.0) -> int:
     """Keep `slots` jobs running (GPU slot % gpus), at most `probe_slots` of them probes, each with `threads` CPU
-    threads, until every job has ended (with `probes_alone`, passes only after every probe); returns 0 when all
-    exited 0."""
+    threads, until every job has ended (with `probes_alone`, passes only after every probe); a probe running longer
+    than `probe_timeout` seconds (0: no limit) is killed and rerun alone. Returns 0 when all exited 0."""
     probe_slots = slots if probe_slots is None else probe_slots
     studies = list(dict.fromkeys((j.study, j.out, j.probe_key) for j in jobs))
     for study, out, _ in studies:
@@ -148,6 +172,16 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
     while True:
         for slot, j in list(running.items()):
             rc = j.proc.poll()
+            overdue = probe_timeout and j.phase == 0 and not j.alone and time.time() - j.started > probe_timeout
+            if rc is None and overdue:
+                j.proc.kill()
+                j.proc.wait()
+                j.state, j.alone = "waiting", True
+                del running[slot]
+                free.append(slot)
+                print(f"{time.strftime('%H:%M:%S')} {j.study} phase 0 shard {j.shard}: past --probe-timeout "
+                      f"{probe_timeout:.0f} s, killed; it reruns alone", flush=True)
+                continue
             if rc is None:
                 continue
             j.rc, j.ended, j.state = rc, time.time(), "ok" if rc == 0 else "failed"
@@ -156,12 +190,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             left = sum(1 for i in jobs if not _ended(i))
             print(f"{time.strftime('%H:%M:%S')} {j.study} phase {j.phase} shard {j.shard}: rc {rc} "
                   f"({j.ended - j.started:.0f} s; {left} jobs left)", flush=True)
-        # probes first: they unblock later passes
-        for j in sorted(eligible(jobs, probes_alone), key=lambda j: j.phase != 0):
-            if not free:
-                break
-            if j.phase == 0 and sum(1 for r in running.values() if r.phase == 0) >= probe_slots:
-                continue
+        for j in to_start(eligible(jobs, probes_alone), list(running.values()), len(free), probe_slots):
             if j.phase == 0 and j.study not in probed:  # earlier studies' probes are done: take theirs (same ids)
                 probed.add(j.study)
                 for study, out, key in studies[: [s for s, _, _ in studies].index(j.study)]:
@@ -211,10 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probes-alone", action="store_true",
                     help="no training pass starts before every probe has ended (probes do not share the GPU with "
                          "training processes)")
+    ap.add_argument("--probe-timeout", type=float, default=0.0,
+                    help="seconds after which a running probe is killed and rerun with nothing else running "
+                         "(default 0: no limit)")
     ap.add_argument("--quick", action="store_true", help="the studies' [quick] variants (a CPU pipeline check)")
     a = ap.parse_args(argv)
-    if a.slots < 1 or a.passes < 1 or a.probe_slots < 1 or (a.threads is not None and a.threads < 1):
-        print("--slots, --passes, --probe-slots and --threads must be at least 1", file=sys.stderr)
+    if a.slots < 1 or a.passes < 1 or a.probe_slots < 1 or (a.threads is not None and a.threads < 1) \
+            or a.probe_timeout < 0:
+        print("--slots, --passes, --probe-slots and --threads must be at least 1, --probe-timeout at least 0",
+              file=sys.stderr)
         return 2
     pairs = []
     for s in a.studies:
@@ -236,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = a.threads or max(1, (os.cpu_count() or 1) // a.slots)
     print(f"{threads} CPU thread(s) per process, at most {a.probe_slots} probes at once", flush=True)
     return run(jobs, a.slots, gpus, a.adopt_from, threads=threads, probe_slots=a.probe_slots,
-               probes_alone=a.probes_alone)
+               probes_alone=a.probes_alone, probe_timeout=a.probe_timeout)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,39 @@ def test_probes_alone_holds_every_pass_until_every_probe_ended():
     assert {(j.study, j.phase) for j in pool.eligible(jobs, probes_alone=True)} == {("a", 1), ("g", 1)}
 
 
+def test_to_start_rules():
+    a0, a1, b0, b1 = (pool.Job(s, "/x/" + s, p, "0/1") for s, p in (("a", 0), ("a", 1), ("b", 0), ("b", 1)))
+    assert pool.to_start([a1, b0, b1], [], free=2, probe_slots=4) == [b0, a1]  # probes first, then in order
+    assert pool.to_start([a1, b0, b1], [a0], free=5, probe_slots=1) == [a1, b1]  # probe cap reached
+    a0.alone = True
+    assert pool.to_start([a0, a1, b0], [b1], free=5, probe_slots=4) == []  # an alone job waits for an empty pool
+    assert pool.to_start([a0, a1, b0], [], free=5, probe_slots=4) == [a0]  # ... and then runs by itself
+    assert pool.to_start([a1, b0], [a0], free=5, probe_slots=4) == []  # nothing starts beside it
+
+
+def test_a_probe_past_the_timeout_is_killed_and_rerun_alone(tmp_path, monkeypatch, capsys):
+    """a's probe hangs on its first try (a marker file says which try), is killed after 0.5 s and rerun when
+    nothing else runs; g's probe and pass (another key) are unaffected; no job overlaps the rerun."""
+    log, marker = tmp_path / "events.jsonl", tmp_path / "tried"
+    script = ("import json, os, sys, time; t0 = time.time(); first = sys.argv[2] == 'a:0' and not "
+              "os.path.exists(sys.argv[3]); open(sys.argv[3], 'a').close() if first else None; "
+              "time.sleep(30 if first else 0.2); "
+              "open(sys.argv[1], 'a').write(json.dumps([sys.argv[2], t0, time.time()]) + '\\n')")
+    monkeypatch.setattr(pool.Job, "argv", lambda self: [sys.executable, "-c", script, str(log),
+                                                         f"{self.study}:{self.phase}", str(marker)])
+    monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
+    jobs = pool.plan_jobs([("a", str(tmp_path / "a"), 1, "k1"), ("g", str(tmp_path / "g"), 1, "k2")], slots=2,
+                          passes=1)
+    t0 = time.time()
+    assert pool.run(jobs, slots=2, gpus=1, adopt_from=[], poll=0.02, probe_timeout=0.5) == 0
+    assert time.time() - t0 < 20  # the hanging first try (30 s) was killed
+    ev = {k: (s, e) for k, s, e in map(json.loads, log.read_text().splitlines())}
+    assert sorted(ev) == ["a:0", "a:1", "g:0", "g:1"]  # the killed try wrote nothing; the rerun did
+    s_a0, e_a0 = ev["a:0"]
+    assert all(e <= s_a0 or s >= e_a0 for k, (s, e) in ev.items() if k != "a:0")  # nothing overlapped the rerun
+    assert "killed; it reruns alone" in capsys.readouterr().out and jobs[0].alone
+
+
 def test_a_job_that_cannot_start_fails_and_the_pool_goes_on(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pool.Job, "argv", lambda self: [str(tmp_path / "no-such-program")])
     monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
@@ -138,5 +172,6 @@ def test_bad_arguments_exit_2(capsys):
     assert "STUDY=RESULTS_DIR" in capsys.readouterr().err
     assert pool.main(["a=b", "--slots", "0"]) == 2
     assert pool.main(["a=b", "--probe-slots", "0"]) == 2 and pool.main(["a=b", "--threads", "0"]) == 2
+    assert pool.main(["a=b", "--probe-timeout", "-1"]) == 2
     assert pool.main(["no-such-study=/tmp/x"]) == 2
     assert "no-such-study" in capsys.readouterr().err
