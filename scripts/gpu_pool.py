@@ -172,17 +172,15 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
     while True:
         for slot, j in list(running.items()):
             rc = j.proc.poll()
-            overdue = probe_timeout and j.phase == 0 and not j.alone and time.time() - j.started > probe_timeout
-            if rc is None and overdue:
-                j.proc.kill()
-                j.proc.wait()
-                j.state, j.alone = "waiting", True
-                del running[slot]
-                free.append(slot)
-                print(f"{time.strftime('%H:%M:%S')} {j.study} phase 0 shard {j.shard}: past --probe-timeout "
-                      f"{probe_timeout:.0f} s, killed; it reruns alone", flush=True)
-                continue
-            if rc is None:
+            if rc is None:  # still running: only a probe past --probe-timeout is stopped (and rerun alone)
+                if probe_timeout and j.phase == 0 and not j.alone and time.time() - j.started > probe_timeout:
+                    j.proc.kill()
+                    j.proc.wait()
+                    j.state, j.alone = "waiting", True
+                    del running[slot]
+                    free.append(slot)
+                    print(f"{time.strftime('%H:%M:%S')} {j.study} phase 0 shard {j.shard}: past --probe-timeout "
+                          f"{probe_timeout:.0f} s, killed; it reruns alone", flush=True)
                 continue
             j.rc, j.ended, j.state = rc, time.time(), "ok" if rc == 0 else "failed"
             del running[slot]
