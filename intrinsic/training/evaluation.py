@@ -53,6 +53,12 @@ def evaluate(model, batches, *, task_kind: str, num_labels: int = 2, accelerator
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             y = batch.pop("labels")
+            if task_kind != "classification":  # lm, completion: labelled positions only, without the B x T x V logits
+                found = labelled_nll(model, batch, y, accelerator)
+                if found is not None:
+                    nll += found[0].cpu()
+                    count += found[1].cpu()
+                    continue
             logits = model(**batch).logits.float()
             if task_kind == "classification":  # logits (B, C), y (B,)
                 nll += F.cross_entropy(logits, y, reduction="sum").double().cpu()
@@ -85,6 +91,35 @@ def evaluate(model, batches, *, task_kind: str, num_labels: int = 2, accelerator
         raise IntrinsicError("No held-out tokens to evaluate on.")
     loss = float(sums[0] / sums[1])
     return {"perplexity": math.exp(min(loss, 700.0)), "loss": loss}
+
+
+def labelled_nll(model, batch: dict, y, accelerator=None):
+    """(sum of next-token NLL over the labelled positions of `y`, their count), float64 and int64 on the device,
+    from the decoder's last hidden states: logits are formed only for the labelled positions, in chunks, as
+    `nn.Linear` and the model's own loss would (the head under the caller's autocast, the softmax in float32).
+    The B x T x V logits are never stored: a 64 x 256-token batch of a 49k vocabulary is 3.2 GB in float32,
+    twice that with the log-softmax, and 16 such processes do not fit one GPU. None when the head is not one
+    plain linear layer (`fast.lce_unsupported`): then the caller takes the model's own logits."""
+    import torch
+    import torch.nn.functional as F
+
+    from . import fast
+
+    unwrapped = accelerator.unwrap_model(model) if hasattr(accelerator, "unwrap_model") else model
+    base = fast.base_model(unwrapped)
+    if not hasattr(base, "get_decoder") or fast.lce_unsupported(unwrapped, getattr(base.config, "model_type", ""), 1):
+        return None
+    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
+    targets = y[:, 1:]  # position t predicts token t + 1
+    keep = targets != -100
+    h, t = hidden.last_hidden_state[:, :-1][keep], targets[keep]  # (n, H), (n,)
+    weight = base.get_output_embeddings().weight
+    chunk = max(1, fast.CHUNK_ELEMENTS // weight.shape[0])
+    total = torch.zeros((), dtype=torch.float64, device=h.device)
+    for i in range(0, h.shape[0], chunk):
+        logits = F.linear(h[i:i + chunk], weight).float()
+        total += F.cross_entropy(logits, t[i:i + chunk], reduction="sum").double()
+    return total, keep.sum()
 
 
 def score_of(metrics: dict[str, float], task_kind: str) -> float:

@@ -61,3 +61,4 @@ class _Local:
 
     def __init__(self, accelerator):
         self.device = accelerator.device
+        self.unwrap_model = accelerator.unwrap_model
