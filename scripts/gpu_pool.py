@@ -27,6 +27,12 @@ gpu_study_shards.sh). `--probes-alone` keeps training
 processes off the GPU until every probe has ended, and `--probe-timeout S` kills a probe that runs longer than S
 seconds and reruns it with nothing else running (a stall then costs S, not the session).
 
+GPU memory: 16 processes share one H200's 140 GB, and a study's processes may need more than their share: on
+2026-11-29 smollm2-placement-gen (256-token batches, 6-8 GB of training peak each, up to 18 GB reserved with its
+evaluation before that was chunked) ran out of memory 16 at a time. `--cap STUDY=N` lets at most N of a study's
+processes run at once (the free slots go to the other studies); every process gets
+PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless set.
+
 Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
 ... > /tmp/pool.log 2>&1 &`); a later call waits on it (`pgrep -f gpu_pool.py`). Progress: one line per job that
 ends, and /tmp/gpu_pool.json (written atomically) with every job's state. Times of the cells are marked shared
@@ -36,6 +42,7 @@ ends, and /tmp/gpu_pool.json (written atomically) with every job's state. Times 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import json
 import os
 import subprocess
@@ -64,6 +71,7 @@ class Job:
     quick: bool = False  # the study's [quick] variant (a CPU check of the pipeline)
     probe_key: str = ""  # studies with equal keys share probe ids (rows.probe_key of seed 0)
     alone: bool = False  # a probe that ran past --probe-timeout: killed, then rerun with nothing else running
+    cap: int = 0  # at most this many jobs of the study at once (--cap; 0: no cap)
 
     def argv(self) -> list[str]:
         base = ["intrinsic", "study", "run", self.study, "--out", self.out, "--shard", self.shard]
@@ -118,20 +126,25 @@ def eligible(jobs: list[Job], probes_alone: bool = False) -> list[Job]:
 def to_start(candidates: list[Job], running: list[Job], free: int, probe_slots: int) -> list[Job]:
     """Which of the eligible `candidates` start now, given the `running` jobs and `free` slots: nothing while a
     job runs alone; a job to run alone only when nothing runs (and then only it); else probes before passes (a
-    probe unblocks a study's passes), at most `probe_slots` probes running, then in order."""
+    probe unblocks a study's passes), at most `probe_slots` probes running and at most `cap` jobs of a capped
+    study, then in order."""
     if any(r.alone for r in running):
         return []
     alone = [j for j in candidates if j.alone]
     if alone:
         return [] if running else alone[:1]
     out, probes = [], sum(1 for r in running if r.phase == 0)
+    per_study = Counter(r.study for r in running)
     for j in sorted(candidates, key=lambda j: j.phase != 0):
         if len(out) == free:
             break
+        if j.cap and per_study[j.study] >= j.cap:
+            continue
         if j.phase == 0:
             if probes >= probe_slots:
                 continue
             probes += 1
+        per_study[j.study] += 1
         out.append(j)
     return out
 
@@ -198,6 +211,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             Path(j.out).parent.mkdir(parents=True, exist_ok=True)
             j.log = f"{STATUS.parent}/pool-{Path(j.out).name}-{j.phase}-{j.shard.replace('/', 'of')}.log"
             env = thread_env(dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot % gpus)), threads)
+            env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # less fragmentation, 16 to a GPU
             j.started = time.time()
             try:
                 with open(j.log, "w") as fh:
@@ -241,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-timeout", type=float, default=0.0,
                     help="seconds after which a running probe is killed and rerun with nothing else running "
                          "(default 0: no limit)")
+    ap.add_argument("--cap", action="append", default=[], metavar="STUDY=N",
+                    help="at most N processes of STUDY (as given, or its file name without .toml) at once, e.g. "
+                         "for a study whose processes need more GPU memory than slots x their share (repeatable)")
     ap.add_argument("--quick", action="store_true", help="the studies' [quick] variants (a CPU pipeline check)")
     a = ap.parse_args(argv)
     if a.slots < 1 or a.passes < 1 or a.probe_slots < 1 or (a.threads is not None and a.threads < 1) \
@@ -248,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         print("--slots, --passes, --probe-slots and --threads must be at least 1, --probe-timeout at least 0",
               file=sys.stderr)
         return 2
+    caps = {}
+    for c in a.cap:
+        name, sep, n = c.rpartition("=")
+        if not sep or not name or not n.isdigit() or int(n) < 1:
+            print(f"each --cap must be STUDY=N with N at least 1, got {c!r}", file=sys.stderr)
+            return 2
+        caps[name] = int(n)
     pairs = []
     for s in a.studies:
         study, sep, out = s.partition("=")
@@ -264,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         gpus = max(1, torch.cuda.device_count())
     jobs = plan_jobs(pairs, a.slots, a.passes, a.quick)
+    unknown = set(caps) - {j.study for j in jobs} - {Path(j.study).stem for j in jobs}
+    if unknown:
+        print(f"--cap names no study given: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    for j in jobs:
+        j.cap = caps.get(j.study, caps.get(Path(j.study).stem, 0))
     print(f"{len(jobs)} jobs for {len(pairs)} studies on {gpus} GPU(s), {a.slots} at a time", flush=True)
     threads = a.threads or max(1, (os.cpu_count() or 1) // a.slots)
     print(f"{threads} CPU thread(s) per process, at most {a.probe_slots} probes at once", flush=True)

@@ -82,7 +82,7 @@ def test_probe_slots_cap_and_threads(tmp_path, monkeypatch):
     log = tmp_path / "events.jsonl"
     script = ("import json, os, sys, time; t0 = time.time(); time.sleep(0.15); "
               "open(sys.argv[1], 'a').write(json.dumps([sys.argv[2], t0, time.time(), os.environ.get("
-              "'OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS')]) + '\\n')")
+              "'OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS'), os.environ.get('PYTORCH_CUDA_ALLOC_CONF')]) + '\\n')")
 
     def argv(self):
         return [sys.executable, "-c", script, str(log), f"{self.study}:{self.phase}:{self.shard}"]
@@ -90,6 +90,7 @@ def test_probe_slots_cap_and_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(pool.Job, "argv", argv)
     monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "7")
     jobs = pool.plan_jobs([("a", str(tmp_path / "a"), 3, "k1"), ("g", str(tmp_path / "g"), 1, "k2")], slots=3,
                           passes=1)
@@ -97,7 +98,7 @@ def test_probe_slots_cap_and_threads(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in log.read_text().splitlines()]
     probes = sorted((s, e) for k, s, e, *_ in rows if ":0:" in k)
     assert len(probes) == 4 and all(b[0] >= a[1] for a, b in zip(probes, probes[1:]))  # one at a time
-    assert {(omp, mkl) for *_, omp, mkl in rows} == {("5", "7")}
+    assert {(omp, mkl, alloc) for *_, omp, mkl, alloc in rows} == {("5", "7", "expandable_segments:True")}
     assert pool.thread_env({}, 2)["OPENBLAS_NUM_THREADS"] == "2"
 
 
@@ -134,6 +135,11 @@ def test_to_start_rules():
     assert pool.to_start([a0, a1, b0], [b1], free=5, probe_slots=4) == []  # an alone job waits for an empty pool
     assert pool.to_start([a0, a1, b0], [], free=5, probe_slots=4) == [a0]  # ... and then runs by itself
     assert pool.to_start([a1, b0], [a0], free=5, probe_slots=4) == []  # nothing starts beside it
+    c1, c2, c3, d1 = (pool.Job(s, "/x/" + s, 1, f"{k}/3", cap=2 if s == "c" else 0)
+                      for s, k in (("c", 0), ("c", 1), ("c", 2), ("d", 0)))
+    assert pool.to_start([c1, c2, c3, d1], [], free=5, probe_slots=4) == [c1, c2, d1]  # c capped at 2
+    assert pool.to_start([c2, c3, d1], [c1], free=5, probe_slots=4) == [c2, d1]  # one of c's runs already
+    assert pool.to_start([c3, d1], [c1, c2], free=1, probe_slots=4) == [d1]  # the free slot goes to d
 
 
 def test_a_probe_past_the_timeout_is_killed_and_rerun_alone(tmp_path, monkeypatch, capsys):
@@ -175,3 +181,5 @@ def test_bad_arguments_exit_2(capsys):
     assert pool.main(["a=b", "--probe-timeout", "-1"]) == 2
     assert pool.main(["no-such-study=/tmp/x"]) == 2
     assert "no-such-study" in capsys.readouterr().err
+    assert pool.main(["a=b", "--cap", "a"]) == 2 and pool.main(["a=b", "--cap", "a=0"]) == 2
+    assert "--cap must be STUDY=N" in capsys.readouterr().err
