@@ -203,3 +203,33 @@ def report_cmd(
                           [c for c in cols if c not in _WIDE_ONLY])
                 display_table(rows, title=title, columns=narrow)
         console.print(f"report: {files.markdown}, {files.html} ({len(files.plots)} plots)")
+
+
+@study_app.command("predictors")
+def predictors_cmd(
+    results: list[Path] = typer.Argument(..., help="Results directories of studies of one model and task."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the check as Markdown to this file."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Which probe statistic predicts the gain, over the test cells of several studies pooled (each distinct cell
+    once): Spearman rho of every statistic's predicted share with the gain, overall and within each budget group,
+    with the seed-bootstrap CI and the partial rho given breadth. One study alone has too few placements per
+    budget for a rank correlation to say much."""
+    with handle_errors():
+        from intrinsic.results import atomic_write_text
+        from intrinsic.study.pooled import pooled_statistics, render_markdown, statistics_table
+
+        pooled = pooled_statistics(results)
+        if out is not None:
+            atomic_write_text(out, render_markdown(pooled))
+        if as_json:
+            print_json(pooled)
+            return
+        console.print(f"{pooled.model} on {pooled.task}: {len(pooled.studies)} studies, {pooled.cells} distinct test "
+                      f"cells ({pooled.shared} shared, counted once), {pooled.placements} placements")
+        title, cols, rows = statistics_table(pooled)
+        display_table(rows, title=title, columns=cols)
+        for stat, groups in pooled.meets_target.items():
+            console.print(f"{stat}: rho >= 0.85 in {len(groups)} group(s){': ' + ', '.join(groups) if groups else ''}")
+        if out is not None:
+            console.print(f"written: {escape(str(out))}")
