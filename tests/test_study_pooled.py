@@ -102,3 +102,17 @@ def test_the_command_writes_markdown_and_json_and_refuses_bad_input_with_exit_2(
     c = study_dir(tmp_path / "c", "study-cccc", [row(1, 0)], task="other:lm")
     res = CliRunner().invoke(app, ["study", "predictors", str(a), str(c)])
     assert res.exit_code == 2 and "one model and task" in res.output
+
+
+def test_a_ci_over_fewer_seeds_than_the_rho_says_so(tmp_path):
+    """A placement with a pending seed: the rho's means use 3 seeds, the bootstrap only the 2 every config shares."""
+    rows = [row(c, s) for c in range(4) for s in range(SEEDS) if not (c == 3 and s == 2)]
+    p = pooled_statistics([study_dir(tmp_path / "a", "study-aaaa", rows)])
+    k = {(k.scope, k.statistic): k for k in p.checks}[("budget=all@4", "activation")]
+    assert (k.ci_seeds, k.seeds) == (SEEDS - 1, SEEDS)
+    from intrinsic.study.predictors import ci_text
+    assert ci_text(k).endswith(f"(on {SEEDS - 1} of {SEEDS} seeds)")
+    full = pooled_statistics([study_dir(tmp_path / "b", "study-bbbb", [row(c, s) for c in range(4)
+                                                                        for s in range(SEEDS)])])
+    k = {(k.scope, k.statistic): k for k in full.checks}[("budget=all@4", "activation")]
+    assert (k.ci_seeds, k.seeds) == (SEEDS, SEEDS) and "seeds)" not in ci_text(k)

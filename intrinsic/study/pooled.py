@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .analysis import group_index, summarize_configs
 from .grid import SWEEP
-from .predictors import StatisticCheck, statistic_checks
+from .predictors import StatisticCheck, ci_text, statistic_checks
 from .rows import CellRow, load_results
 
 TARGET_RHO = 0.85  # issue 13: Spearman >= 0.85 between the best statistic and the gain within each budget group
@@ -96,7 +96,7 @@ def statistics_table(p: PooledStudies) -> tuple[str, list[str], list[dict]]:
     """(title, columns, rows) of the pooled checks, one row per scope and statistic."""
     rows = [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels),
              "spearman_rho": None if k.rho.rho is None else round(k.rho.rho, 3),
-             "ci95_seeds": None if k.ci_low is None else f"[{k.ci_low:.2f}, {k.ci_high:.2f}]",
+             "ci95_seeds": ci_text(k),
              "p": None if k.rho.p is None else round(k.rho.p, 4),
              "partial_rho": None if k.partial is None or k.partial.rho is None else round(k.partial.rho, 3),
              "given": k.partial_given, "best": "yes" if p.best.get(k.scope) == k.statistic else ""}

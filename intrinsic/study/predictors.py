@@ -154,10 +154,27 @@ class StatisticCheck:
     reasons: tuple[str, ...]  # why it is not supported (empty when it is)
     partial: Correlation | None = None  # Spearman rho with the gain given the null predictor (`partial_given`)
     partial_given: str | None = None  # NULL_STATISTIC, or for the null itself DEFAULT_STATISTIC; None: absent
+    ci_seeds: int = 0  # the seeds every config shares, which the CI resamples
+    seeds: int = 0  # the most seeds of any config, which the rho's means use (more than ci_seeds: the CI is of
+    #                 the shared seeds' rho, not of this one, and need not contain it)
+
+
+def ci_text(k: StatisticCheck) -> str | None:
+    """The check's seed-bootstrap CI as text, "(on k of m seeds)" added when it resampled fewer seeds than the
+    rho's means use (pending or failed cells): then it is the interval of another estimate."""
+    if k.ci_low is None:
+        return None
+    part = f" (on {k.ci_seeds} of {k.seeds} seeds)" if k.ci_seeds < k.seeds else ""
+    return f"[{k.ci_low:.2f}, {k.ci_high:.2f}]{part}"
 
 
 NULL_STATISTIC = "params"  # the null predictor: the share of the weights a placement adapts (breadth)
 DEFAULT_STATISTIC = "gradient"  # auto's default: the null predictor's own row is partialled on it
+
+
+def shared_seeds(predicted: Sequence[Mapping[int, float]], gains: Sequence[Mapping[int, float]]) -> list[int]:
+    """The seeds with a predicted share and a gain in every config, sorted."""
+    return sorted(set.intersection(*(set(g) & set(p) for g, p in zip(gains, predicted)))) if gains else []
 
 
 def seed_bootstrap_rho(predicted: Sequence[Mapping[int, float]], gains: Sequence[Mapping[int, float]], *,
@@ -166,7 +183,7 @@ def seed_bootstrap_rho(predicted: Sequence[Mapping[int, float]], gains: Sequence
     """Percentile CI of Spearman(mean predicted, mean gain) over configs, resampling the seeds: draw the seeds
     shared by every config with replacement, recompute each config's mean gain and mean predicted share over
     the drawn seeds, recompute rho. (lo, hi, resamples used); None, None with < 2 shared seeds or < 3 configs."""
-    shared = sorted(set.intersection(*(set(g) & set(p) for g, p in zip(gains, predicted)))) if gains else []
+    shared = shared_seeds(predicted, gains)
     if len(shared) < 2 or len(gains) < 3:
         return None, None, 0
     P = np.array([[p[s] for s in shared] for p in predicted])  # (configs, seeds)
@@ -207,8 +224,10 @@ def statistic_check(scope: str, statistic: str, configs: Sequence[ConfigSummary]
     if all(c.predicted_by_seed.get(given) for c in use):
         z = [float(np.mean(list(c.predicted_by_seed[given].values()))) for c in use]
         partial = partial_spearman(share, gain, z)
+    gains_by_seed = [c.gains_by_seed for c in use]
     return StatisticCheck(scope, statistic, tuple(c.label for c in use), rho, lo, hi, b, v, reasons, partial,
-                          given if partial is not None else None)
+                          given if partial is not None else None, ci_seeds=len(shared_seeds(pred, gains_by_seed)),
+                          seeds=max((len(set(g) & set(p)) for g, p in zip(gains_by_seed, pred)), default=0))
 
 
 def statistic_checks(configs: Sequence[ConfigSummary], groups: Mapping[str, Sequence[str]]) -> list[StatisticCheck]:

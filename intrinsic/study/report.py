@@ -19,6 +19,7 @@ from ..results import atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
 from .datasize import data_size_section, plot_score_vs_rank, size_blocks, size_of, size_table
 from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
+from .predictors import ci_text
 from .r90_section import R90Section, r90_blocks, r90_section
 from .rows import CellRow, load_results
 
@@ -91,7 +92,9 @@ STATISTICS_NOTE = ("Each statistic's predicted need of a placement is the share 
                    "`weight_alpha` WeightWatcher's power-law alpha, and the null predictor `params`, the share of "
                    "the weights adapted. `ci95_seeds`: percentile bootstrap over seeds (resample the seeds, recompute "
                    "the mean gains and shares, recompute rho; with few seeds a resample repeats seeds, so its means are "
-                   "noisier and the interval leans toward 0). The verdict is the one above: beat both trivial "
+                   "noisier and the interval leans toward 0; it resamples the seeds every placement shares, `on k of "
+                   "m seeds` when some placement has more, and then need not contain the rho). The verdict is the one "
+                   "above: beat both trivial "
                    "predictors, reach the noise ceiling, p < alpha. Full fine-tuning is left out (no module count). "
                    "`partial_rho`: Spearman rho with the gain after removing what the statistic in `given` (the null "
                    "`params`; for `params` itself, `gradient`) says: a statistic that only restates breadth has a "
@@ -150,7 +153,7 @@ def predictor_table(a: StudyAnalysis) -> TableRows:
 
 def statistic_table(a: StudyAnalysis) -> TableRows:
     rows = [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": _n(k.rho.rho, 3),
-             "ci95_seeds": None if k.ci_low is None else f"[{k.ci_low:.2f}, {k.ci_high:.2f}]",
+             "ci95_seeds": ci_text(k),
              "p": _n(k.rho.p, 4),
              "partial_rho": None if k.partial is None else _n(k.partial.rho, 3),
              "partial_p": None if k.partial is None else _n(k.partial.p, 4), "given": k.partial_given,
