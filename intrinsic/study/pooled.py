@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .analysis import group_index, summarize_configs
 from .grid import SWEEP
-from .predictors import StatisticCheck, ci_text, statistic_checks
+from .predictors import StatisticCheck, statistic_checks, statistic_rows
 from .rows import CellRow, load_results
 
 TARGET_RHO = 0.85  # issue 13: Spearman >= 0.85 between the best statistic and the gain within each budget group
@@ -94,14 +94,10 @@ def pooled_statistics(results_dirs: Sequence[str | Path]) -> PooledStudies:
 
 def statistics_table(p: PooledStudies) -> tuple[str, list[str], list[dict]]:
     """(title, columns, rows) of the pooled checks, one row per scope and statistic."""
-    rows = [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels),
-             "spearman_rho": None if k.rho.rho is None else round(k.rho.rho, 3),
-             "ci95_seeds": ci_text(k),
-             "p": None if k.rho.p is None else round(k.rho.p, 4),
-             "partial_rho": None if k.partial is None or k.partial.rho is None else round(k.partial.rho, 3),
-             "given": k.partial_given, "best": "yes" if p.best.get(k.scope) == k.statistic else ""}
-            for k in p.checks]
-    cols = ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "partial_rho", "given", "best"]
+    rows = [{**row, "best": "yes" if p.best.get(k.scope) == k.statistic else ""}
+            for k, row in zip(p.checks, statistic_rows(p.checks))]
+    cols = ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "partial_rho", "partial_p", "given",
+            "verdict", "best"]
     return "Spearman rho of each statistic's predicted share with the measured gain (pooled)", cols, rows
 
 

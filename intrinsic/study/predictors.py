@@ -168,6 +168,18 @@ def ci_text(k: StatisticCheck) -> str | None:
     return f"[{k.ci_low:.2f}, {k.ci_high:.2f}]{part}"
 
 
+def statistic_rows(checks: Sequence[StatisticCheck]) -> list[dict]:
+    """One table row per check: scope, statistic, n, rho, CI, p, partial rho and p, given, verdict."""
+    def r(x: float | None, digits: int) -> float | None:
+        return None if x is None else round(float(x), digits)
+
+    return [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": r(k.rho.rho, 3),
+             "ci95_seeds": ci_text(k), "p": r(k.rho.p, 4),
+             "partial_rho": None if k.partial is None else r(k.partial.rho, 3),
+             "partial_p": None if k.partial is None else r(k.partial.p, 4), "given": k.partial_given,
+             "verdict": k.verdict} for k in checks]
+
+
 NULL_STATISTIC = "params"  # the null predictor: the share of the weights a placement adapts (breadth)
 DEFAULT_STATISTIC = "gradient"  # auto's default: the null predictor's own row is partialled on it
 

@@ -19,7 +19,7 @@ from ..results import atomic_write_text, write_json
 from .analysis import COST_LABELS, REFERENCE, StudyAnalysis, analyze
 from .datasize import data_size_section, plot_score_vs_rank, size_blocks, size_of, size_table
 from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
-from .predictors import ci_text
+from .predictors import statistic_rows
 from .r90_section import R90Section, r90_blocks, r90_section
 from .rows import CellRow, load_results
 
@@ -152,12 +152,7 @@ def predictor_table(a: StudyAnalysis) -> TableRows:
 
 
 def statistic_table(a: StudyAnalysis) -> TableRows:
-    rows = [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": _n(k.rho.rho, 3),
-             "ci95_seeds": ci_text(k),
-             "p": _n(k.rho.p, 4),
-             "partial_rho": None if k.partial is None else _n(k.partial.rho, 3),
-             "partial_p": None if k.partial is None else _n(k.partial.p, 4), "given": k.partial_given,
-             "verdict": k.verdict} for k in a.statistic_checks]
+    rows = statistic_rows(a.statistic_checks)
     return ("Which probe statistic predicts the gain? (Spearman rho of the share a placement covers with the gain; "
             "CI: bootstrap over seeds; partial_rho: the same given the statistic named in `given`)",
             ["scope", "statistic", "n", "spearman_rho", "ci95_seeds", "p", "partial_rho", "partial_p", "given",
