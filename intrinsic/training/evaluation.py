@@ -109,10 +109,9 @@ def labelled_nll(model, batch: dict, y, accelerator=None):
     base = fast.base_model(unwrapped)
     if not hasattr(base, "get_decoder") or fast.lce_unsupported(unwrapped, getattr(base.config, "model_type", ""), 1):
         return None
-    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-    targets = y[:, 1:]  # position t predicts token t + 1
+    hidden, targets = fast.shifted_hidden(base, batch, y)
     keep = targets != -100
-    h, t = hidden.last_hidden_state[:, :-1][keep], targets[keep]  # (n, H), (n,)
+    h, t = hidden[keep], targets[keep]  # (n, H), (n,)
     weight = base.get_output_embeddings().weight
     chunk = max(1, fast.CHUNK_ELEMENTS // weight.shape[0])
     total = torch.zeros((), dtype=torch.float64, device=h.device)

@@ -83,11 +83,16 @@ def causal_lm_loss(model, batch: dict[str, Any]):
     """Mean next-token cross-entropy of a causal LM on `batch` (input_ids, attention_mask, labels with
     -100 on ignored positions), as the model's own `.loss`, without storing the logits."""
     base = base_model(model)
-    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
-    hidden = hidden.last_hidden_state[:, :-1]  # (B, T-1, H): position t predicts token t+1
-    targets = batch["labels"][:, 1:]
+    hidden, targets = shifted_hidden(base, batch, batch["labels"])
     return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), base.get_output_embeddings().weight,
                                 targets.reshape(-1))
+
+
+def shifted_hidden(base, batch: dict[str, Any], labels):
+    """(the decoder's last hidden states (B, T-1, H), the tokens they predict (B, T-1)) of a transformers causal
+    LM `base` on `batch`: position t predicts token t + 1, -100 where `labels` ignore it."""
+    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
+    return hidden.last_hidden_state[:, :-1], labels[:, 1:]
 
 
 def linear_cross_entropy(hidden, weight, targets, chunk: int | None = None):
