@@ -120,7 +120,7 @@ def run(
 
             def end(cell, row, i, n):
                 bar.update(task, total=n, completed=i + 1)
-                if not row.ok and not as_json:
+                if not row.ok:  # on stderr, so also with --json (the GPU pool reads it for out-of-memory)
                     err_console.print(f"[yellow]{row.status}[/] {escape(cell.label)} seed {cell.seed}: "
                                       f"{escape(str(row.error))}", highlight=False)
 

@@ -30,8 +30,9 @@ seconds and reruns it with nothing else running (a stall then costs S, not the s
 GPU memory: 16 processes share one H200's 140 GB, and a study's processes may need more than their share: on
 2026-11-29 smollm2-placement-gen (256-token batches, 6-8 GB of training peak each, up to 18 GB reserved with its
 evaluation before that was chunked) ran out of memory 16 at a time. `--cap STUDY=N` lets at most N of a study's
-processes run at once (the free slots go to the other studies); every process gets
-PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless set.
+processes run at once (the free slots go to the other studies); a job whose log reports a cell out of GPU memory
+halves its study's cap (from the number of its processes running then; its later passes retry the failed cells);
+every process gets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless set.
 
 Processes survive the end of a device call when this runs detached (`setsid nohup python3 scripts/gpu_pool.py
 ... > /tmp/pool.log 2>&1 &`); a later call waits on it (`pgrep -f gpu_pool.py`). Progress: one line per job that
@@ -149,6 +150,30 @@ def to_start(candidates: list[Job], running: list[Job], free: int, probe_slots: 
     return out
 
 
+OOM_MARKS = ("CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")  # a cell's GPU allocation failure, in its log
+
+
+def ran_out_of_memory(log: str) -> bool:
+    """Whether a job's log reports a cell that failed for GPU memory (`study run` prints failed cells on stderr)."""
+    try:
+        text = Path(log).read_text(errors="ignore")
+    except OSError:
+        return False
+    return any(m in text for m in OOM_MARKS)
+
+
+def lower_cap(jobs: list[Job], study: str, running: int) -> int:
+    """After an out-of-memory failure among `running` jobs of `study` (the failed one included): at most half as
+    many of its jobs at once from now on, at least 1 (never raised). Sets every job's cap; returns the new cap."""
+    old = next((j.cap for j in jobs if j.study == study), 0)
+    cap = max(1, running // 2)
+    cap = min(cap, old) if old else cap
+    for j in jobs:
+        if j.study == study:
+            j.cap = cap
+    return cap
+
+
 def _adopt(study: str, out: str, source: str) -> None:
     if Path(source).resolve() == Path(out).resolve() or not Path(source).is_dir():
         return
@@ -182,6 +207,7 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
     free = list(range(slots))
     running: dict[int, Job] = {}
     probed = set()  # studies that adopted the earlier studies' probes
+    lowered: dict[str, float] = {}  # study -> when an out-of-memory failure last lowered its cap
     while True:
         for slot, j in list(running.items()):
             rc = j.proc.poll()
@@ -201,6 +227,13 @@ def run(jobs: list[Job], slots: int, gpus: int, adopt_from: list[str], poll: flo
             left = sum(1 for i in jobs if not _ended(i))
             print(f"{time.strftime('%H:%M:%S')} {j.study} phase {j.phase} shard {j.shard}: rc {rc} "
                   f"({j.ended - j.started:.0f} s; {left} jobs left)", flush=True)
+            if rc and j.started > lowered.get(j.study, 0.0) and ran_out_of_memory(j.log):
+                # its later passes retry the failed cells, fewer at a time; jobs started before a lowering do not
+                # lower it again (one crowded wave counts once)
+                lowered[j.study] = time.time()
+                cap = lower_cap(jobs, j.study, 1 + sum(1 for r in running.values() if r.study == j.study))
+                print(f"{j.study}: a cell ran out of GPU memory; at most {cap} of its processes at once from now on",
+                      flush=True)
         for j in to_start(eligible(jobs, probes_alone), list(running.values()), len(free), probe_slots):
             if j.phase == 0 and j.study not in probed:  # earlier studies' probes are done: take theirs (same ids)
                 probed.add(j.study)

@@ -183,3 +183,27 @@ def test_bad_arguments_exit_2(capsys):
     assert "no-such-study" in capsys.readouterr().err
     assert pool.main(["a=b", "--cap", "a"]) == 2 and pool.main(["a=b", "--cap", "a=0"]) == 2
     assert "--cap must be STUDY=N" in capsys.readouterr().err
+
+
+def test_an_out_of_memory_failure_halves_the_study_cap_once_per_wave(tmp_path, monkeypatch, capsys):
+    """Study c's pass 1 (4 shards at once) fails with a CUDA OOM in every log: its cap drops to 2 once (the other
+    failures of that wave started before the lowering), and pass 2 then runs at most 2 of its jobs at once."""
+    log = tmp_path / "events.jsonl"
+    script = ("import json, sys, time; t0 = time.time(); time.sleep(0.2); "
+              "open(sys.argv[1], 'a').write(json.dumps([sys.argv[2], t0, time.time()]) + '\\n'); "
+              "oom = sys.argv[2].endswith(':1'); "
+              "print('failed c seed 0: OutOfMemoryError: CUDA out of memory. Tried', file=sys.stderr) if oom else None; "
+              "sys.exit(1 if oom else 0)")
+    monkeypatch.setattr(pool.Job, "argv", lambda self: [sys.executable, "-c", script, str(log),
+                                                         f"{self.study}:{self.shard}:{self.phase}"])
+    monkeypatch.setattr(pool, "STATUS", tmp_path / "status.json")
+    jobs = pool.plan_jobs([("c", str(tmp_path / "c"), 1, "k")], slots=4, passes=2)
+    assert pool.run(jobs, slots=4, gpus=1, adopt_from=[], poll=0.01) == 1
+    assert capsys.readouterr().out.count("ran out of GPU memory") == 1
+    assert {j.cap for j in jobs} == {2}
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    second = [(s, e) for k, s, e in rows if k.endswith(":2")]
+    assert len(second) == 4
+    for s, _ in second:  # never more than 2 of pass 2 running at once
+        assert sum(1 for s2, e2 in second if s2 <= s < e2) <= 2
+    assert pool.ran_out_of_memory(str(tmp_path / "missing.log")) is False

@@ -158,6 +158,7 @@ def test_cli_exits_1_when_cells_fail_and_a_fixed_rerun_needs_no_force(tiny_bert_
     assert "Traceback" not in res.output
     res = _run([_study(tmp_path, tiny_bert_dir, tiny_csv), "--out", out, "--json"])
     assert res.exit_code == 1 and json.loads(res.stdout)["summary"]["counts"] == {"failed": 2}
+    assert "simulated crash" in res.stderr  # each failed cell on stderr also with --json (the GPU pool reads it)
 
     monkeypatch.undo()
     # the fixed definition reuses the folder: it holds no finished cell, so nothing would be lost
