@@ -167,7 +167,8 @@ def test_lora_falls_behind_full_by_hand():
 SMOLLM2 = {  # study: (cells, quick cells, needs a probe)
     "smollm2-budgets-lm": (13 * 5 + 13 * 3, 5, True),  # 4 LoRA arms x 3 budgets + full
     "smollm2-weight-types": (14 * 5 + 14 * 3, 5, True),
-    "smollm2-rank-data": (15 * 5 + 15 * 3, 6, False),
+    "smollm2-rank-data": (15 * 5 + 15 * 4, 6, False),  # lr grids of 4 (one step past the other studies')
+    "smollm2-lr-edge": (4 * 5 + 4 * 4, 2, False),  # all at 3 budgets + full, lr grids of 4
     "smollm2-layer-bands": (9 * 5 + 9 * 3, 6, True),
 }
 
@@ -181,7 +182,8 @@ def test_smollm2_studies_list(name):
     assert (len(spec.cells()), len(quick.cells())) == (cells, quick_cells) and spec.seeds == (0, 1, 2, 3, 4)
     assert spec.probe_enabled == probe and spec.train["forgetting_corpus"] == "bbc-news"
     tests = [c for c in spec.cells() if c.phase == "test"]
-    assert all(len(c.lrs) == 3 for c in tests)  # every arm's lr chosen on validation
+    grid = 4 if name in ("smollm2-rank-data", "smollm2-lr-edge") else 3
+    assert all(len(c.lrs) == grid for c in tests)  # every arm's lr chosen on validation
     res = CliRunner().invoke(app, ["study", "run", name, "--list", "--json"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.output)["cells"]) == cells
