@@ -61,7 +61,7 @@ def test_fill_buys_the_raw_steps_greedy_would_from_the_bought_ranks():
 def test_without_fill_or_budget_left_the_plan_is_unchanged():
     plain = auto_plan([A, B], SIGNAL, 50, max_rank=4, record={"gains": "signal"})
     assert ranks(plain) == {"a": 1} and plain.settings["unspent"] == 42
-    assert "--fill raw spends it" in plain.unspent_note()
+    assert "--fill spread spends it" in plain.unspent_note()  # the measured choice first
     assert "fill" not in plain.settings and "filled_params" not in plain.settings  # plans made before fill
     spent = {"a": np.array([5.0, 4, 3, 2]), "b": np.array([9.0, 8, 7, 6])}  # every step has gain: budget spent
     a = auto_plan([A, B], spent, 50, max_rank=4)
