@@ -131,13 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['arm']:9s} peak +{r['peak_mb']:8.1f} MB  {r['seconds']:7.3f} s  loss {r['loss']:.6f}")
     print(f"  full logits / labelled: memory {got['memory_ratio']:.1f}x, time {got['time_ratio']:.2f}x; "
           f"loss rel. diff {got['loss_rel_diff']:.1e}")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from intrinsic.results import write_json
+
     dev = "cuda" if a.device.startswith("cuda") else "cpu"
-    path = out / f"eval-memory-{a.model}-{a.batch}x{a.tokens}-{dev}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(got, indent=1))
-    tmp.replace(path)
+    path = write_json(Path(a.out) / f"eval-memory-{a.model}-{a.batch}x{a.tokens}-{dev}.json", got)
     print(f"written: {path}")
     return 0
 

@@ -19,7 +19,6 @@ results agree (ranks equal; top-k values within 1e-4 relative).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 
 from intrinsic.rank import signflip
 from intrinsic import spectra
+from intrinsic.results import write_json
 
 SIGNFLIP_SHAPES = {"q/o 576x576": (576, 576), "k/v 192x576": (192, 576), "gate/up 1536x576": (1536, 576)}
 TOPK_SHAPES = {"q/o 2048x2048": (2048, 2048), "k/v 512x2048": (512, 2048), "gate/up 8192x2048": (8192, 2048),
@@ -132,12 +132,8 @@ def main(argv=None) -> int:
         for name, r in result[part].items():
             print(f"{part:8s} {name:18s} new {r['new_s']:8.3f} s  old {r['qr_s']:8.3f} s  {r['speedup']:6.1f}x  "
                   f"agree {r['agree']}")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"linalg-{a.device.split(':')[0]}{'' if len(parts) == 3 else '-' + '-'.join(parts)}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    name = f"linalg-{a.device.split(':')[0]}{'' if len(parts) == 3 else '-' + '-'.join(parts)}.json"
+    path = write_json(Path(a.out) / name, result)
     print(f"wrote {path}")
     return 0
 
