@@ -8,6 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 DIRS="studies/results/placement-ablation studies/results/placement-all8 studies/results/rank-sweep
-studies/results/layer-bands studies/results/weight-types studies/results/probe-minilm-rotten-tomatoes"
+studies/results/layer-bands studies/results/weight-types studies/results/probe-minilm-rotten-tomatoes
+studies/results/smollm2-weight-types studies/results/smollm2-placement-lm studies/results/smollm2-20ng-auto-run"
 if [ "${1:-}" = restore ]; then git checkout -- $DIRS; else rm -rf $DIRS; fi
 git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | awk '{printf "working tree: %.1f MB\n", $1 / 1e6}'
