@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from intrinsic.study.r90_section import NO_PROBES_NOTE
 from intrinsic.study.runner import Hooks, run_study, study_record
 from intrinsic.study.spec import load_spec, parse_spec
 from intrinsic.study.truncate import truncate_settings
@@ -182,6 +183,15 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     assert "| attention | 2 | 1, 2 | 1.5 | 1.41 | [" in md and "| ffn | 2 | 2, n/r | - | - |" in md
     assert "| 4, 8 | 6 | 5.66 | [" in md and "| n/r, 2 | - | - | - | 62.5% [" in md and "| undef, undef | - |" in md
     assert "Measured intrinsic rank" in Path(files.html).read_text()
+    assert NO_PROBES_NOTE not in md
+
+    # regenerated without the probes (they are not committed): the probe columns go empty and the report says why
+    (out / "probes").rename(tmp_path / "probes-away")
+    files, _, _ = write_report(out)
+    md = Path(files.markdown).read_text()
+    assert NO_PROBES_NOTE in md
+    r90 = {r["component"]: r for r in json.loads(Path(files.analysis_json).read_text())["r90"]["rows"]}
+    assert r90["attention"]["probe_rank"] is None and r90["attention"]["r90s"] == [1, 2]
 
 
 def test_r90_checks_read_study_variants(tiny_bert_dir, tiny_csv, tmp_path):

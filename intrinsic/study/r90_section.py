@@ -260,4 +260,12 @@ def r90_blocks(r: R90Section) -> list:
                              f"reached, against {r.check_target} (r90_own when at least 3 components reach it at "
                              "every seed, else r90; study variants: a layer band is `all[LAYERS]`)."),
                    Table.of_records(*r90_check_table(r))]
+    if r.probe_seed is None:
+        blocks.append(Paragraph(NO_PROBES_NOTE))
     return blocks
+
+
+NO_PROBES_NOTE = ("No probe of these seeds was found under the study's `probes/` folder, so `probe_rank` and the "
+                  "check of which probe statistic orders the components are missing here. They are not kept in "
+                  "the repository: regenerate this report with the probes present (`intrinsic study run SPEC "
+                  "--out DIR --probes-only` recomputes them) rather than over a report that had them.")
