@@ -178,6 +178,9 @@ def adopt_cmd(
         console.print(f"{got.study}: {len(got.cells)} finished cells and {len(got.probes)} probes copied from "
                       f"{escape(got.source)} into {escape(got.out)}; {len(got.kept)} already there, {got.missing} "
                       "left for `study run`")
+        if got.regridded:
+            console.print(f"{len(got.regridded)} test cells copied from another lr grid (same arm, seed and lr): "
+                          "they count once the wider sweep chooses their lr, else `study run` retrains them")
 
 
 @study_app.command("report")

@@ -4,13 +4,14 @@ what the target already has is kept; a stale temporary copy is replaced; bad inp
 from __future__ import annotations
 
 import json
+import shutil
 
 from typer.testing import CliRunner
 
 from intrinsic.cli.app import app
 from intrinsic.study.adopt import adopt
 from intrinsic.study.rows import finished_run, probe_key
-from intrinsic.study.runner import run_study
+from intrinsic.study.runner import Hooks, run_study
 from intrinsic.study.spec import parse_spec
 from test_study_run import study_text
 
@@ -51,3 +52,57 @@ def test_cli_adopt_json_and_bad_input(tiny_bert_dir, tiny_csv, tmp_path):
                       (["--from", str(src), "--out", str(src)], "same directory")):
         res = runner.invoke(app, ["study", "adopt", str(tmp_path / "c.toml"), *args])
         assert res.exit_code == 2 and msg in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_adopt_keeps_test_runs_across_a_wider_lr_grid(tiny_bert_dir, tiny_csv, tmp_path):
+    """Widening an lr grid changes the test cells' ids, not their runs: `adopt` copies them (regridded), they are
+    pending until the wider sweep chooses, count when it chooses their lr, and only an arm whose choice moved is
+    retrained."""
+    from intrinsic.study.rows import load_results
+
+    def spec(lrs):
+        text = study_text(tiny_bert_dir, tiny_csv, ["all", "ffn"], name="g", probe=False)
+        return parse_spec(text.replace("seeds = [0]\n", f"seeds = [0, 1]\nlrs = {lrs}\nlr_seeds = [0]\n"))
+
+    narrow, wide = spec("[1e-3, 1e-2]"), spec("[1e-4, 1e-3, 1e-2]")
+    src, dst = tmp_path / "narrow", tmp_path / "wide"
+    run_study(narrow, src)
+    old_tests = {(c.arm, c.seed): c for c in narrow.cells() if c.phase == "test"}
+    every_new = {(c.arm, c.seed): c for c in wide.cells() if c.phase == "test"}
+    assert set(old_tests) == set(every_new) and all(old_tests[k].id != every_new[k].id for k in old_tests)
+
+    got = adopt(wide, src, dst)
+    assert set(got.regridded) == {c.id for c in every_new.values()}
+    assert len(got.cells) == 4 and got.missing == 2  # the four old sweep cells; the two 1e-4 sweep cells
+    for key, c in every_new.items():  # each from the run of its own arm and seed
+        rec = json.loads((dst / "cells" / c.id / "cell.json").read_text())
+        assert rec["regridded_from"] == old_tests[key].id and rec["cell"]["lrs"] == [1e-4, 1e-3, 1e-2]
+    new_tests = {arm: c for (arm, seed), c in every_new.items() if seed == 0}
+    elsewhere = {c.id for c in spec("[3e-4, 3e-5]").cells() if c.phase == "test"}
+    assert adopt(spec("[3e-4, 3e-5]"), src, tmp_path / "other").regridded == ()  # no earlier run at these lrs
+    assert not any((tmp_path / "other" / "cells" / cid).exists() for cid in elsewhere)
+    rows = {r.id: r for r in load_results(dst)[1]}
+    for c in new_tests.values():  # the wider sweep has not run: not counted yet, and says why
+        assert rows[c.id].status == "pending" and "sweep finished" in rows[c.id].error
+
+    # the wider sweep: 1e-4 loses for `all` (its choice stands) and wins for `ffn` (its test run is stale)
+    sweeps = {c.arm: c for c in wide.cells() if c.phase != "test" and c.lr == 1e-4}
+    for arm, score in ((a, -1e9 if new_tests[a].strategy == "all" else 1e9) for a in sweeps):
+        donor = next(c for c in wide.cells() if c.arm == arm and c.phase != "test" and c.lr == 1e-3)
+        cell_dir = dst / "cells" / sweeps[arm].id
+        shutil.copytree(dst / "cells" / donor.id, cell_dir)
+        run = json.loads((cell_dir / "run.json").read_text())
+        run["score"], run["config"]["lr"] = score, 1e-4
+        (cell_dir / "run.json").write_text(json.dumps(run))
+    rows = {r.id: r for r in load_results(dst)[1]}
+    keep = next(c for c in new_tests.values() if c.strategy == "all")
+    moved = next(c for c in new_tests.values() if c.strategy == "ffn")
+    assert rows[keep.id].status == "ok"
+    assert rows[keep.id].lr == finished_run(src / "cells" / old_tests[keep.arm, 0].id).config["lr"]
+    assert rows[moved.id].status == "pending" and "chooses 0.0001" in rows[moved.id].error
+
+    ran = []
+    run_study(wide, dst, hooks=Hooks(on_cell_start=lambda c, i, n: ran.append(c.id)))
+    assert sorted(ran) == sorted(c.id for c in every_new.values() if c.arm == moved.arm)  # only the moved arm
+    rows = {r.id: r for r in load_results(dst)[1]}
+    assert rows[moved.id].status == "ok" and rows[moved.id].lr == 1e-4 and rows[keep.id].status == "ok"

@@ -310,15 +310,35 @@ def rebuild_results(spec: StudySpec, out_dir: Path) -> list[CellRow]:
     from .selection import select_lrs, sweep_rows
 
     energy = ProbeEnergy(spec, out_dir)
-    rows = [cell_row(c, out_dir / "cells" / c.id, energy) for c in spec.cells()]
+    cells = spec.cells()
+    rows = [cell_row(c, out_dir / "cells" / c.id, energy) for c in cells]
     rows = _kept_predictions(rows, out_dir / "results.json", energy)
+    choices = None
+    if any(c.lrs for c in cells):
+        arms = {c.arm: c.lrs for c in cells if c.lrs and c.phase == "test"}
+        choices = select_lrs(sweep_rows(rows), arms)
+        rows = [_unless_stale(c, r, choices.get(r.arm)) for c, r in zip(cells, rows)]
     record = {"schema_version": RESULTS_SCHEMA, "study": spec.name, "definition_hash": spec.definition_hash,
               "rows": [r.to_record() for r in rows]}
-    if any(c.lrs for c in spec.cells()):
-        arms = {c.arm: c.lrs for c in spec.cells() if c.lrs and c.phase == "test"}
-        record["lr_selection"] = list(select_lrs(sweep_rows(rows), arms).values())
+    if choices is not None:
+        record["lr_selection"] = list(choices.values())
     write_json(out_dir / "results.json", record)
     return rows
+
+
+def _unless_stale(cell: Cell, row: CellRow, choice: Any) -> CellRow:
+    """A finished test row of an lr grid counts only if it trained with the lr its arm's sweep chooses now; else
+    (a run `study adopt` kept from a narrower grid, or a sweep cell finished since) it is pending, with why, and
+    `study run` retrains it once the choice is known (`runner.is_done`)."""
+    if row.phase == "lr-sweep" or not row.lr_grid or row.status != "ok" or choice is None:
+        return row
+    if choice.pending:
+        why = f"trained with lr {row.lr:g} before its arm's lr sweep finished; kept if the sweep chooses it"
+    elif choice.chosen is None or choice.chosen == row.lr:
+        return row
+    else:
+        why = f"trained with lr {row.lr:g}, but its arm's lr sweep chooses {choice.chosen:g}: `study run` retrains it"
+    return CellRow.unfinished(cell, "pending", why)
 
 
 def check_schema(data: dict[str, Any], path: Path) -> None:

@@ -177,6 +177,16 @@ def is_done(cell: Cell, out: Path, rows: list[CellRow]) -> bool:
     return isinstance(lr, float) and run.config.get("lr") == lr
 
 
+def cell_json(cell: Cell, spec: StudySpec, timing: str | None) -> dict[str, Any]:
+    """What a cell's folder records about it (cell.json): its settings, the study, and how it was timed."""
+    record = to_dict(cell)
+    if cell.train_examples is None:  # no data-size axis: the cell.json it always wrote
+        record.pop("train_examples", None)
+        record.pop("epochs", None)
+    return {"cell": record, "study": spec.name, "model": spec.model, "task": spec.task, "data": spec.data,
+            "dtype": spec.dtype, "timing": timing}
+
+
 def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, lr: float | str | None = None, *,
              timing: str = "exclusive") -> None:
     """Train one cell into out/cells/<id>, recording failure or infeasibility instead of raising. Every
@@ -187,13 +197,7 @@ def run_cell(cell: Cell, spec: StudySpec, seeds: _Seeds, out_dir: Path, lr: floa
     if cell_dir.exists():
         shutil.rmtree(cell_dir)  # half-written, failed or infeasible: redo from scratch
     cell_dir.mkdir(parents=True)
-    record = to_dict(cell)
-    if cell.train_examples is None:  # no data-size axis: the cell.json it always wrote
-        record.pop("train_examples", None)
-        record.pop("epochs", None)
-    write_json(cell_dir / "cell.json", {"cell": record, "study": spec.name, "model": spec.model,
-                                        "task": spec.task, "data": spec.data, "dtype": spec.dtype,
-                                        "timing": timing})
+    write_json(cell_dir / "cell.json", cell_json(cell, spec, timing))
     try:
         if lr == "failed":
             raise RuntimeError(f"no learning rate of the grid {list(cell.lrs)} finished on validation")
