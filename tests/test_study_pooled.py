@@ -5,6 +5,8 @@ scipy's over the placements' mean shares and gains, and the command's --json par
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -44,6 +46,7 @@ def study_dir(path: Path, name: str, rows: list[CellRow], *, task: str = "toy:lm
 def two_studies(tmp_path: Path) -> tuple[Path, Path]:
     a = [row(c, s) for c in range(3) for s in range(SEEDS)] + [row(9, 0, phase="lr-sweep", gain=-50.0)]
     b = [row(c, s) for c in range(2, 5) for s in range(SEEDS)]  # config 2 is a's too (same ids): once
+    b.append(dataclasses.replace(row(4, SEEDS), status="pending", score=None, gain=None))  # unfinished: no outcome
     return study_dir(tmp_path / "a", "study-aaaa", a), study_dir(tmp_path / "b", "study-bbbb", b)
 
 

@@ -36,7 +36,7 @@ class PooledStudies:
     definitions: tuple[str, ...]  # their definition hashes
     model: str
     task: str
-    cells: int  # distinct test cells pooled
+    cells: int  # distinct finished test cells pooled
     shared: int  # test cells found in more than one study (pooled once)
     placements: int  # configs (placements) pooled
     groups: dict[str, tuple[str, ...]]  # group -> placement labels
@@ -46,7 +46,7 @@ class PooledStudies:
 
 
 def pool_rows(results_dirs: Sequence[str | Path]) -> tuple[list[dict], list[CellRow], int]:
-    """(study records, the distinct test rows of all directories, rows seen more than once)."""
+    """(study records, the distinct finished test rows of all directories, rows seen more than once)."""
     if not results_dirs:
         raise ConfigError("Give at least one study results directory.")
     records, rows, seen, shared, labels = [], [], set(), 0, {}
@@ -58,7 +58,7 @@ def pool_rows(results_dirs: Sequence[str | Path]) -> tuple[list[dict], list[Cell
                               "and task.")
         records.append(record)
         for r in found:
-            if r.phase == SWEEP:
+            if r.phase == SWEEP or not r.ok:  # sweeps select lrs; unfinished cells hold no outcome
                 continue
             if r.id in seen:
                 shared += 1
@@ -107,7 +107,7 @@ def render_markdown(p: PooledStudies) -> str:
     groups = [g for g in p.groups if any(k.scope == g for k in p.checks)]
     lines = [f"# Which probe statistic predicts the gain: {p.model} on {p.task}, {len(p.studies)} studies pooled",
              "", f"Studies: {', '.join(f'`{s}` ({h})' for s, h in zip(p.studies, p.definitions))}. "
-             f"{p.cells} distinct test cells ({p.shared} more were shared between studies and counted once), "
+             f"{p.cells} distinct finished test cells ({p.shared} more were shared between studies and counted once), "
              f"{p.placements} placements; groups: "
              + "; ".join(f"{g} ({len(p.groups[g])} placements)" for g in groups) + ".", "",
              f"Target: rho >= {TARGET_RHO} within every group. "
