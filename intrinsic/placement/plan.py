@@ -86,7 +86,8 @@ class Plan:
             return ""
         filled = "fill" in self.settings or self.settings.get("gains") != "signal"
         hint = "" if filled else (" --fill spread spends it over every module, lowest rank first (on SmolLM2 at "
-                                  "all@32 it closed auto's gap to `all`: 54.0 vs 53.9 perplexity, 5 seeds; plain auto 55.5); "
+                                  "all@32 it closed auto's gap to `all`: 54.0 vs 53.9 perplexity, 5 seeds; plain "
+                                  "auto 55.5); "
                                   "--fill raw, on the raw gradient spectrum, was worse than plain auto there.")
         return (f"{left:,} params of the {self.budget:,} budget ({100 * left / self.budget:.1f}%) left unspent: no "
                 "candidate module could take another rank step (at its --max-rank cap, no gain left, or too costly)."
