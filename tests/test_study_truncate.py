@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -136,6 +137,20 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     assert now == {**{(p["component"], p["rank"]): p["score"] for p in full["points"]}, ("q", 1): 123.0}
     old["points"] = full["points"]
     path.write_text(json.dumps(old))  # back as measured
+
+    # models are not committed: a cell whose r90 is measured keeps its run; one whose r90 is not is trained again
+    for c in tests:
+        shutil.rmtree(out / "cells" / c.id / "model")
+    lost = out / "cells" / tests[1].id
+    (lost / "truncation.json").unlink()
+    kept_run = (out / "cells" / tests[0].id / "run.json").stat().st_mtime_ns
+    said.clear()
+    ran: list[str] = []
+    again = run_study(spec, out, hooks=Hooks(on_message=said.append, on_cell_start=lambda c, i, n: ran.append(c.id)))
+    assert ran == [tests[1].id] and again.ran == 1
+    assert any("trained again" in m and "saved model is gone" in m for m in said)
+    assert (out / "cells" / tests[0].id / "run.json").stat().st_mtime_ns == kept_run
+    assert TruncationResult.load(lost) is not None and (lost / "model" / "config.json").is_file()
 
     # plant known r90s (seed 0, seed 1) and spectral ranks, and a decoy in a sweep cell the report must ignore
     plant = {"attention": ((1, 2), (3, 5)), "ffn": ((2, None), (4, 4)), "q": ((2, 2), (1, 3))}

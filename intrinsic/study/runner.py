@@ -43,7 +43,7 @@ from .grid import SWEEP, Cell, steps_for
 from .selection import select_lrs, sweep_rows
 from .check import check_resources
 from .spec import StudySpec
-from .truncate import truncate_cells
+from .truncate import model_lost, truncate_cells
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,12 @@ def chosen_lr(cell: Cell, rows: list[CellRow]) -> float | str | None:
     return choice.chosen if choice.chosen is not None else "failed"
 
 
-def is_done(cell: Cell, out: Path, rows: list[CellRow]) -> bool:
-    """Finished, and (test cell of an lr grid) trained with the lr chosen now."""
+def is_done(cell: Cell, out: Path, rows: list[CellRow], spec: StudySpec | None = None) -> bool:
+    """Finished, and (test cell of an lr grid) trained with the lr chosen now, and (full test cell of a study
+    with [truncate], `spec` given) not waiting for an r90 its lost model can no longer give (`model_lost`)."""
     run = finished_run(out / "cells" / cell.id)
+    if run is not None and spec is not None and model_lost(spec, out, cell):
+        return False
     if run is None or not cell.lrs or cell.phase == SWEEP:
         return run is not None
     lr = chosen_lr(cell, rows)
@@ -295,7 +298,10 @@ def run_study(spec: StudySpec, out_dir: str | Path, *, only: str | None = None, 
     check_resources(spec)
     with _claimed(spec, out, force):
         done = rebuild_results(spec, out) if any(c.lrs for c in cells) else []
-        todo = sorted((c for c in cells if not is_done(c, out, done)), key=lambda c: c.phase != SWEEP)
+        todo = sorted((c for c in cells if not is_done(c, out, done, spec)), key=lambda c: c.phase != SWEEP)
+        for c in (c for c in todo if model_lost(spec, out, c)):
+            (hooks.on_message or (lambda _m: None))(f"{c.label} seed {c.seed}: trained again: its r90 is not "
+                                                     "measured and its saved model is gone")
         if engine is None:  # alone on its device, unless shards share it
             rows, ran = _run_cells(spec, out, todo, hooks, timing="shared" if shard else "exclusive")
         else:
@@ -321,7 +327,7 @@ def _engine_cells(engine: Any, spec: StudySpec, out: Path, todo: list[Cell], hoo
     tests, ran = [], len(sweeps)
     for cell in (c for c in todo if c.phase != SWEEP):
         lr = chosen_lr(cell, rows)
-        if lr == "wait" or (lr is not None and is_done(cell, out, rows)):
+        if lr == "wait" or (lr is not None and is_done(cell, out, rows, spec)):
             continue
         if lr == "failed":  # recorded here: nothing to train
             run_cell(cell, spec, _Seeds(spec, out, lambda _m: None), out, lr)
@@ -347,7 +353,7 @@ def _run_cells(spec: StudySpec, out: Path, todo: list[Cell], hooks: Hooks,
             if lr == "wait":
                 say(f"{cell.label} seed {cell.seed}: waiting for its lr sweep (unfinished cells of the arm)")
                 continue
-            if lr is not None and is_done(cell, out, rows):
+            if lr is not None and is_done(cell, out, rows, spec):
                 continue
             ran += 1
             if hooks.on_cell_start:

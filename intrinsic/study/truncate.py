@@ -35,6 +35,27 @@ def truncation_cells(cells: Sequence[Cell], out: Path) -> list[Cell]:
             and finished_run(out / "cells" / c.id) is not None]
 
 
+def model_lost(spec: StudySpec, out: Path, cell: Cell) -> bool:
+    """Whether `cell` is a finished full test cell whose r90 this stage can no longer measure: its truncation.json
+    lacks points the study asks for (on any device) and its saved model is gone (models are not committed, and a
+    run trained before [truncate] saved none). Training it again is the only way to its r90, so `study run` does
+    (`runner.is_done`); the same settings give the same run up to GPU nondeterminism."""
+    settings = truncate_settings(spec)
+    if settings is None or cell.strategy != "full" or cell.phase == SWEEP:
+        return False
+    from ..training.config import RunResult
+    from ..training.rundir import MODEL_DIR
+    from ..truncation.run import TruncationResult, _answer_from_file
+
+    d = out / "cells" / cell.id
+    if finished_run(d) is None or (d / MODEL_DIR / "config.json").is_file():
+        return False
+    old = TruncationResult.load(d)
+    if old is None or old.run_created != RunResult.load(d).created:
+        return True
+    return _answer_from_file(old, settings) is None
+
+
 def truncate_cells(spec: StudySpec, out: Path, cells: Sequence[Cell], say: Callable[[str], None]) -> int:
     """Measure (or complete) the truncation of every finished full test cell of `cells`; the number of
     cells that measured something in this call."""
