@@ -311,6 +311,10 @@ def test_cli_json_scores_like_the_run_and_resumes(full_run):
     done = json.loads((full_run / "truncation.json").read_text())
     assert {(p["component"], p["rank"]): p["score"] for p in done["points"]} == points
     assert is_complete(full_run, asked)
+    measured = (full_run / "truncation.json").read_text()
+    (full_run / "truncation.json").write_text(json.dumps({**json.loads(measured), "device": "cuda"}))
+    assert not is_complete(full_run, asked) and is_complete(full_run, asked, any_device=True)  # measured elsewhere
+    (full_run / "truncation.json").write_text(measured)
     table = invoke("truncate", full_run, "--ranks", "1,4,64", "-c", "attention,mlp,k,q,last,first", "--device", "cpu")
     assert table.exit_code == 0 and "r90" in table.output and "attention" in table.output
     assert "r90_own" in table.output and "own share" in table.output

@@ -43,17 +43,13 @@ def model_lost(spec: StudySpec, out: Path, cell: Cell) -> bool:
     settings = truncate_settings(spec)
     if settings is None or cell.strategy != "full" or cell.phase == SWEEP:
         return False
-    from ..training.config import RunResult
     from ..training.rundir import MODEL_DIR
-    from ..truncation.run import TruncationResult, _answer_from_file
+    from ..truncation import is_complete
 
     d = out / "cells" / cell.id
     if finished_run(d) is None or (d / MODEL_DIR / "config.json").is_file():
         return False
-    old = TruncationResult.load(d)
-    if old is None or old.run_created != RunResult.load(d).created:
-        return True
-    return _answer_from_file(old, settings) is None
+    return not is_complete(d, settings, any_device=True)
 
 
 def truncate_cells(spec: StudySpec, out: Path, cells: Sequence[Cell], say: Callable[[str], None]) -> int:

@@ -52,9 +52,10 @@ def check_run(run_dir: str | Path):
     return run
 
 
-def is_complete(run_dir: str | Path, settings: TruncateSettings | None = None) -> bool:
+def is_complete(run_dir: str | Path, settings: TruncateSettings | None = None, *, any_device: bool = False) -> bool:
     """Whether RUN_DIR/truncation.json already holds every point `settings` asks for, of this run (its
-    run.json stamp) and on the device the settings resolve to: then `truncate_run` measures nothing."""
+    run.json stamp) and on the device the settings resolve to: then `truncate_run` measures nothing.
+    `any_device`: measured on whatever device (the r90 exists, though `truncate_run` here would measure afresh)."""
     from ..models import resolve_device
     from ..training.config import RunResult
     from ..training.rundir import RUN_FILE
@@ -64,7 +65,8 @@ def is_complete(run_dir: str | Path, settings: TruncateSettings | None = None) -
     old = TruncationResult.load(out)
     if old is None or not (out / RUN_FILE).is_file():
         return False
-    if old.run_created != RunResult.load(out).created or old.device != resolve_device(settings.device):
+    if old.run_created != RunResult.load(out).created or (not any_device
+                                                          and old.device != resolve_device(settings.device)):
         return False
     try:
         return _answer_from_file(old, settings) is not None
