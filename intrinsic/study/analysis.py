@@ -4,9 +4,10 @@ Pareto frontiers, and the check of the probe's prediction against measured gains
 Input is the list of typed result rows (`rows.CellRow`, one per cell, as in results.json). A *config* is a cell without its seed; its seeds are replicates. A *group*
 ("rank=8", "budget=all@8") is a controlled comparison: configs that share a rank or a budget.
 
-Every paired comparison of the report forms one family: their p-values are Holm-corrected together
+Every paired comparison of the score forms one family: their p-values are Holm-corrected together
 (`stats.holm`), and each comparison states the minimum detectable effect at 80% power for its number
-of seeds and observed sd of the paired differences. lr-sweep rows (validation runs) never enter a
+of seeds and observed sd of the paired differences. The secondary metrics (exact match of completion tasks,
+forgetting) get the same pairs against `all`, each metric its own Holm family (`secondary_comparisons`). lr-sweep rows (validation runs) never enter a
 comparison: they only give the learning rate chosen per arm (`selection.select_lrs`).
 """
 
@@ -30,6 +31,7 @@ from .stats import (ALPHA, Correlation, PairedTest, Summary, holm, min_detectabl
                     paired_ttest, seeds_needed, spearman, summarize)
 
 REFERENCE = "all"  # the variant every other placement is compared against
+SECONDARY = {"exact_match": True, "forgetting": False}  # secondary metric -> higher is better
 COST_LABELS = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
                "train_time_s": "training time (s)", "time_per_step_s": "time per step (s)",
                "adapter_bytes": "adapter size (bytes)"}
@@ -71,6 +73,8 @@ class ConfigSummary:
     #                   its statistic the plan covers (CellRow.predicted), finished seeds with a probe only
     exact_match: Summary | None = None  # completion tasks: share of greedy answers right (None: not measured)
     forgetting: Summary | None = None  # forgetting-corpus log-loss after minus before training (None: not measured)
+    secondary_by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # SECONDARY metric -> seed ->
+    #                   value, finished seeds where it was measured (absent: never measured)
 
     def metric(self, name: str) -> Summary:
         return getattr(self, name)
@@ -91,6 +95,7 @@ class Comparison:
     family: int = 0  # size of that family (comparisons with a p-value)
     mde: float | None = None  # minimum detectable effect at 80% power, alpha 0.05, with these pairs and sd_diff
     seeds_needed: int | None = None  # pairs needed for |mean_diff| to reach the MDE (None: unknown)
+    metric: str = "score"  # what is compared: the score, or a SECONDARY metric (its own Holm family)
 
     @property
     def supported(self) -> bool:
@@ -133,6 +138,7 @@ class StudyAnalysis:
     lr_choices: tuple[LrChoice, ...] = ()  # learning rate chosen on validation per arm with an lr grid
     predictor_checks: tuple[PredictorCheck, ...] = ()  # probe vs trivial predictors vs noise ceiling, per scope
     statistic_checks: tuple[StatisticCheck, ...] = ()  # every predictor statistic vs the gain, per scope
+    secondary: tuple[Comparison, ...] = ()  # SECONDARY metrics against `all`, per group; each metric one family
     alpha: float = ALPHA  # the report's significance level (family-wise, Holm)
 
     def config(self, label: str) -> ConfigSummary:
@@ -194,6 +200,8 @@ def summarize_configs(rows: Sequence[CellRow]) -> list[ConfigSummary]:
             gains_by_seed={int(r.seed): float(r.gain) for r in ok if r.gain is not None},
             modules=s("modules"), lr=_one({r.lr for r in ok}),
             lr_grid=tuple(first.lr_grid), predicted_by_seed=_predicted_by_seed(ok),
+            secondary_by_seed={k: v for k in SECONDARY
+                               if (v := {int(r.seed): float(getattr(r, k)) for r in ok if getattr(r, k) is not None})},
         ))
     return out
 
@@ -229,19 +237,22 @@ def group_index(configs: list[ConfigSummary]) -> dict[str, tuple[str, ...]]:
     return {g: tuple(groups[g]) for g in sorted(groups, key=key)}
 
 
-def compare(c: ConfigSummary, ref: ConfigSummary, group: str) -> Comparison:
-    seeds = sorted(set(c.scores_by_seed) & set(ref.scores_by_seed))
-    a = [c.scores_by_seed[s] for s in seeds]
-    b = [ref.scores_by_seed[s] for s in seeds]
+def compare(c: ConfigSummary, ref: ConfigSummary, group: str, metric: str = "score") -> Comparison:
+    """`c` against `ref` on `metric` (the score or a SECONDARY metric), paired by the seeds both finished."""
+    mine, theirs = ((c.scores_by_seed, ref.scores_by_seed) if metric == "score" else
+                    (c.secondary_by_seed.get(metric, {}), ref.secondary_by_seed.get(metric, {})))
+    seeds = sorted(set(mine) & set(theirs))
+    a = [mine[s] for s in seeds]
+    b = [theirs[s] for s in seeds]
     tt, bs = paired_ttest(a, b), paired_bootstrap(a, b)
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     sd = float(d.std(ddof=1)) if len(d) >= 2 else None
     verdict = "too few seeds" if len(seeds) < 2 else "no significant difference"
     return Comparison(group, c.label, ref.label, tt, bs, verdict, sd_diff=sd, mde=min_detectable_effect(len(d), sd),
-                      seeds_needed=seeds_needed(tt.mean_diff, sd))
+                      seeds_needed=seeds_needed(tt.mean_diff, sd), metric=metric)
 
 
-def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
+def correct(comps: list[Comparison], alpha: float = ALPHA, higher_is_better: bool = True) -> list[Comparison]:
     """Holm over the family of every distinct comparison with a p-value (a pair of configs that meets in
     two groups, e.g. auto at rank r and at budget all@r, counts once, and so does a pair compared both ways, e.g.
     full against all@r in group rank=r n=N and all@r against full at size N: the same paired test, sign flipped);
@@ -257,25 +268,37 @@ def correct(comps: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
     for c, p in zip(comps, adj):
         verdict = c.verdict
         if p is not None and p < alpha:
-            verdict = "better" if (c.ttest.mean_diff or 0) > 0 else "worse"
+            verdict = "better" if ((c.ttest.mean_diff or 0) > 0) == higher_is_better else "worse"
         out.append(replace(c, p_holm=p, family=family, verdict=verdict))
     return out
+
+
+def _against_reference(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]):
+    """(config, the `all` config of its group, group) for every finished non-reference config of each group."""
+    by_label = {c.label: c for c in configs}
+    for g, labels in groups.items():
+        refs = [by_label[l] for l in labels if by_label[l].variant == REFERENCE and by_label[l].n_ok]
+        for c in (by_label[l] for l in labels) if refs else ():
+            if c is not refs[0] and c.n_ok:
+                yield c, refs[0], g
 
 
 def comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]) -> list[Comparison]:
     """Every non-reference config against `all` in each group, and (a data-size axis) every LoRA config against
     full fine-tuning at its size (`datasize.full_comparisons`), paired by seed, Holm-corrected together."""
-    by_label = {c.label: c for c in configs}
-    out = []
-    for g, labels in groups.items():
-        refs = [by_label[l] for l in labels if by_label[l].variant == REFERENCE and by_label[l].n_ok]
-        if not refs:
-            continue
-        for l in labels:
-            c = by_label[l]
-            if c is not refs[0] and c.n_ok:
-                out.append(compare(c, refs[0], g))
+    out = [compare(c, ref, g) for c, ref, g in _against_reference(configs, groups)]
     return correct(out + full_comparisons(configs, compare))
+
+
+def secondary_comparisons(configs: list[ConfigSummary], groups: dict[str, tuple[str, ...]]) -> list[Comparison]:
+    """The pairs of `comparisons` against `all` on each SECONDARY metric some config measured, paired by seed;
+    each metric is its own Holm family (a report that reads them makes that many more families)."""
+    out = []
+    for metric, higher in SECONDARY.items():
+        if any(metric in c.secondary_by_seed for c in configs):
+            out += correct([compare(c, ref, g, metric) for c, ref, g in _against_reference(configs, groups)],
+                           higher_is_better=higher)
+    return out
 
 
 def frontier(configs: list[ConfigSummary], metric: str) -> Frontier:
@@ -320,4 +343,5 @@ def analyze(rows: Sequence[CellRow], study: dict[str, Any]) -> StudyAnalysis:
                          prediction(configs, groups, fronts), status_counts(rows + sweeps),
                          tuple(select_lrs(sweeps, arms).values()) if arms else (),
                          tuple(predictor_checks(configs, groups)),
-                         statistic_checks=tuple(statistic_checks(configs, groups)))
+                         statistic_checks=tuple(statistic_checks(configs, groups)),
+                         secondary=tuple(secondary_comparisons(configs, groups)))

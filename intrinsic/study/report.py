@@ -22,6 +22,7 @@ from .guidelines import RSS_CAVEAT, Guideline, generate, rss_only
 from .predictors import statistic_rows
 from .r90_section import R90Section, r90_blocks, r90_section
 from .rows import CellRow, load_results
+from .secondary import secondary_note, secondary_table
 
 TableRows = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows): a table before formatting
 
@@ -182,6 +183,8 @@ def tables(a: StudyAnalysis, gl: list[Guideline] | None = None) -> list[TableRow
     """Every table of the report, in report order (the CLI prints these)."""
     out = [guideline_table(gl if gl is not None else generate(a))]
     out += [group_table(a, g) for g in a.groups]
+    second = secondary_table(a)
+    out += [second] if second else []
     out += [frontier_table(a), prediction_table(a), correlation_table(a), predictor_table(a)]
     if a.statistic_checks:
         out.append(statistic_table(a))
@@ -331,6 +334,9 @@ def document(a: StudyAnalysis, gl: list[Guideline], plots: list[tuple[Path, str]
                             "if its comparison survives Holm and its effect reaches the MDE. `lr` marked (val) was "
                             "chosen on the validation carve of the train split."))
     blocks += [_table(group_table(a, g)) for g in a.groups]
+    second = secondary_table(a)
+    if second:
+        blocks += [Heading(3, "Secondary metrics"), Paragraph(secondary_note(a)), _table(second)]
     if "score_vs_budget.png" in plot_of:
         blocks.append(_figure(plot_of["score_vs_budget.png"]))
     sizes = data_size_section(a)
