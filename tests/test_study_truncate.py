@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from intrinsic.study.r90_section import NO_PROBES_NOTE
+from intrinsic.study.r90_section import KEPT_NOTE, NO_PROBES_NOTE
 from intrinsic.study.runner import Hooks, run_study, study_record
 from intrinsic.study.spec import load_spec, parse_spec
 from intrinsic.study.truncate import truncate_settings
@@ -200,13 +200,24 @@ def test_study_truncates_full_test_cells_and_reports_r90(tiny_bert_dir, tiny_csv
     assert "Measured intrinsic rank" in Path(files.html).read_text()
     assert NO_PROBES_NOTE not in md
 
-    # regenerated without the probes (they are not committed): the probe columns go empty and the report says why
+    # regenerated without the probes (they are not committed): the readings of the previous report are kept
+    with_probes = json.loads(Path(files.analysis_json).read_text())["r90"]
     (out / "probes").rename(tmp_path / "probes-away")
     files, _, _ = write_report(out)
     md = Path(files.markdown).read_text()
-    assert NO_PROBES_NOTE in md
+    kept = json.loads(Path(files.analysis_json).read_text())["r90"]
+    assert KEPT_NOTE in md and NO_PROBES_NOTE not in md and kept["kept"] is True
+    assert [r["probe_rank"] for r in kept["rows"]] == [r["probe_rank"] for r in with_probes["rows"]]
+    assert kept["checks"] == with_probes["checks"] and kept["probe_seed"] == with_probes["probe_seed"]
+    # ... but not over changed measurements: then the probe columns go empty and the report says why
+    t = TruncationResult.load(out / "cells" / tests[0].id)
+    dataclasses.replace(t, components=tuple(dataclasses.replace(x, r90=64) for x in t.components)).save(
+        out / "cells" / tests[0].id)
+    files, _, _ = write_report(out)
+    md = Path(files.markdown).read_text()
+    assert NO_PROBES_NOTE in md and KEPT_NOTE not in md
     r90 = {r["component"]: r for r in json.loads(Path(files.analysis_json).read_text())["r90"]["rows"]}
-    assert r90["attention"]["probe_rank"] is None and r90["attention"]["r90s"] == [1, 2]
+    assert r90["attention"]["probe_rank"] is None and r90["attention"]["r90s"] == [64, 2]
 
 
 def test_r90_checks_read_study_variants(tiny_bert_dir, tiny_csv, tmp_path):

@@ -13,8 +13,9 @@ No truncation file: None, and the report is what it was. `r90_blocks`: the secti
 
 from __future__ import annotations
 
+import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ class R90Section:
     ranks: tuple[int, ...] = documented(help="the rank grid r90 is read from")
     check_target: str | None = documented(None, '"r90_own" when at least 3 components reached it at every seed '
                                                  '(the checks then read those), else "r90"; null: no checks')
+    kept: bool = documented(False, "the probe readings (probe_rank, checks) were kept from the folder's previous "
+                                   "analysis.json: its probes are absent and the r90 measurements are unchanged")
 
 
 def study_variant(component: str, layers: tuple[int, ...]) -> str:
@@ -128,7 +131,28 @@ def r90_section(out_dir: str | Path, rows: list[CellRow], study: dict[str, Any])
                             own_share_ci_high=s.own.share_ci_high))
     first = min(probes) if probes else None
     checks, target = _checks(table, probes[first]) if first is not None else ((), None)
-    return R90Section(tuple(table), checks, first, tuple(sorted({r for _, t in runs for r in t.grid})), target)
+    section = R90Section(tuple(table), checks, first, tuple(sorted({r for _, t in runs for r in t.grid})), target)
+    return section if probes else _kept_readings(section, out / "analysis.json")
+
+
+def _kept_readings(section: R90Section, path: Path) -> R90Section:
+    """`section` (made without probes) with the probe readings of the r90 section in the analysis.json at `path`
+    when that section measured the same thing (every component's seeds, r90s and r90_owns equal) and had them;
+    else `section` as given. Probes are not committed: a report regenerated from a committed folder keeps what
+    its probes said, as `rows._kept_predictions` keeps the predicted shares."""
+    try:
+        old = json.loads(path.read_text())["r90"]
+        rows = {r["component"]: r for r in old["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return section
+    same = all((o := rows.get(r.component)) is not None and tuple(o["seeds"]) == r.seeds
+               and tuple(o["r90s"]) == r.r90s and tuple(o.get("r90_owns", ())) == r.r90_owns for r in section.rows)
+    if not same or len(rows) != len(section.rows) or old.get("probe_seed") is None:
+        return section
+    table = tuple(replace(r, probe_rank=rows[r.component]["probe_rank"], probe_blocks=rows[r.component]["probe_blocks"])
+                  for r in section.rows)
+    return replace(section, rows=table, checks=tuple(old.get("checks", ())), probe_seed=old["probe_seed"],
+                   check_target=old.get("check_target"), kept=True)
 
 
 def _probes(out: Path, study: dict[str, Any], seeds: tuple[int, ...]) -> dict[int, Any]:
@@ -262,9 +286,14 @@ def r90_blocks(r: R90Section) -> list:
                    Table.of_records(*r90_check_table(r))]
     if r.probe_seed is None:
         blocks.append(Paragraph(NO_PROBES_NOTE))
+    elif r.kept:
+        blocks.append(Paragraph(KEPT_NOTE))
     return blocks
 
 
+KEPT_NOTE = ("The probe readings of this section (`probe_rank`, the statistic checks) are those of the previous "
+             "report of this folder, made with the probes present: the probes are not in the folder now, and the r90 "
+             "measurements are unchanged.")
 NO_PROBES_NOTE = ("No probe of these seeds was found under the study's `probes/` folder, so `probe_rank` and the "
                   "check of which probe statistic orders the components are missing here. They are not kept in "
                   "the repository: regenerate this report with the probes present (`intrinsic study run SPEC "
