@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fields import documented
+from .stats import rounded
 
 if TYPE_CHECKING:
     from .analysis import Comparison, ConfigSummary, StudyAnalysis
@@ -135,14 +136,12 @@ def data_size_section(a: StudyAnalysis) -> DataSizeSection | None:
     return DataSizeSection(sizes, tuple(rows), tuple(behind), a.alpha)
 
 
-def _n(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
-
-
 def size_table(s: DataSizeSection) -> tuple[str, list[str], list[dict[str, Any]]]:
-    rows = [{"n": r.size, "placement": r.label, "rank": r.rank, "score": _n(r.score), "full": _n(r.full_score),
-             "diff_vs_full": _n(r.diff), "ci95": None if r.ci_low is None else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
-             "pairs": r.pairs, "p_holm": _n(r.p_holm), "mde": _n(r.mde), "verdict": r.verdict} for r in s.rows]
+    rows = [{"n": r.size, "placement": r.label, "rank": r.rank, "score": rounded(r.score),
+             "full": rounded(r.full_score), "diff_vs_full": rounded(r.diff),
+             "ci95": None if r.ci_low is None else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
+             "pairs": r.pairs, "p_holm": rounded(r.p_holm), "mde": rounded(r.mde), "verdict": r.verdict}
+            for r in s.rows]
     return ("LoRA vs full fine-tuning at each data size (paired by seed; diff = LoRA - full)",
             ["n", "placement", "rank", "score", "full", "diff_vs_full", "ci95", "pairs", "p_holm", "mde", "verdict"],
             rows)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats as sps
 
-from .stats import ALPHA, Correlation, partial_spearman, spearman
+from .stats import ALPHA, Correlation, partial_spearman, rounded, spearman
 
 if TYPE_CHECKING:
     from .analysis import ConfigSummary
@@ -170,13 +170,10 @@ def ci_text(k: StatisticCheck) -> str | None:
 
 def statistic_rows(checks: Sequence[StatisticCheck]) -> list[dict]:
     """One table row per check: scope, statistic, n, rho, CI, p, partial rho and p, given, verdict."""
-    def r(x: float | None, digits: int) -> float | None:
-        return None if x is None else round(float(x), digits)
-
-    return [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": r(k.rho.rho, 3),
-             "ci95_seeds": ci_text(k), "p": r(k.rho.p, 4),
-             "partial_rho": None if k.partial is None else r(k.partial.rho, 3),
-             "partial_p": None if k.partial is None else r(k.partial.p, 4), "given": k.partial_given,
+    return [{"scope": k.scope, "statistic": k.statistic, "n": len(k.labels), "spearman_rho": rounded(k.rho.rho, 3),
+             "ci95_seeds": ci_text(k), "p": rounded(k.rho.p, 4),
+             "partial_rho": None if k.partial is None else rounded(k.partial.rho, 3),
+             "partial_p": None if k.partial is None else rounded(k.partial.p, 4), "given": k.partial_given,
              "verdict": k.verdict} for k in checks]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from ..fields import documented
 from .grid import SWEEP
 from .rows import CellRow
+from .stats import rounded
 
 
 @dataclass(frozen=True)
@@ -212,10 +213,6 @@ def _designated_check(table: list[R90Row], use: dict[str, list], target: str) ->
 # ----------------------------------------------------------------------------- the section's tables
 
 
-def _round(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
-
-
 def r90_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
     def ranks(v):
         return ", ".join("n/r" if x is None else str(x) for x in v)
@@ -231,9 +228,9 @@ def r90_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
         return f"{x.own_share:.1%}{ci}"
 
     rows = [{"component": x.component, "seeds": len(x.seeds), "r90_per_seed": ranks(x.r90s), "median": x.median,
-             "geomean": _round(x.geomean, 2),
+             "geomean": rounded(x.geomean, 2),
              "ci95": None if x.ci_low is None else f"[{x.ci_low:.1f}, {x.ci_high:.1f}]",
-             "r90_own_per_seed": owns(x), "own_median": x.own_median, "own_geomean": _round(x.own_geomean, 2),
+             "r90_own_per_seed": owns(x), "own_median": x.own_median, "own_geomean": rounded(x.own_geomean, 2),
              "own_ci95": None if x.own_ci_low is None else f"[{x.own_ci_low:.1f}, {x.own_ci_high:.1f}]",
              "own_share": share(x), "dW_90%": x.dw90, "probe_rank": x.probe_rank} for x in r.rows]
     return ("Measured r90 and r90_own per component over seeds (n/r: not reached on the grid; undef: own contribution "
@@ -244,9 +241,9 @@ def r90_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
 
 def r90_check_table(r: R90Section) -> tuple[str, list[str], list[dict[str, Any]]]:
     rows = [{"statistic": k["statistic"], "target": k.get("target", "r90"), "n": k["n"],
-             "spearman_rho": _round(k["spearman_rho"], 3),
+             "spearman_rho": rounded(k["spearman_rho"], 3),
              "ci95_seeds": None if k["ci_low"] is None else f"[{k['ci_low']:.2f}, {k['ci_high']:.2f}]",
-             "p": _round(k["p"], 4), "note": _note(k)} for k in r.checks]
+             "p": rounded(k["p"], 4), "note": _note(k)} for k in r.checks]
     return (f"Which probe statistic orders the components like their {r.check_target or 'r90'}? (Spearman rho; CI: "
             "bootstrap over seeds; `designated_rank`: the probe's rank estimate, probe_rank above)",
             ["statistic", "target", "n", "spearman_rho", "ci95_seeds", "p", "note"], rows)

@@ -23,6 +23,7 @@ from .predictors import statistic_rows
 from .r90_section import R90Section, r90_blocks, r90_section
 from .rows import CellRow, load_results
 from .secondary import secondary_note, secondary_table
+from .stats import rounded
 
 TableRows = tuple[str, list[str], list[dict[str, Any]]]  # (title, columns, rows): a table before formatting
 
@@ -35,10 +36,6 @@ class ReportFiles:
     html: str  # path of report.html
     plots: tuple[str, ...]  # PNG paths
     analysis_json: str  # analysis.json: every number of the report, machine-readable
-
-
-def _n(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
 
 
 def _ci(s) -> str | None:
@@ -57,13 +54,14 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
         comp = comps.get(label)
         rows.append({
             "placement": label, "seeds": f"{c.n_ok}/{c.n_cells}", "status": c.status,
-            "score": _n(c.score.mean), "std": _n(c.score.std), "ci95": _ci(c.score), "gain": _n(c.gain.mean),
-            "params": _n(c.trainable_params.mean, 0),
-            "ranks": c.ranks, "peak_mb": _n(c.peak_memory_mb.mean, 1), "time_s": _n(c.train_time_s.mean, 2),
+            "score": rounded(c.score.mean), "std": rounded(c.score.std),
+            "ci95": _ci(c.score), "gain": rounded(c.gain.mean),
+            "params": rounded(c.trainable_params.mean, 0),
+            "ranks": c.ranks, "peak_mb": rounded(c.peak_memory_mb.mean, 1), "time_s": rounded(c.train_time_s.mean, 2),
             "lr": None if c.lr is None else f"{c.lr:g}" + (" (val)" if c.lr_grid else ""),
-            f"diff_vs_{REFERENCE}": _n(comp.ttest.mean_diff) if comp else None,
-            "p": _n(comp.ttest.p) if comp else None, "p_holm": _n(comp.p_holm) if comp else None,
-            "mde": _n(comp.mde) if comp else None,
+            f"diff_vs_{REFERENCE}": rounded(comp.ttest.mean_diff) if comp else None,
+            "p": rounded(comp.ttest.p) if comp else None, "p_holm": rounded(comp.p_holm) if comp else None,
+            "mde": rounded(comp.mde) if comp else None,
             "verdict": (c.status if not c.n_ok else comp.verdict if comp else
                         "reference" if c.variant == REFERENCE else "-"),
         })
@@ -81,7 +79,7 @@ def group_table(a: StudyAnalysis, group: str) -> TableRows:
         if any(by_label[label].metric(key) is not None for label in a.groups[group]):
             for row, label in zip(rows, a.groups[group]):
                 m = by_label[label].metric(key)
-                row[key] = None if m is None else _n(m.mean)
+                row[key] = None if m is None else rounded(m.mean)
             cols.insert(cols.index("gain") + 1, key)
     return (f"Comparison group {group}", cols, rows)
 
@@ -119,7 +117,8 @@ def frontier_table(a: StudyAnalysis) -> TableRows:
         for label in f.front:
             c = by_label[label]
             rows.append({"cost axis": COST_LABELS.get(f.metric, f.metric), "placement": label,
-                         "cost": _n(c.metric(f.metric).mean, 2), "score": _n(c.score.mean), "ci95": _ci(c.score)})
+                         "cost": rounded(c.metric(f.metric).mean, 2),
+                         "score": rounded(c.score.mean), "ci95": _ci(c.score)})
     return ("Pareto frontiers (score up, cost down)", ["cost axis", "placement", "cost", "score", "ci95"], rows)
 
 
@@ -129,7 +128,8 @@ def prediction_table(a: StudyAnalysis) -> TableRows:
     rows = []
     for label, share, gain in sorted(a.prediction.points, key=lambda p: -p[1]):
         c = by_label[label]
-        rows.append({"placement": label, "predicted_share": _n(share), "gain": _n(gain), "gain_ci95": _ci(c.gain),
+        rows.append({"placement": label, "predicted_share": rounded(share), "gain": rounded(gain),
+                     "gain_ci95": _ci(c.gain),
                      "on_params_frontier": label in front.get("trainable_params", set())})
     return ("Prediction validation: probe-predicted energy share vs measured gain",
             ["placement", "predicted_share", "gain", "gain_ci95", "on_params_frontier"], rows)
@@ -139,14 +139,16 @@ def correlation_table(a: StudyAnalysis) -> TableRows:
     rows = []
     for scope, c in [("all placements", a.prediction.overall), *a.prediction.by_group.items()]:
         ci = None if c.ci_low is None else f"[{c.ci_low:.2f}, {c.ci_high:.2f}]"
-        rows.append({"scope": scope, "n": c.n, "spearman_rho": _n(c.rho, 3), "ci95": ci, "p": _n(c.p, 4),
+        rows.append({"scope": scope, "n": c.n, "spearman_rho": rounded(c.rho, 3), "ci95": ci, "p": rounded(c.p, 4),
                      "p_method": c.p_method})
     return ("Spearman correlation (Fisher-z CI)", ["scope", "n", "spearman_rho", "ci95", "p", "p_method"], rows)
 
 
 def predictor_table(a: StudyAnalysis) -> TableRows:
-    rows = [{"scope": k.scope, "n": len(k.labels), "rho_probe": _n(k.probe.rho, 3), "p_probe": _n(k.probe.p, 4),
-             "rho_modules": _n(k.modules.rho, 3), "rho_params": _n(k.params.rho, 3), "noise_ceiling": _n(k.ceiling, 3),
+    rows = [{"scope": k.scope, "n": len(k.labels), "rho_probe": rounded(k.probe.rho, 3),
+             "p_probe": rounded(k.probe.p, 4),
+             "rho_modules": rounded(k.modules.rho, 3), "rho_params": rounded(k.params.rho, 3),
+             "noise_ceiling": rounded(k.ceiling, 3),
              "verdict": k.verdict} for k in a.predictor_checks]
     return ("Probe vs trivial predictors and the noise ceiling (Spearman rho with the gain)",
             ["scope", "n", "rho_probe", "p_probe", "rho_modules", "rho_params", "noise_ceiling", "verdict"], rows)

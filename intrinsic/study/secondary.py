@@ -11,12 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from .analysis import REFERENCE, SECONDARY, StudyAnalysis
+from .stats import rounded
 
 LABELS = {"exact_match": "exact match (higher is better)", "forgetting": "forgetting, nats (lower is better)"}
-
-
-def _n(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
 
 
 def secondary_table(a: StudyAnalysis) -> tuple[str, list[str], list[dict[str, Any]]] | None:
@@ -28,9 +25,9 @@ def secondary_table(a: StudyAnalysis) -> tuple[str, list[str], list[dict[str, An
     for c in a.secondary:
         mine, ref = by_label[c.label].metric(c.metric), by_label[c.reference].metric(c.metric)
         rows.append({"metric": c.metric, "group": c.group, "placement": c.label, "pairs": c.ttest.n,
-                     "mean": _n(mine.mean if mine else None), REFERENCE: _n(ref.mean if ref else None),
-                     f"diff_vs_{REFERENCE}": _n(c.ttest.mean_diff), "p": _n(c.ttest.p), "p_holm": _n(c.p_holm),
-                     "family": c.family, "mde": _n(c.mde), "verdict": c.verdict})
+                     "mean": rounded(mine.mean if mine else None), REFERENCE: rounded(ref.mean if ref else None),
+                     f"diff_vs_{REFERENCE}": rounded(c.ttest.mean_diff), "p": rounded(c.ttest.p), "p_holm": rounded(c.p_holm),
+                     "family": c.family, "mde": rounded(c.mde), "verdict": c.verdict})
     cols = ["metric", "group", "placement", "pairs", "mean", REFERENCE, f"diff_vs_{REFERENCE}", "p", "p_holm",
             "family", "mde", "verdict"]
     return ("Secondary metrics against `all` (paired t over seeds; Holm within each metric)", cols, rows)

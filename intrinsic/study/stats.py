@@ -69,6 +69,11 @@ def _opt(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def rounded(x: float | None, digits: int = 4) -> float | None:
+    """`x` rounded to `digits` for a report table; None stays None."""
+    return None if x is None else round(float(x), digits)
+
+
 def summarize(values: Sequence[float | None], level: float = 0.95) -> Summary:
     """Mean, sample std and t-based CI of the finite values (None/NaN ignored)."""
     x = _finite(values)
