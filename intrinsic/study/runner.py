@@ -168,11 +168,11 @@ def chosen_lr(cell: Cell, rows: list[CellRow]) -> float | str | None:
     return choice.chosen if choice.chosen is not None else "failed"
 
 
-def is_done(cell: Cell, out: Path, rows: list[CellRow], spec: StudySpec | None = None) -> bool:
+def is_done(cell: Cell, out: Path, rows: list[CellRow], spec: StudySpec) -> bool:
     """Finished, and (test cell of an lr grid) trained with the lr chosen now, and (full test cell of a study
-    with [truncate], `spec` given) not waiting for an r90 its lost model can no longer give (`model_lost`)."""
+    with [truncate]) not waiting for an r90 its lost model can no longer give (`model_lost`)."""
     run = finished_run(out / "cells" / cell.id)
-    if run is not None and spec is not None and model_lost(spec, out, cell):
+    if run is not None and model_lost(spec, out, cell):
         return False
     if run is None or not cell.lrs or cell.phase == SWEEP:
         return run is not None
