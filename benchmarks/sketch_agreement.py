@@ -70,8 +70,9 @@ def fold_means(batches: int, model: str = "minilm", task: str = "rotten-tomatoes
     return [r.name for r in refs], sums.folds
 
 
-def sketch_ranks(folds, k: int, seed: int) -> list[int]:
-    """The sign-flip rank of every module from its fold sketches of size k (co-range 2k + 1), maps seeded `seed`."""
+def sketch_ranks(folds, k: int, seed: int, statistic: str = "projection") -> list[int]:
+    """The sign-flip rank of every module from its fold sketches of size k (co-range 2k + 1), maps seeded `seed`,
+    with the sketch test's `statistic` (`FoldSketches.sign_flip_test`)."""
     from intrinsic.probes.sketch import gaussian_maps, sketch_sizes
     from intrinsic.probes.sketch_recon import FoldSketches
 
@@ -80,7 +81,7 @@ def sketch_ranks(folds, k: int, seed: int) -> list[int]:
         _, m, n = F.shape
         kk, ll = sketch_sizes((m, n), k)
         omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
-        out.append(FoldSketches(F @ omega, psi @ F, psi, (m, n)).sign_flip_test(seed=0).rank)
+        out.append(FoldSketches(F @ omega, psi @ F, psi, (m, n)).sign_flip_test(seed=0, statistic=statistic).rank)
     return out
 
 
@@ -98,6 +99,13 @@ def main() -> None:
     ap.add_argument("--task", default="rotten-tomatoes")
     ap.add_argument("--kinds", default="mc,enum", help="p-value kinds: mc (199 random signs, exact mode also with "
                                                      "seeds 1 and 2) and/or enum (every pattern, as the library now)")
+    ap.add_argument("--statistics", default="projection,reconstruction",
+                    help="sketch test statistics (FoldSketches.sign_flip_test), comma-separated")
+    ap.add_argument("--exact-from", default=None, metavar="JSON",
+                    help="reuse the enumerated exact ranks of an earlier run of this benchmark (same model, task, "
+                         "batches; exact mode is most of the time: 62 CPU-min for SmolLM2), recomputing CHECK of them "
+                         "(the smallest modules) to show they still hold")
+    ap.add_argument("--check", type=int, default=12, help="exact ranks recomputed with --exact-from (default 12)")
     ap.add_argument("--json", default=None, help="[default: benchmarks/results/sketch-agreement-MODEL-TASK-cpu.json]")
     args = ap.parse_args()
     kinds = args.kinds.split(",")
@@ -118,21 +126,33 @@ def main() -> None:
                 r = [sign_flip_test(F, seed=s).rank for F in folds]
                 res["exact"][f"mc_seed{s}"] = {"ranks": r, "vs_seed0": agreement(exact["mc"], r)}
                 print(f"exact, resampling seed {s} vs 0: {res['exact'][f'mc_seed{s}']['vs_seed0']}", flush=True)
-    if "enum" in kinds:
+    if "enum" in kinds and args.exact_from:
+        old = json.loads(Path(args.exact_from).read_text())
+        if old["modules"] != names or old["batches"] != args.batches or "enum" not in old["exact"]:
+            raise SystemExit(f"{args.exact_from}: another model, task or number of batches, or no enumerated ranks")
+        exact["enum"] = res["exact"]["enum"] = old["exact"]["enum"]
+        small = sorted(range(len(folds)), key=lambda i: min(folds[i].shape[1:]))[:args.check]
+        with signs("enum"):
+            again = {i: sign_flip_test(folds[i], seed=0).rank for i in small}
+        same = sum(again[i] == exact["enum"][i] for i in small)
+        res["exact"]["enum_from"] = {"file": args.exact_from, "rechecked": len(small), "same": same}
+        print(f"exact ranks from {args.exact_from}: {same} of {len(small)} recomputed ones agree", flush=True)
+    elif "enum" in kinds:
         with signs("enum"):
             exact["enum"] = res["exact"]["enum"] = [sign_flip_test(F, seed=0).rank for F in folds]
     if len(exact) == 2:
         print(f"exact, enumerated vs random signs: {agreement(exact['mc'], exact['enum'])}", flush=True)
     for k in [int(x) for x in args.ks.split(",")]:
         for seed in [int(x) for x in args.seeds.split(",")]:
-            for kind in kinds:
+            for kind, stat in itertools.product(kinds, args.statistics.split(",")):
                 start = time.process_time()
                 with signs(kind):
-                    r = sketch_ranks(folds, k, seed)
-                row = {"k": k, "seed": seed, "signs": kind, "ranks": r, "vs_exact": agreement(exact[kind], r),
-                       "cpu_s": time.process_time() - start}
+                    r = sketch_ranks(folds, k, seed, stat)
+                row = {"k": k, "seed": seed, "signs": kind, "statistic": stat, "ranks": r,
+                       "vs_exact": agreement(exact[kind], r), "cpu_s": time.process_time() - start}
                 res["sketch"].append(row)
-                print(f"K={k} sketch seed {seed}, {kind} signs: {row['vs_exact']} ({row['cpu_s']:.0f} CPU s)", flush=True)
+                print(f"K={k} sketch seed {seed}, {kind} signs, {stat}: {row['vs_exact']} ({row['cpu_s']:.0f} CPU s)",
+                      flush=True)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")

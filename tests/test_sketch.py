@@ -163,6 +163,75 @@ def test_sign_flip_on_fold_sketches_keeps_a_planted_rank_8_as_exact_mode_does(se
     assert exact.rank == 8 and sketched.rank == 8, (exact.pvalues, sketched.pvalues)
 
 
+def _fold_sketches(F: np.ndarray, k: int, seed: int) -> FoldSketches:
+    _, m, n = F.shape
+    kk, ll = sketch_sizes((m, n), k)
+    omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
+    Ft = torch.tensor(F, dtype=torch.float64)
+    return FoldSketches(Ft @ omega.double(), psi.double() @ Ft, psi, (m, n))
+
+
+@pytest.mark.parametrize("kind,seed", [("iso", 21), ("aniso", 22), ("t5", 23)])
+def test_projected_sketch_test_holds_its_level_on_pure_noise(kind, seed):
+    """The projection statistic's false-positive rate of "rank >= 1" on pure-noise folds, l = 17 < m = 48 (a real
+    projection): at most alpha + 2 binomial SE over 160 replicates, as the exact test (tests/test_signflip.py)."""
+    from test_signflip import REPS, fpr_ok, noise_folds
+    rng = np.random.default_rng(seed)
+    ranks = np.array([_fold_sketches(noise_folds(kind, 8, 48, 40, rng), 8, i).sign_flip_test(seed=i).rank
+                      for i in range(REPS)])
+    assert fpr_ok(ranks), f"{kind}: FPR {np.mean(ranks >= 1):.3f}"
+
+
+def test_projected_sketch_test_is_the_exact_test_when_the_co_range_holds_the_side():
+    """l = 2k + 1 >= m: the projected folds are a rotation of the fold means, so ranks, p-values and statistics
+    (singular values of G) are the exact test's."""
+    rng = np.random.default_rng(8)
+    signal, _, _ = _planted(30, 50, [5.0, 3.0, 2.0], 0.0, rng)
+    F = np.stack([signal + rng.standard_normal((30, 50)) * 0.3 for _ in range(8)])
+    exact, sk = sign_flip_test(F), _fold_sketches(F, 16, 0).sign_flip_test()  # l = 33 >= m = 30
+    assert exact.rank == sk.rank == 3 and exact.pvalues == sk.pvalues
+    np.testing.assert_allclose(sk.stats, exact.stats, rtol=1e-6)
+    np.testing.assert_allclose(sk.null_ms, exact.null_ms, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_projected_sketch_statistics_are_in_full_space_units(seed):
+    """One strong direction, m = 200 > l = 33: the projection keeps ~l/m of its energy; the reported first statistic
+    (rescaled by sqrt(m / l)) is sigma_1(G) within 35%, where the unscaled one would be ~0.4 sigma_1."""
+    rng = np.random.default_rng(seed)
+    signal, _, _ = _planted(200, 100, [50.0], 0.0, rng)
+    F = np.stack([signal + rng.standard_normal((200, 100)) * 0.1 for _ in range(8)])
+    got = _fold_sketches(F, 16, seed).sign_flip_test().stats[0]
+    assert got == pytest.approx(np.linalg.svd(F.mean(0), compute_uv=False)[0], rel=0.35)
+
+
+def test_projected_sketch_test_keeps_the_power_the_reconstruction_loses():
+    """A decaying signal (sigma_i ~ i^-0.7, 24 directions) in 8 folds of noise, m x n = 96 x 192, K = 16 (l = 33):
+    the exact test certifies ~10 directions; the projection statistic keeps most of them, the reconstruction
+    statistic finds about none (its resamples' tails fill the null). Statistics are in full-space units: the first
+    is within 35% of sigma_1(G)."""
+    from test_signflip import planted_folds
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(4):
+        F = planted_folds(8, 96, 192, 24, 6.0, rng, spread=24 ** -0.7)
+        fs = _fold_sketches(F, 16, i)
+        proj = fs.sign_flip_test(seed=i)
+        rows.append((sign_flip_test(F, seed=i).rank, proj.rank, fs.sign_flip_test(seed=i, statistic="reconstruction").rank))
+        assert proj.stats[0] == pytest.approx(np.linalg.svd(F.mean(0), compute_uv=False)[0], rel=0.35)
+        P, scale = fs.projected_folds()  # the null energies are in the same units as the statistics
+        raw = sign_flip_test(P, seed=i)
+        assert P.shape == (8, 33, 192) and scale == pytest.approx(96 / 33)
+        np.testing.assert_allclose(proj.null_ms, np.asarray(raw.null_ms) * scale, rtol=1e-12)
+    exact, proj, recon = np.mean(rows, axis=0)
+    assert exact >= 8 and proj >= 0.6 * exact and recon <= 2, rows
+
+
+def test_sketch_test_refuses_an_unknown_statistic():
+    with pytest.raises(ValueError, match="projection"):
+        _fold_sketches(np.zeros((8, 6, 5)), 2, 0).sign_flip_test(statistic="core")
+
+
 def test_left_deflation_equals_the_square_root_of_the_projected_gram():
     """deflate_left's rank-2r update equals H M H with H = (I - C^T C)^(1/2) from an eigendecomposition (scipy)."""
     rng = np.random.default_rng(4)

@@ -16,25 +16,33 @@ so  energy = ||X||^2 + (1 - tr((B^T B)^-1)) t   is unbiased for ||G||_F^2 (`reco
 fluctuation of the sketched tail, small when the tail is either small or spread over many directions
 (measured in tests/test_sketch.py and by benchmarks/bench_probe.py --sketch).
 
-Sign-flip test (`FoldSketches.sign_flip_test`, the sketch-mode counterpart of `rank.signflip`): a sketch is
-linear, so the sketch of M(s) = sum_j s_j G_j / K is sum_j s_j (Y_j, W_j) / K. The step-k statistic of a
-sign vector s is T_k(s) = sigma_1(P G_hat(s) Q_V), G_hat(s) reconstructed from the sketch of M(s), P and
-Q_V the projections off the top k - 1 singular vectors of G_hat(1) (as in the exact test). It is one
-deterministic function of the sketch of M(s) for every s, so the null distribution stays exact under the
-same symmetry assumption as the exact test, and step 1 keeps P(rank >= 1 | no signal) <= alpha. Its power is
-lower than the exact test's when k is small: the resamples M(s) are noise with a flat spectrum, which a rank-k
+Sign-flip test (`FoldSketches.sign_flip_test`, the sketch-mode counterpart of `rank.signflip`). Default
+statistic "projection": the co-range sketches alone determine the fold means projected onto the span of Psi's
+rows, P_j = Q^T G_j with Psi^T = Q R (Q: m x l', l' = min(l, m)), since W_j = Psi G_j = R^T Q^T G_j and R^T has
+full column rank. The exact test (`rank.signflip.sign_flip_test`) runs on the P_j. A fixed linear map of the
+folds keeps their independence and sign symmetry, so the test keeps the exact test's level; and E[P_j] = Q^T
+E[G_j] has the rank of E[G_j] when that rank is below l' (Psi is Gaussian), so the hypotheses are the same.
+What is lost is power: a direction keeps ~l'/m of its energy, while the noise of an l' x n matrix is smaller
+than that of an m x n one, so the detection threshold rises from ~sqrt(m) + sqrt(n) noise units to
+~sqrt(m) + sqrt(m n / l'); at l' = m (the sketch holds the whole side) P_j is a rotation of G_j and the ranks
+are the exact test's. Its statistics are reported in full-space units (times sqrt(m / l'), the null energies
+times m / l'), so that `gains("signal")`' sigma_i^2 - null_i compares like with like.
+Statistic "reconstruction" (the first sketch test, kept for benchmarks/sketch_agreement.py): the sketch of
+M(s) = sum_j s_j G_j / K is sum_j s_j (Y_j, W_j) / K, and T_k(s) = sigma_1(P G_hat(s) Q_V), G_hat(s)
+reconstructed from it, P and Q_V the projections off the top k - 1 singular vectors of G_hat(1). Equally
+valid, but far less powerful when k is small: the resamples M(s) are noise with a flat spectrum, which a rank-k
 sketch captures poorly and whose tail the solve adds in (energy ~ k / (l - k - 1) times the tail's), so the null
-quantiles grow more than the observed k-th values (README "Sketch mode": K = 64 vs 128 on MiniLM).
+quantiles grow more than the observed k-th values (SmolLM2: 40% of the exact ranks at K = 128).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from ..rank.signflip import ALPHA, KMAX_CAP, RESAMPLES, SignFlipTest, _leading, sign_patterns
+from ..rank.signflip import ALPHA, KMAX_CAP, RESAMPLES, SignFlipTest, _leading, sign_flip_test, sign_patterns
 
 CHUNK_BYTES = 256 * 2**20  # reconstructed sign-flip resamples held at a time
 CACHE_BYTES = 2**30  # the reconstructions of every chunk are kept across the test's steps when they fit in this
@@ -93,8 +101,26 @@ class FoldSketches:
     psi: torch.Tensor  # (l, m) the co-range test matrix
     shape: tuple[int, int]  # (m, n)
 
-    def sign_flip_test(self, *, alpha: float = ALPHA, resamples: int = RESAMPLES, seed: int = 0) -> SignFlipTest:
-        """The step-down sign-flip test on the reconstructions of the sign-flipped fold sums (module docstring)."""
+    def projected_folds(self) -> tuple[torch.Tensor, float]:
+        """(P (K, l', n), m / l'): the fold means projected onto the span of Psi's rows, P_j = Q^T G_j, solved from
+        the co-range sketches W_j = R^T P_j (Psi^T = Q R, l' = min(l, m)), and the energy scale back to R^m."""
+        m = self.shape[0]
+        _, R = torch.linalg.qr(self.psi.double().mT)  # (l', l): Psi^T = Q R, Q (m, l')
+        P = torch.linalg.pinv(R.mT) @ self.W.double()  # (K, l', n): R^T has full column rank l'
+        return P, m / R.shape[0]
+
+    def sign_flip_test(self, *, alpha: float = ALPHA, resamples: int = RESAMPLES, seed: int = 0,
+                       statistic: str = "projection") -> SignFlipTest:
+        """The step-down sign-flip test on the fold sketches (module docstring): `statistic` "projection" (the exact
+        test on the projected fold means) or "reconstruction" (on the reconstructions of the sign-flipped sums)."""
+        if statistic == "projection":
+            P, scale = self.projected_folds()
+            res = sign_flip_test(P, alpha=alpha, resamples=resamples, seed=seed)
+            root = float(np.sqrt(scale))
+            return replace(res, stats=tuple(v * root for v in res.stats), null_q=tuple(v * root for v in res.null_q),
+                           null_ms=tuple(v * scale for v in res.null_ms))
+        if statistic != "reconstruction":
+            raise ValueError(f"statistic must be 'projection' or 'reconstruction', got {statistic!r}")
         K, m, k = self.Y.shape
         n = self.W.shape[-1]
         kmax = min(KMAX_CAP, min(m, n) - 1, k)
