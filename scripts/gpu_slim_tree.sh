@@ -4,12 +4,12 @@
 # (to resume them or adopt shared cells): this removes every other folder of studies/results from the working tree
 # (tracked files missing from the working tree do not travel), so the tree is a few MB and each transfer part fits.
 #   bash scripts/gpu_slim_tree.sh smollm2-placement-gen smollm2-rank-data   # keep only these results folders
-#   bash scripts/gpu_slim_tree.sh restore                                   # after the calls (git checkout)
+#   bash scripts/gpu_slim_tree.sh restore                                   # after the calls (deleted files back)
 # With no folder named it keeps the SmolLM2 folders except the finished, unshared ones (the seventh session's set).
 set -eu
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = restore ]; then
-  git checkout -- studies/results
+if [ "${1:-}" = restore ]; then  # only the files the slimming deleted: results copied in since stay as they are
+  git ls-files -d -z -- studies/results | xargs -0 -r git checkout --
 else
   KEEP="${*:-smollm2-budgets-lm smollm2-auto-fill smollm2-layer-bands smollm2-lr-edge smollm2-placement-gen smollm2-rank-data smollm2-predictors}"
   for k in $KEEP; do [ -d "studies/results/$k" ] || { echo "no results folder studies/results/$k" >&2; exit 2; }; done
