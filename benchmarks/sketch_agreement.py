@@ -70,16 +70,17 @@ def fold_means(batches: int, model: str = "minilm", task: str = "rotten-tomatoes
     return [r.name for r in refs], sums.folds
 
 
-def sketch_ranks(folds, k: int, seed: int, statistic: str = "projection") -> list[int]:
-    """The sign-flip rank of every module from its fold sketches of size k (co-range 2k + 1), maps seeded `seed`,
-    with the sketch test's `statistic` (`FoldSketches.sign_flip_test`)."""
+def sketch_ranks(folds, k: int, seed: int, statistic: str = "projection", co_range: int = 2) -> list[int]:
+    """The sign-flip rank of every module from its fold sketches of size k (co-range co_range * k + 1; the probe's is
+    2k + 1), maps seeded `seed`, with the sketch test's `statistic` (`FoldSketches.sign_flip_test`)."""
     from intrinsic.probes.sketch import gaussian_maps, sketch_sizes
     from intrinsic.probes.sketch_recon import FoldSketches
 
     out = []
     for F in folds:
         _, m, n = F.shape
-        kk, ll = sketch_sizes((m, n), k)
+        kk, _ = sketch_sizes((m, n), k)
+        ll = co_range * kk + 1
         omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
         out.append(FoldSketches(F @ omega, psi @ F, psi, (m, n)).sign_flip_test(seed=0, statistic=statistic).rank)
     return out
@@ -101,6 +102,9 @@ def main() -> None:
                                                      "seeds 1 and 2) and/or enum (every pattern, as the library now)")
     ap.add_argument("--statistics", default="projection,reconstruction",
                     help="sketch test statistics (FoldSketches.sign_flip_test), comma-separated")
+    ap.add_argument("--co-range", type=int, default=2,
+                    help="co-range sketch size l = C k + 1 (default 2, the probe's; a larger C is what the projected "
+                         "test would gain from more memory)")
     ap.add_argument("--exact-from", default=None, metavar="JSON",
                     help="reuse the enumerated exact ranks of an earlier run of this benchmark (same model, task, "
                          "batches; exact mode is most of the time: 62 CPU-min for SmolLM2), recomputing CHECK of them "
@@ -147,8 +151,8 @@ def main() -> None:
             for kind, stat in itertools.product(kinds, args.statistics.split(",")):
                 start = time.process_time()
                 with signs(kind):
-                    r = sketch_ranks(folds, k, seed, stat)
-                row = {"k": k, "seed": seed, "signs": kind, "statistic": stat, "ranks": r,
+                    r = sketch_ranks(folds, k, seed, stat, args.co_range)
+                row = {"k": k, "seed": seed, "signs": kind, "statistic": stat, "co_range": args.co_range, "ranks": r,
                        "vs_exact": agreement(exact[kind], r), "cpu_s": time.process_time() - start}
                 res["sketch"].append(row)
                 print(f"K={k} sketch seed {seed}, {kind} signs, {stat}: {row['vs_exact']} ({row['cpu_s']:.0f} CPU s)",
