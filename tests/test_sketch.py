@@ -128,6 +128,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
+def _fold_sketches(F: np.ndarray, k: int, seed: int, dtype: torch.dtype = torch.float64) -> FoldSketches:
+    """The fold sketches of fold means F (K, m, n) at sketch size k, the probe's maps seeded `seed`, in `dtype`."""
+    _, m, n = F.shape
+    kk, ll = sketch_sizes((m, n), k)
+    omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
+    Ft = torch.tensor(F, dtype=dtype)
+    return FoldSketches(Ft @ omega.to(dtype), psi.to(dtype) @ Ft, psi, (m, n))
+
+
 def test_sign_flip_on_fold_sketches_finds_planted_rank_and_holds_its_level():
     rng, (m, n), K = np.random.default_rng(3), (60, 40), 8  # seed 2: a 4th (noise) step at p = 6/128 (5%-level chance)
     signal, _, _ = _planted(m, n, [6.0, 4.0, 3.0], 0.0, rng)
@@ -136,10 +145,7 @@ def test_sign_flip_on_fold_sketches_finds_planted_rank_and_holds_its_level():
         return np.stack([(signal if with_signal else 0) + rng.standard_normal((m, n)) * 0.15 for _ in range(K)])
 
     def sketched(F: np.ndarray, seed: int) -> FoldSketches:
-        kk, ll = sketch_sizes((m, n), 12)
-        omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
-        Ft = torch.tensor(F, dtype=torch.float32)
-        return FoldSketches(Ft @ omega, psi @ Ft, psi, (m, n))
+        return _fold_sketches(F, 12, seed, torch.float32)
 
     F = folds(True)
     assert sign_flip_test(F).rank == 3 and sketched(F, 0).sign_flip_test().rank == 3
@@ -156,19 +162,8 @@ def test_sign_flip_on_fold_sketches_keeps_a_planted_rank_8_as_exact_mode_does(se
     rng, (m, n), K = np.random.default_rng(seed), (120, 80), 8
     signal, _, _ = _planted(m, n, [12.0, 11.0, 10.0, 9.0, 8.0, 7.5, 7.0, 6.5], 0.0, rng)
     F = np.stack([signal + rng.standard_normal((m, n)) * np.geomspace(1.0, 0.05, n) for _ in range(K)])
-    kk, ll = sketch_sizes((m, n), 24)
-    omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
-    Ft = torch.tensor(F, dtype=torch.float32)
-    exact, sketched = sign_flip_test(F), FoldSketches(Ft @ omega, psi @ Ft, psi, (m, n)).sign_flip_test()
+    exact, sketched = sign_flip_test(F), _fold_sketches(F, 24, seed, torch.float32).sign_flip_test()
     assert exact.rank == 8 and sketched.rank == 8, (exact.pvalues, sketched.pvalues)
-
-
-def _fold_sketches(F: np.ndarray, k: int, seed: int) -> FoldSketches:
-    _, m, n = F.shape
-    kk, ll = sketch_sizes((m, n), k)
-    omega, psi = gaussian_maps(m, n, kk, ll, seed, "cpu")
-    Ft = torch.tensor(F, dtype=torch.float64)
-    return FoldSketches(Ft @ omega.double(), psi.double() @ Ft, psi, (m, n))
 
 
 @pytest.mark.parametrize("kind,seed", [("iso", 21), ("aniso", 22), ("t5", 23)])
